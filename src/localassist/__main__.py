@@ -1,0 +1,3 @@
+from localassist.cli.app import main
+
+main()

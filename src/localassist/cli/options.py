@@ -1,0 +1,72 @@
+"""Flags shared by every command that runs a model (ask now, chat later)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+ENGINE = "Engine"
+SAMPLING = "Sampling"
+
+Model = Annotated[
+    str | None,
+    typer.Option(
+        "--model", "-m", help="A .gguf path, a catalog name (see `models`), or owner/repo[:QUANT] in the HF cache."
+    ),
+]
+GpuLayers = Annotated[
+    str | None,
+    typer.Option("--gpu-layers", help="Layers to offload to the GPU: auto, all, 0 or N.", rich_help_panel=ENGINE),
+]
+Ctx = Annotated[
+    int | None,
+    typer.Option(
+        "--ctx", help="Context window in tokens [default: the model's, capped at 8192].", rich_help_panel=ENGINE
+    ),
+]
+Threads = Annotated[
+    int | None,
+    typer.Option("--threads", help="CPU threads for generation [default: physical cores].", rich_help_panel=ENGINE),
+]
+Batch = Annotated[
+    int | None,
+    typer.Option("--batch", help="Prompt-processing batch size (>= 512) [default: 512].", rich_help_panel=ENGINE),
+]
+FlashAttn = Annotated[
+    bool | None,
+    typer.Option("--flash-attn/--no-flash-attn", help="Flash attention.", show_default=False, rich_help_panel=ENGINE),
+]
+ChatFormat = Annotated[
+    str | None,
+    typer.Option(
+        "--chat-format", help="Chat template: auto, gguf, gemma, chatml, llama3, phi3.", rich_help_panel=ENGINE
+    ),
+]
+Temperature = Annotated[
+    float | None,
+    typer.Option("--temperature", "-T", help="0-2; 0 = greedy [default: 0.8].", rich_help_panel=SAMPLING),
+]
+TopK = Annotated[int | None, typer.Option("--top-k", help="0 = off [default: 40].", rich_help_panel=SAMPLING)]
+TopP = Annotated[float | None, typer.Option("--top-p", help="0-1 [default: 0.95].", rich_help_panel=SAMPLING)]
+MinP = Annotated[float | None, typer.Option("--min-p", help="0-1 [default: 0.05].", rich_help_panel=SAMPLING)]
+RepeatPenalty = Annotated[
+    float | None,
+    typer.Option("--repeat-penalty", help="0.5-2; 1 = off [default: 1.0].", rich_help_panel=SAMPLING),
+]
+Seed = Annotated[int | None, typer.Option("--seed", help="-1 = random [default: -1].", rich_help_panel=SAMPLING)]
+MaxTokens = Annotated[
+    int | None,
+    typer.Option("--max-tokens", "-n", help="Most tokens to generate [default: 512].", rich_help_panel=SAMPLING),
+]
+Stop = Annotated[
+    list[str] | None,
+    typer.Option("--stop", help="Stop when this text appears (repeatable).", rich_help_panel=SAMPLING),
+]
+System = Annotated[str | None, typer.Option("--system", "-s", help="System prompt.")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="llama.cpp logs, backend and offload report on stderr.")]
+
+
+def setting_flags(**flags: Any) -> dict[str, Any]:
+    """The flags the user actually gave, keyed by setting name."""
+    return {name: value for name, value in flags.items() if value is not None}

@@ -1,0 +1,58 @@
+"""Incremental detokenization with stop strings, O(1) work per token.
+
+llama-cpp-python's streaming completion re-detokenizes every generated token at
+every step and scans stop strings over the whole text, which slows long answers.
+Here each token's bytes go through an incremental UTF-8 decoder (a character split
+across tokens is held back until complete) and stop strings are checked only on the
+short tail that could still begin one.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Callable, Sequence
+
+
+class IncrementalDetokenizer:
+    def __init__(self, token_bytes: Callable[[int], bytes], stops: Sequence[str] = ()) -> None:
+        self._token_bytes = token_bytes
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._stops = [s for s in stops if s]
+        self._hold = max((len(s) for s in self._stops), default=1) - 1
+        self._pending = ""
+        self.stopped = False
+
+    def push(self, token: int) -> str:
+        """Feed one token; return the text that is now safe to show."""
+        if self.stopped:
+            return ""
+        self._pending += self._decoder.decode(self._token_bytes(token))
+        if not self._stops:
+            out, self._pending = self._pending, ""
+            return out
+        for stop in self._stops:
+            index = self._pending.find(stop)
+            if index >= 0:
+                self.stopped = True
+                out, self._pending = self._pending[:index], ""
+                return out
+        keep = self._partial_stop_len()
+        cut = len(self._pending) - keep
+        out, self._pending = self._pending[:cut], self._pending[cut:]
+        return out
+
+    def _partial_stop_len(self) -> int:
+        """Length of the longest tail of the pending text that begins a stop string."""
+        for size in range(min(self._hold, len(self._pending)), 0, -1):
+            tail = self._pending[-size:]
+            if any(stop.startswith(tail) for stop in self._stops):
+                return size
+        return 0
+
+    def flush(self) -> str:
+        """The held-back text once generation ends (an unfinished stop string is shown)."""
+        if self.stopped:
+            return ""
+        out = self._pending + self._decoder.decode(b"", final=True)
+        self._pending = ""
+        return out

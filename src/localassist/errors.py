@@ -1,0 +1,95 @@
+"""Domain errors and the one table that maps them to exit codes.
+
+Every error carries a message written for the person at the terminal: what went
+wrong and, where there is one, the command that fixes it. The CLI prints
+``str(error)`` on one line and exits with ``exit_code_for(error)``.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes; documented in the README."""
+
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    MODEL_NOT_AVAILABLE = 3
+    CONTEXT_OVERFLOW = 4
+    MODEL_INVALID = 5
+    INTERRUPTED = 130
+    BROKEN_PIPE = 141  # 128 + SIGPIPE, what `yes | head -1` reports
+
+
+class LocalAssistError(Exception):
+    """Base of every error localassist reports to the user."""
+
+    exit_code: ExitCode = ExitCode.ERROR
+
+
+class UsageError(LocalAssistError):
+    """Bad input from the user: a flag value, an empty prompt, an unknown key."""
+
+    exit_code = ExitCode.USAGE
+
+
+class InvalidSettingError(UsageError):
+    """A setting (flag, env var or config file entry) has a value out of range."""
+
+    def __init__(self, name: str, value: object, expected: str, source: str = "flag") -> None:
+        where = {
+            "flag": f"--{name.replace('_', '-')}",
+            "env": f"LOCALASSIST_{name.upper()}",
+            "config": f"config key '{name}'",
+        }.get(source, name)
+        super().__init__(f"{where} must be {expected} (got {value!r})")
+        self.name = name
+
+
+class ConfigError(LocalAssistError):
+    """The config file cannot be read or written."""
+
+
+class ModelNotAvailableError(LocalAssistError):
+    """The model the user named (or the default) is not on this machine."""
+
+    exit_code = ExitCode.MODEL_NOT_AVAILABLE
+
+
+class ModelInvalidError(LocalAssistError):
+    """The file exists but is not a usable GGUF (wrong magic, truncated, unreadable)."""
+
+    exit_code = ExitCode.MODEL_INVALID
+
+
+class ContextOverflowError(LocalAssistError):
+    """The prompt plus the requested output does not fit the context window."""
+
+    exit_code = ExitCode.CONTEXT_OVERFLOW
+
+    def __init__(self, prompt_tokens: int, max_tokens: int, n_ctx: int) -> None:
+        super().__init__(
+            f"input does not fit the context: {prompt_tokens:,} prompt tokens + "
+            f"{max_tokens:,} max tokens > {n_ctx:,} context. Shorten the input, lower "
+            f"--max-tokens, or raise --ctx (the model's training context is the limit)"
+        )
+        self.prompt_tokens = prompt_tokens
+        self.max_tokens = max_tokens
+        self.n_ctx = n_ctx
+
+
+class BackendError(LocalAssistError):
+    """The inference engine failed while generating."""
+
+
+def exit_code_for(error: BaseException) -> ExitCode:
+    """The single place where an exception becomes a process exit code."""
+    if isinstance(error, LocalAssistError):
+        return error.exit_code
+    if isinstance(error, KeyboardInterrupt):
+        return ExitCode.INTERRUPTED
+    if isinstance(error, BrokenPipeError):
+        return ExitCode.BROKEN_PIPE
+    return ExitCode.ERROR

@@ -1,0 +1,320 @@
+"""One frozen settings object, read at call time.
+
+Precedence, highest first: command-line flag > ``LOCALASSIST_<KEY>`` environment
+variable > ``config.toml`` in the config dir > built-in default. Every value is
+parsed and range-checked here, whatever its source, so a bad value in the config
+file is reported as clearly as a bad flag.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from localassist.errors import ConfigError, InvalidSettingError, UsageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+ENV_PREFIX = "LOCALASSIST_"
+DEFAULT_INPUT_TEMPLATE = "{instruction}\n\n<input>\n{input}\n</input>"
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where localassist keeps its files. ``LOCALASSIST_HOME`` moves all of them."""
+
+    config_dir: Path
+    data_dir: Path
+    cache_dir: Path
+
+    @property
+    def config_file(self) -> Path:
+        return self.config_dir / "config.toml"
+
+
+def app_paths() -> Paths:
+    home = os.environ.get("LOCALASSIST_HOME")
+    if home:
+        root = Path(home).expanduser()
+        return Paths(root / "config", root / "data", root / "cache")
+    import platformdirs
+
+    return Paths(
+        Path(platformdirs.user_config_dir("localassist", appauthor=False)),
+        Path(platformdirs.user_data_dir("localassist", appauthor=False)),
+        Path(platformdirs.user_cache_dir("localassist", appauthor=False)),
+    )
+
+
+# --- value parsers: each takes a str (env, `config set`) or an already typed value
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError
+
+
+def _to_list(value: Any) -> list[str]:
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    text = str(value).strip()
+    if text.startswith("["):
+        loaded = json.loads(text)
+        if not isinstance(loaded, list):
+            raise ValueError
+        return [str(v) for v in loaded]
+    return [part for part in text.split(",") if part] if text else []
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError
+    return int(value)
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError
+    return float(value)
+
+
+def _to_optional_str(value: Any) -> str | None:
+    text = str(value)
+    return text if text else None
+
+
+def _to_gpu_layers(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text in {"auto", "all"}:
+        return text
+    if text.lstrip("-").isdigit() and int(text) >= 0:
+        return str(int(text))
+    raise ValueError
+
+
+@dataclass(frozen=True)
+class Spec:
+    parse: Callable[[Any], Any]
+    default: Any
+    expected: str
+    help: str
+    check: Callable[[Any], bool] = lambda _v: True
+    nullable: bool = False
+
+
+def _between(lo: float, hi: float) -> Callable[[Any], bool]:
+    return lambda v: lo <= v <= hi
+
+
+SPECS: dict[str, Spec] = {
+    "model": Spec(_to_optional_str, None, "a model name or path", "default model", nullable=True),
+    "models_dirs": Spec(_to_list, [], "a list of folders", "extra folders scanned for .gguf"),
+    "gpu_layers": Spec(_to_gpu_layers, "auto", "auto, all, or a whole number >= 0", "layers offloaded to GPU"),
+    "ctx": Spec(
+        _to_int,
+        None,
+        "a whole number between 128 and 1048576",
+        "context window in tokens",
+        _between(128, 1_048_576),
+        nullable=True,
+    ),
+    "threads": Spec(
+        _to_int,
+        None,
+        "a whole number between 1 and 1024",
+        "CPU threads for decoding",
+        _between(1, 1024),
+        nullable=True,
+    ),
+    "batch": Spec(
+        _to_int,
+        512,
+        "a whole number between 512 and 65536",
+        "prompt batch size",
+        _between(512, 65536),
+    ),
+    "flash_attn": Spec(_to_bool, False, "true or false", "use flash attention"),
+    "chat_format": Spec(_to_optional_str, None, "a chat format name", "override the chat template", nullable=True),
+    "temperature": Spec(_to_float, 0.8, "a number between 0 and 2", "sampling temperature", _between(0, 2)),
+    "top_k": Spec(
+        _to_int,
+        40,
+        "a whole number between 0 and 100000 (0 = off)",
+        "top-k sampling",
+        _between(0, 100_000),
+    ),
+    "top_p": Spec(_to_float, 0.95, "a number between 0 and 1", "nucleus sampling", _between(0, 1)),
+    "min_p": Spec(_to_float, 0.05, "a number between 0 and 1", "min-p sampling", _between(0, 1)),
+    "repeat_penalty": Spec(
+        _to_float,
+        1.0,
+        "a number between 0.5 and 2 (1 = off)",
+        "repetition penalty",
+        _between(0.5, 2),
+    ),
+    "seed": Spec(
+        _to_int,
+        -1,
+        "a whole number between -1 and 4294967295 (-1 = random)",
+        "sampling seed",
+        _between(-1, 2**32 - 1),
+    ),
+    "max_tokens": Spec(
+        _to_int,
+        512,
+        "a whole number between 1 and 1048576",
+        "most tokens to generate",
+        _between(1, 1_048_576),
+    ),
+    "stop": Spec(_to_list, [], "a list of strings", "stop strings"),
+    "system": Spec(_to_optional_str, None, "text", "system prompt", nullable=True),
+    "input_template": Spec(
+        str,
+        DEFAULT_INPUT_TEMPLATE,
+        "text containing {instruction} and {input}",
+        "how piped input and the instruction are joined",
+        lambda v: "{instruction}" in v and "{input}" in v,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Effective settings for one command. ``sources`` says where each value came from."""
+
+    model: str | None = None
+    models_dirs: tuple[str, ...] = ()
+    gpu_layers: str = "auto"
+    ctx: int | None = None
+    threads: int | None = None
+    batch: int = 512
+    flash_attn: bool = False
+    chat_format: str | None = None
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    seed: int = -1
+    max_tokens: int = 512
+    stop: tuple[str, ...] = ()
+    system: str | None = None
+    input_template: str = DEFAULT_INPUT_TEMPLATE
+    paths: Paths = field(default_factory=app_paths, compare=False)
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+
+def parse_value(name: str, raw: Any, source: str) -> Any:
+    """Parse and range-check one setting; raise a usage error naming the valid range."""
+    spec = SPECS.get(name)
+    if spec is None:
+        raise UsageError(f"unknown setting '{name}'; known settings: {', '.join(SPECS)}")
+    if raw is None and spec.nullable:
+        return None
+    try:
+        value = spec.parse(raw)
+    except (TypeError, ValueError, json.JSONDecodeError):
+        raise InvalidSettingError(name, raw, spec.expected, source) from None
+    if value is not None and not spec.check(value):
+        raise InvalidSettingError(name, raw, spec.expected, source)
+    return tuple(value) if isinstance(value, list) else value
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+
+
+def load_settings(flags: Mapping[str, Any] | None = None) -> Settings:
+    """Build the effective settings; ``flags`` holds only the flags the user gave."""
+    paths = app_paths()
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name, spec in SPECS.items():
+        values[name] = tuple(spec.default) if isinstance(spec.default, list) else spec.default
+        sources[name] = "default"
+    for name, raw in read_config_file(paths.config_file).items():
+        if name not in SPECS:
+            raise ConfigError(
+                f"unknown key '{name}' in {paths.config_file}; remove it with `localassist config unset {name}`"
+            )
+        values[name] = parse_value(name, raw, "config")
+        sources[name] = "config file"
+    for name in SPECS:
+        raw = os.environ.get(ENV_PREFIX + name.upper())
+        if raw is not None:
+            values[name] = parse_value(name, raw, "env")
+            sources[name] = "env " + ENV_PREFIX + name.upper()
+    for name, raw in (flags or {}).items():
+        if raw is None or (isinstance(raw, (list, tuple)) and not raw):
+            continue
+        values[name] = parse_value(name, raw, "flag")
+        sources[name] = "flag"
+    return Settings(**values, paths=paths, sources=sources)
+
+
+def _write_config(path: Path, data: dict[str, Any]) -> None:
+    import tomli_w
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config.", suffix=".toml")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            tomli_w.dump(data, fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def set_config_value(name: str, raw: str) -> Any:
+    """Validate ``raw`` for ``name`` and store it in the config file; return the parsed value."""
+    value = parse_value(name, raw, "config")
+    path = app_paths().config_file
+    data = read_config_file(path)
+    data[name] = list(value) if isinstance(value, tuple) else value
+    if value is None:
+        data.pop(name, None)
+    _write_config(path, data)
+    return value
+
+
+def unset_config_value(name: str) -> bool:
+    """Remove ``name`` from the config file; return whether it was there."""
+    path = app_paths().config_file
+    data = read_config_file(path)
+    if name not in data:
+        if name not in SPECS:
+            raise UsageError(f"unknown setting '{name}'; known settings: {', '.join(SPECS)}")
+        return False
+    del data[name]
+    _write_config(path, data)
+    return True
+
+
+def settings_as_dict(settings: Settings) -> dict[str, Any]:
+    return {f.name: getattr(settings, f.name) for f in fields(settings) if f.name in SPECS}
