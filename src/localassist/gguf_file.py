@@ -23,6 +23,7 @@ DEFAULT_ALIGNMENT = 32
 # value type id -> struct format for scalars
 _SCALAR = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 _STRING, _ARRAY = 8, 9
+_U64 = struct.Struct("<Q")
 
 # ggml tensor type id -> (name, elements per block, bytes per block)
 GGML_TYPES: dict[int, tuple[str, int, int]] = {
@@ -33,7 +34,7 @@ GGML_TYPES: dict[int, tuple[str, int, int]] = {
     6: ("Q5_0", 32, 22),
     7: ("Q5_1", 32, 24),
     8: ("Q8_0", 32, 34),
-    9: ("Q8_1", 32, 36),
+    9: ("Q8_1", 32, 40),
     10: ("Q2_K", 256, 84),
     11: ("Q3_K", 256, 110),
     12: ("Q4_K", 256, 144),
@@ -164,7 +165,7 @@ class _Cursor:
         self.path = path
 
     def need(self, size: int) -> None:
-        if self.pos + size > len(self.buf):
+        if size < 0 or self.pos + size > len(self.buf):
             raise ModelInvalidError(
                 f"{self.path} is truncated: the GGUF header ends early at byte {len(self.buf):,}; "
                 f"download the file again"
@@ -189,6 +190,17 @@ class _Cursor:
         self.need(length)
         self.pos += length
 
+    def skip_strings(self, count: int) -> None:
+        # vocabularies hold 100k+ strings: a tight loop with locals, bounds checked once
+        buf, pos, read_len, end = self.buf, self.pos, _U64.unpack_from, len(self.buf)
+        for _ in range(count):
+            if pos + 8 > end:
+                self.pos = pos
+                self.need(8)
+            pos += 8 + read_len(buf, pos)[0]
+        self.pos = pos
+        self.need(0)
+
     def value(self, vtype: int) -> Any:
         if vtype in _SCALAR:
             return self.unpack(_SCALAR[vtype])
@@ -204,8 +216,7 @@ class _Cursor:
                 self.need(size)
                 self.pos += size
             elif item_type == _STRING:
-                for _ in range(count):
-                    self.skip_string()
+                self.skip_strings(count)
             else:
                 for _ in range(count):
                     self.value(item_type)

@@ -52,10 +52,14 @@ def quant_from_filename(filename: str) -> str | None:
 
 
 def hf_cache_dir() -> Path:
-    # huggingface_hub.constants reads HF_HOME / HF_HUB_CACHE; importing it is cheap and offline.
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HUB_CACHE)
+    """The Hugging Face hub cache, resolved as huggingface_hub does but at call time
+    (huggingface_hub.constants freezes it at import)."""
+    explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    hf_home = os.environ.get("HF_HOME") or os.path.join(cache_home, "huggingface")
+    return Path(hf_home).expanduser() / "hub"
 
 
 def _repo_dir(repo: str) -> Path:

@@ -79,7 +79,7 @@ def ask(
     from localassist.backends.local import load_backend
 
     if sys.stderr.isatty() and not verbose:
-        with err_console().status(f"Loading {resolved.name}…", spinner="dots"):
+        with err_console().status(f"Loading {resolved.name}...", spinner="dots"):
             backend = load_backend(resolved, settings, verbose=verbose)
     else:
         backend = load_backend(resolved, settings, verbose=verbose)

@@ -1,0 +1,68 @@
+"""Shared fixtures. Every test gets its own LOCALASSIST_HOME and HF cache; nothing
+reaches the network (HF_HUB_OFFLINE=1, and the CLI sets it too)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from localassist import starter
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for key in list(os.environ):
+        if key.startswith("LOCALASSIST_"):
+            monkeypatch.delenv(key)
+    home = tmp_path / "home"
+    monkeypatch.setenv("LOCALASSIST_HOME", str(home))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("NO_COLOR", "1")
+    return home
+
+
+@pytest.fixture(scope="session")
+def starter_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real starter GGUF, joined once for the whole session."""
+    return starter.starter_path(tmp_path_factory.mktemp("starter-cache"))
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(
+    *args: str, input: str | bytes | None = None, env: dict[str, str] | None = None, timeout: float = 120
+) -> Result:
+    """Run the real CLI in a subprocess, as a user's shell would."""
+    full_env = {**os.environ, **(env or {})}
+    data = input.encode() if isinstance(input, str) else input
+    proc = subprocess.run(
+        [sys.executable, "-m", "localassist", *args],
+        input=data if data is not None else b"",
+        capture_output=True,
+        env=full_env,
+        timeout=timeout,
+    )
+    return Result(proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"))
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+@pytest.fixture
+def model_env(starter_model: Path) -> dict[str, str]:
+    """Env that points the CLI at the session's starter GGUF (no re-join per test)."""
+    return {"LOCALASSIST_MODEL": str(starter_model)}

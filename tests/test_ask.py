@@ -1,0 +1,125 @@
+"""`ask` end to end: the real CLI in a subprocess running the real starter model
+at temperature 0 for a few tokens."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.model
+
+COUNTING = "1, 2, 3, 4, 5, 6, 7, 8,"  # a base model keeps counting: a long, steady answer
+
+
+def test_piped_stdout_is_only_the_answer(cli, model_env):
+    result = cli("ask", "The capital of France is", "-T", "0", "-n", "12", env=model_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+    assert "\x1b" not in result.stdout  # no ANSI codes, no spinner
+    assert result.stdout.endswith("\n")
+    assert result.stderr == ""  # no llama.cpp logs, no status lines
+
+
+def test_temperature_zero_is_deterministic_and_seeded_runs_repeat(cli, model_env):
+    first = cli("ask", "--raw", "Once upon a time", "-T", "0", "-n", "10", env=model_env)
+    second = cli("ask", "--raw", "Once upon a time", "-T", "0", "-n", "10", env=model_env)
+    assert first.stdout == second.stdout and first.stdout.strip()
+    a = cli("ask", "--raw", "Once upon a time", "-T", "1", "--seed", "7", "-n", "10", env=model_env)
+    b = cli("ask", "--raw", "Once upon a time", "-T", "1", "--seed", "7", "-n", "10", env=model_env)
+    assert a.stdout == b.stdout
+
+
+def test_json_output_fields(cli, model_env):
+    result = cli("ask", "--raw", COUNTING, "-T", "0", "-n", "6", "--json", env=model_env)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert result.stdout.count("\n") == 1
+    assert data["finish_reason"] == "length"
+    assert data["usage"]["completion_tokens"] == 6
+    assert data["usage"]["prompt_tokens"] > 10
+    assert data["usage"]["total_tokens"] == data["usage"]["prompt_tokens"] + 6
+    assert data["model"].endswith(".gguf")
+    assert "9" in data["text"]
+    timings = data["timings"]
+    for key in ("load_s", "ttft_s", "prompt_tokens_per_s", "generation_tokens_per_s", "total_s"):
+        assert timings[key] > 0, key
+
+
+def test_stdin_is_the_input_and_args_the_instruction(cli, model_env):
+    piped = cli("ask", "Repeat the input.", "-T", "0", "-n", "4", "--json", input="alpha beta gamma\n", env=model_env)
+    alone = cli("ask", "Repeat the input.", "-T", "0", "-n", "4", "--json", env=model_env)
+    assert piped.returncode == alone.returncode == 0
+    # the piped document is really in the prompt: more prompt tokens than the instruction alone
+    assert json.loads(piped.stdout)["usage"]["prompt_tokens"] > json.loads(alone.stdout)["usage"]["prompt_tokens"] + 5
+    only_stdin = cli("ask", "-T", "0", "-n", "3", input="Hello there", env=model_env)
+    assert only_stdin.returncode == 0 and only_stdin.stdout.strip()
+
+
+def test_stop_string_ends_the_answer(cli, model_env):
+    result = cli("ask", "--raw", COUNTING, "-T", "0", "-n", "40", "--stop", "12", "--json", env=model_env)
+    data = json.loads(result.stdout)
+    assert data["finish_reason"] == "stop"
+    assert "12" not in data["text"] and "11" in data["text"]
+
+
+def test_context_overflow_is_an_error_not_a_truncation(cli, model_env):
+    long_input = "word " * 400
+    result = cli("ask", "Summarize", "--ctx", "256", "-n", "16", input=long_input, env=model_env)
+    assert result.returncode == 4
+    assert result.stdout == ""
+    assert "does not fit the context" in result.stderr and "256 context" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_stats_and_verbose_go_to_stderr(cli, model_env):
+    result = cli("ask", "--raw", COUNTING, "-T", "0", "-n", "5", "--stats", "-v", env=model_env)
+    assert result.returncode == 0
+    assert "generation" in result.stderr and "t/s" in result.stderr
+    assert "gpu_layers=" in result.stderr and "backend=llama.cpp" in result.stderr
+    assert "t/s" not in result.stdout
+
+
+def test_starter_model_is_the_default(cli):
+    result = cli("ask", "--raw", "Hello", "-T", "0", "-n", "3")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+
+
+def _start(args, env):
+    return subprocess.Popen(
+        [sys.executable, "-m", "localassist", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **env},
+    )
+
+
+def test_ctrl_c_stops_at_once_flushes_and_exits_130(model_env):
+    proc = _start(["ask", "--raw", COUNTING, "-T", "0", "-n", "3000"], model_env)
+    first = proc.stdout.read(4)  # generation has started
+    assert first
+    proc.send_signal(signal.SIGINT)
+    start = time.monotonic()
+    rest, err = proc.communicate(timeout=30)
+    assert time.monotonic() - start < 5
+    assert proc.returncode == 130
+    out = (first + rest).decode()
+    assert "9" in out  # what was generated before the interrupt is on stdout
+    assert b"Traceback" not in err and b"interrupted" in err
+
+
+def test_broken_pipe_exits_quietly(model_env):
+    proc = _start(["ask", "--raw", COUNTING, "-T", "0", "-n", "3000"], model_env)
+    assert proc.stdout.read(2)
+    proc.stdout.close()  # like `| head -c 2`
+    proc.wait(timeout=60)
+    err = proc.stderr.read()
+    assert proc.returncode == 141
+    assert err == b""

@@ -1,0 +1,139 @@
+"""CLI behaviour that needs no model run: help, config, models, info, usage errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from localassist.cli.app import app
+
+runner = CliRunner()
+
+
+def test_help_and_version():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("ask", "models", "info", "config"):
+        assert command in result.stdout
+    assert runner.invoke(app, ["--version"]).stdout.startswith("localassist ")
+
+
+def test_config_set_show_path_unset(isolated_home):
+    assert runner.invoke(app, ["config", "set", "temperature", "0.25"]).exit_code == 0
+    shown = json.loads(runner.invoke(app, ["config", "show", "--json"]).stdout)
+    assert shown["temperature"] == {"value": 0.25, "source": "config file"}
+    assert shown["top_k"] == {"value": 40, "source": "default"}
+    table = runner.invoke(app, ["config", "show"]).stdout
+    assert "temperature" in table and "config file" in table
+    path = runner.invoke(app, ["config", "path"]).stdout.strip()
+    assert path == str(isolated_home / "config" / "config.toml")
+    assert runner.invoke(app, ["config", "unset", "temperature"]).exit_code == 0
+    shown = json.loads(runner.invoke(app, ["config", "show", "--json"]).stdout)
+    assert shown["temperature"]["source"] == "default"
+
+
+def test_config_show_reports_env_source(monkeypatch):
+    monkeypatch.setenv("LOCALASSIST_MAX_TOKENS", "64")
+    shown = json.loads(runner.invoke(app, ["config", "show", "--json"]).stdout)
+    assert shown["max_tokens"] == {"value": 64, "source": "env LOCALASSIST_MAX_TOKENS"}
+
+
+def test_models_lists_the_starter(cli):
+    result = cli("models", "--json")
+    assert result.returncode == 0, result.stderr
+    listed = json.loads(result.stdout)
+    assert listed[0]["name"] == "starter" and listed[0]["quant"] == "Q4_K_M"
+    table = cli("models").stdout
+    assert table.splitlines()[0].split() == ["NAME", "QUANT", "SIZE", "SOURCE", "PATH"]
+
+
+def test_info_reads_metadata_without_loading(cli, model_env):
+    result = cli("info", "--json", env=model_env)
+    assert result.returncode == 0, result.stderr
+    facts = json.loads(result.stdout)
+    assert facts["architecture"] == "gemma3"
+    assert facts["quantization"] == "Q4_K_M"
+    assert facts["context_length"] == 32768
+    assert facts["layers"] == 18
+    assert 260_000_000 < facts["parameters"] < 280_000_000
+    assert facts["chat_template"] == "no (fallback: gemma)"
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        (["ask", "hi", "--temperature", "5"], 2, "--temperature must be a number between 0 and 2"),
+        (["ask", "hi", "--top-p", "1.5"], 2, "--top-p must be a number between 0 and 1"),
+        (["ask", "hi", "--gpu-layers", "many"], 2, "--gpu-layers must be auto, all"),
+        (["ask", "hi", "--batch", "8"], 2, "--batch must be a whole number between 512"),
+        (["ask", "hi", "--chat-format", "klingon"], 2, "--chat-format must be one of"),
+        (["ask", "hi", "--temperature", "warm"], 2, "Invalid value"),
+        (["ask"], 2, "nothing to ask"),
+        (["ask", "hi", "-m", "nonesuch"], 3, "unknown model 'nonesuch'"),
+        (["ask", "hi", "-m", "/no/such/model.gguf"], 3, "does not exist"),
+        (["info", "qwen2.5:3b"], 3, "hf download Qwen/Qwen2.5-3B-Instruct-GGUF"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_a_documented_code(cli, model_env, args, code, fragment):
+    result = cli(*args, env=model_env if "-m" not in args else None)
+    assert result.returncode == code, result.stderr
+    assert fragment in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_not_a_gguf_file(cli, tmp_path):
+    text = tmp_path / "fake.gguf"
+    text.write_text("not a model")
+    result = cli("ask", "hi", "-m", str(text))
+    assert (result.returncode, result.stderr.count("\n")) == (5, 1)
+    assert "not a GGUF model file" in result.stderr
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root can read any file")
+def test_unreadable_file(cli, tmp_path):
+    locked = tmp_path / "locked.gguf"
+    locked.write_bytes(b"GGUF")
+    locked.chmod(0)
+    result = cli("info", str(locked))
+    assert result.returncode == 5
+    assert "permission denied" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bad_config_file_is_reported_not_a_traceback(cli, isolated_home):
+    config = isolated_home / "config" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text("temperature = [\n")
+    result = cli("config", "show")
+    assert result.returncode == 1
+    assert "not valid TOML" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_debug_env_shows_the_traceback(cli):
+    result = cli("ask", "hi", "-m", "nonesuch", env={"LOCALASSIST_DEBUG": "1"})
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr and "ModelNotAvailableError" in result.stderr
+
+
+def test_light_commands_never_import_heavy_modules(model_env):
+    """--help, models, info and config stay fast: no llama_cpp, numpy or langchain."""
+    code = (
+        "import sys, runpy\n"
+        "sys.argv = ['localassist'] + sys.argv[1:]\n"
+        "try:\n"
+        "    runpy.run_module('localassist', run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = [m for m in ('llama_cpp', 'numpy', 'langchain_core', 'langchain_community') if m in sys.modules]\n"
+        "sys.stderr.write('HEAVY=' + ','.join(heavy) + '\\n')\n"
+    )
+    for args in (["--help"], ["models"], ["info"], ["config", "show"], ["ask", "--help"]):
+        proc = subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, env={**os.environ, **model_env}
+        )
+        assert "HEAVY=\n" in proc.stderr, (args, proc.stderr)

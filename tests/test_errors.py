@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import pytest
+
+from localassist.errors import (
+    BackendError,
+    ConfigError,
+    ContextOverflowError,
+    ExitCode,
+    InvalidSettingError,
+    ModelInvalidError,
+    ModelNotAvailableError,
+    UsageError,
+    exit_code_for,
+)
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (UsageError("x"), 2),
+        (InvalidSettingError("top_p", 3, "a number between 0 and 1"), 2),
+        (ModelNotAvailableError("x"), 3),
+        (ContextOverflowError(900, 200, 1024), 4),
+        (ModelInvalidError("x"), 5),
+        (ConfigError("x"), 1),
+        (BackendError("x"), 1),
+        (KeyboardInterrupt(), 130),
+        (BrokenPipeError(), 141),
+        (RuntimeError("surprise"), 1),
+    ],
+)
+def test_exit_code_mapping(error, code):
+    assert exit_code_for(error) == code
+
+
+def test_exit_codes_are_stable():
+    assert {c.name: c.value for c in ExitCode} == {
+        "OK": 0,
+        "ERROR": 1,
+        "USAGE": 2,
+        "MODEL_NOT_AVAILABLE": 3,
+        "CONTEXT_OVERFLOW": 4,
+        "MODEL_INVALID": 5,
+        "INTERRUPTED": 130,
+        "BROKEN_PIPE": 141,
+    }
+
+
+def test_context_overflow_message_has_the_counts_and_the_way_out():
+    message = str(ContextOverflowError(9000, 512, 8192))
+    assert "9,000 prompt tokens" in message
+    assert "512 max tokens" in message
+    assert "8,192 context" in message
+    assert "--ctx" in message and "--max-tokens" in message
