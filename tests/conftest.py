@@ -66,3 +66,16 @@ def cli():
 def model_env(starter_model: Path) -> dict[str, str]:
     """Env that points the CLI at the session's starter GGUF (no re-join per test)."""
     return {"LOCALASSIST_MODEL": str(starter_model)}
+
+
+@pytest.fixture(scope="module")
+def backend(starter_model):
+    """The real starter model loaded in-process (1024-token context), shared by a module."""
+    from localassist.backends.local import load_backend
+    from localassist.models import ResolvedModel
+    from localassist.settings import load_settings
+
+    settings = load_settings({"ctx": 1024, "threads": 2})
+    loaded = load_backend(ResolvedModel(starter_model, "starter", "path"), settings)
+    yield loaded
+    loaded.close()

@@ -50,3 +50,15 @@ def test_markdown_writer_renders_and_never_truncates(monkeypatch):
     for i in (1, 20, 40):
         assert f"item number {i}" in shown
     assert "…" not in shown
+
+
+def test_empty_list_items_stay_visible():
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    writer = MarkdownWriter()
+    writer.console = Console(file=buffer, force_terminal=True, width=80, color_system=None)
+    writer.write("1.\n2.\n3.\n-\n")
+    writer.close()
+    shown = buffer.getvalue()
+    assert "1." in shown and "2." in shown and "3." in shown and "-" in shown

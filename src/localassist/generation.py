@@ -19,6 +19,7 @@ from localassist.settings import Settings
 class Message:
     role: str  # system | user | assistant
     content: str
+    interrupted: bool = False  # an answer cut short by Ctrl-C (kept, and marked)
 
 
 Prompt = list[Message] | str  # str = raw completion, no chat template

@@ -185,6 +185,14 @@ SPECS: dict[str, Spec] = {
     ),
     "stop": Spec(_to_list, [], "a list of strings", "stop strings"),
     "system": Spec(_to_optional_str, None, "text", "system prompt", nullable=True),
+    "memory": Spec(
+        str,
+        "buffer",
+        "buffer, window:K (K >= 1) or summary",
+        "chat memory policy",
+        lambda v: v in ("buffer", "summary") or (v.startswith("window:") and v[7:].isdigit() and int(v[7:]) >= 1),
+    ),
+    "history": Spec(_to_bool, True, "true or false", "keep the chat prompt history in a file"),
     "input_template": Spec(
         str,
         DEFAULT_INPUT_TEMPLATE,
@@ -216,6 +224,8 @@ class Settings:
     max_tokens: int = 512
     stop: tuple[str, ...] = ()
     system: str | None = None
+    memory: str = "buffer"
+    history: bool = True
     input_template: str = DEFAULT_INPUT_TEMPLATE
     paths: Paths = field(default_factory=app_paths, compare=False)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)

@@ -10,6 +10,7 @@ import typer
 
 from localassist import __version__
 from localassist.cli import ask as ask_cmd
+from localassist.cli import chat as chat_cmd
 from localassist.cli import config as config_cmd
 from localassist.cli import models as models_cmd
 from localassist.cli.console import debug_enabled, error, exit_broken_pipe
@@ -43,6 +44,7 @@ def _root(
 
 
 app.command()(ask_cmd.ask)
+app.command()(chat_cmd.chat)
 app.command()(models_cmd.models)
 app.command()(models_cmd.info)
 app.add_typer(config_cmd.app, name="config")

@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 
 from localassist.cli import options
-from localassist.cli.console import err_console, exit_broken_pipe, stdout_is_terminal, warn
+from localassist.cli.console import exit_broken_pipe, stdout_is_terminal, warn
+from localassist.cli.engine import stats_line
 from localassist.errors import ExitCode
 
 
@@ -47,7 +48,6 @@ def ask(
       git diff | localassist ask "Write a commit message for this diff" -T 0.2 -n 80
     """
     from localassist.generation import SamplingParams
-    from localassist.models import resolve_model
     from localassist.prompt import build_messages, build_user_text, decode_stdin
     from localassist.settings import load_settings
 
@@ -74,17 +74,9 @@ def ask(
     piped = None if sys.stdin is None or sys.stdin.isatty() else decode_stdin(sys.stdin.buffer.read())
     user_text = build_user_text(" ".join(prompt or []), piped, settings.input_template)
     params = SamplingParams.from_settings(settings)
-    resolved = resolve_model(settings.model, settings)
+    from localassist.cli.engine import load_model
 
-    from localassist.backends.local import load_backend
-
-    if sys.stderr.isatty() and not verbose:
-        with err_console().status(f"Loading {resolved.name}...", spinner="dots"):
-            backend = load_backend(resolved, settings, verbose=verbose)
-    else:
-        backend = load_backend(resolved, settings, verbose=verbose)
-    if verbose:
-        warn("  ".join(f"{k}={v}" for k, v in backend.describe().items()))
+    backend = load_model(settings, settings.model, verbose)
 
     if raw:
         text_prompt = f"{settings.system}\n\n{user_text}" if settings.system else user_text
@@ -119,25 +111,8 @@ def ask(
             exit_broken_pipe()
     completion = stream.completion()
     if stats or verbose:
-        _print_stats(completion)
+        warn(stats_line(completion))
     backend.close()
     if interrupted:
         warn("interrupted")
         raise typer.Exit(ExitCode.INTERRUPTED)
-
-
-def _print_stats(completion) -> None:
-    t = completion.timings
-    parts = [
-        f"model {completion.model}",
-        f"prompt {completion.prompt_tokens} tok ({completion.cached_tokens} cached)",
-        f"answer {completion.completion_tokens} tok ({completion.finish_reason})",
-    ]
-    if t.ttft_s is not None:
-        parts.append(f"first token {t.ttft_s * 1000:.0f} ms")
-    if t.prompt_tokens_per_s:
-        parts.append(f"prompt {t.prompt_tokens_per_s:.1f} t/s")
-    if t.generation_tokens_per_s:
-        parts.append(f"generation {t.generation_tokens_per_s:.1f} t/s")
-    parts.append(f"load {t.load_s:.2f} s")
-    warn(" | ".join(parts))

@@ -15,6 +15,13 @@ from collections.abc import Iterable
 from typing import TextIO
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
+# A list marker with nothing after it ("1." alone on a line) is an empty list item to
+# markdown, and rich draws those as blank: escape it so the text stays visible.
+_EMPTY_ITEM = re.compile(r"^(\s*)(\d+)([.)])[ \t]*$|^(\s*)([-*+])[ \t]*$", re.MULTILINE)
+
+
+def _keep_empty_items(text: str) -> str:
+    return _EMPTY_ITEM.sub(lambda m: f"{m[1]}{m[2]}\\{m[3]}" if m[2] else f"{m[4]}\\{m[5]}", text)
 
 
 def split_finished_blocks(text: str) -> tuple[list[str], str]:
@@ -82,7 +89,7 @@ class MarkdownWriter:
     def _markdown(self, text: str):
         from rich.markdown import Markdown
 
-        return Markdown(text, code_theme="monokai")
+        return Markdown(_keep_empty_items(text), code_theme="monokai")
 
     def _tail_view(self, text: str):
         """The unfinished block, rendered, showing only its last screenful."""

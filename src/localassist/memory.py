@@ -1,0 +1,171 @@
+"""Conversation memory: what of a long conversation still goes to the model.
+
+Tokens are counted with the model's own tokenizer on the rendered chat template
+(``count`` is ``Backend.count_tokens``), never estimated. The budget is the context
+window minus ``max_tokens``. The system prompt is never dropped.
+
+Policies:
+  buffer    every turn until the budget is reached, then the oldest exchanges go;
+  window:K  the last K exchanges (then, if still too long, as buffer);
+  summary   at the budget, older exchanges are replaced by a summary the model writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from localassist.errors import ContextOverflowError, UsageError
+from localassist.generation import Message
+
+Counter = Callable[[list[Message]], int]
+Summarizer = Callable[[list[Message]], str]
+
+SUMMARY_PREFIX = "Summary of the earlier conversation:"
+
+
+@dataclass(frozen=True)
+class MemoryPolicy:
+    kind: str = "buffer"  # buffer | window | summary
+    window: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> MemoryPolicy:
+        text = text.strip().lower()
+        if text in ("buffer", "summary"):
+            return cls(text)
+        if text.startswith("window:"):
+            size = text.partition(":")[2]
+            if size.isdigit() and int(size) >= 1:
+                return cls("window", int(size))
+        raise UsageError(f"memory must be buffer, window:K (K >= 1) or summary (got {text!r})")
+
+    def __str__(self) -> str:
+        return f"window:{self.window}" if self.kind == "window" else self.kind
+
+
+@dataclass
+class Conversation:
+    """The system prompt, an optional summary of dropped turns, and the turns."""
+
+    system: str | None = None
+    summary: str | None = None
+    turns: list[Message] = field(default_factory=list)
+
+    def messages(self, extra: list[Message] | None = None) -> list[Message]:
+        system = self.system or ""
+        if self.summary:
+            system = f"{system}\n\n{SUMMARY_PREFIX}\n{self.summary}".strip()
+        head = [Message("system", system)] if system else []
+        return head + self.turns + (extra or [])
+
+    def exchanges(self) -> list[list[Message]]:
+        """Turns grouped as [user, assistant...] exchanges, oldest first."""
+        groups: list[list[Message]] = []
+        for message in self.turns:
+            if message.role == "user" or not groups:
+                groups.append([message])
+            else:
+                groups[-1].append(message)
+        return groups
+
+
+@dataclass(frozen=True)
+class FitReport:
+    """What ``fit`` did, for the one-line notice the REPL prints."""
+
+    tokens: int
+    dropped_exchanges: int = 0
+    dropped_tokens: int = 0
+    summarized_exchanges: int = 0
+
+    def notice(self) -> str | None:
+        if self.summarized_exchanges:
+            return (
+                f"summarized {self.summarized_exchanges} oldest "
+                f"{'exchange' if self.summarized_exchanges == 1 else 'exchanges'} "
+                f"({self.dropped_tokens:,} tokens) to fit the context"
+            )
+        if self.dropped_exchanges:
+            return (
+                f"dropped {self.dropped_exchanges} oldest "
+                f"{'exchange' if self.dropped_exchanges == 1 else 'exchanges'}, "
+                f"{self.dropped_tokens:,} tokens, to fit the context"
+            )
+        return None
+
+
+def _window(conversation: Conversation, size: int) -> int:
+    """Keep the last ``size`` exchanges; return how many were dropped.
+
+    LangChain's ``trim_messages`` does this counting in messages, starting on a
+    human turn and keeping the system message apart.
+    """
+    from langchain_core.messages import AIMessage, HumanMessage, trim_messages
+
+    exchanges = conversation.exchanges()
+    if len(exchanges) <= size:
+        return 0
+    as_lc = [
+        (HumanMessage if m.role == "user" else AIMessage)(content=m.content, id=str(i))
+        for i, m in enumerate(conversation.turns)
+    ]
+    kept_lc = trim_messages(
+        as_lc, max_tokens=2 * size, token_counter=len, strategy="last", start_on="human", allow_partial=False
+    )
+    first_kept = int(kept_lc[0].id) if kept_lc else len(conversation.turns)
+    dropped = sum(1 for m in conversation.turns[:first_kept] if m.role == "user")
+    conversation.turns = conversation.turns[first_kept:]
+    return dropped
+
+
+def fit(
+    conversation: Conversation,
+    new: list[Message],
+    budget: int,
+    count: Counter,
+    policy: MemoryPolicy,
+    summarize: Summarizer | None = None,
+    max_tokens: int = 0,
+) -> FitReport:
+    """Shrink ``conversation`` (in place) so that it plus ``new`` fits ``budget`` tokens."""
+    before = count(conversation.messages(new))
+    dropped = _window(conversation, policy.window) if policy.kind == "window" else 0
+    tokens = count(conversation.messages(new)) if dropped else before
+    if tokens <= budget:
+        return FitReport(tokens, dropped, before - tokens if dropped else 0)
+
+    alone = count(Conversation(conversation.system).messages(new))
+    if alone > budget:
+        raise ContextOverflowError(alone, max_tokens, budget + max_tokens)
+
+    exchanges = conversation.exchanges()
+    if policy.kind == "summary" and summarize is not None and exchanges:
+        # Summarize the older half and keep the recent exchanges verbatim; if that is not
+        # enough, summarize everything (each summary costs a generation, so two tries at most).
+        earlier = [Message("system", f"{SUMMARY_PREFIX}\n{conversation.summary}")] if conversation.summary else []
+        for cut in sorted({max(1, len(exchanges) // 2), len(exchanges)}):
+            old = [m for group in exchanges[:cut] for m in group]
+            candidate = Conversation(conversation.system, None, [m for group in exchanges[cut:] for m in group])
+            try:
+                candidate.summary = summarize(earlier + old)
+            except ContextOverflowError:  # too much to summarize in one go: drop instead
+                tokens = budget + 1
+                break
+            tokens = count(candidate.messages(new))
+            if tokens <= budget:
+                break
+        if tokens <= budget:
+            conversation.summary, conversation.turns = candidate.summary, candidate.turns
+            return FitReport(tokens, 0, before - tokens, summarized_exchanges=cut)
+        # Summarizing did not make room: fall back to dropping the oldest exchanges.
+
+    while conversation.turns and tokens > budget:
+        exchanges = conversation.exchanges()
+        conversation.turns = [m for group in exchanges[1:] for m in group]
+        dropped += 1
+        tokens = count(conversation.messages(new))
+    if tokens > budget:  # the summary note is the last thing left to let go of
+        conversation.summary = None
+        tokens = count(conversation.messages(new))
+    return FitReport(tokens, dropped, before - tokens)

@@ -1,0 +1,169 @@
+"""The real REPL in a pseudo-terminal, running the real starter model at temperature 0."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pexpect
+import pytest
+
+pytestmark = pytest.mark.model
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[=>]|\r")
+PROMPT_READY = "\x1b[?2004h"  # prompt_toolkit turns bracketed paste on once per prompt
+
+
+class Repl:
+    def __init__(self, *args: str, env: dict[str, str]) -> None:
+        full_env = {**os.environ, **env, "PROMPT_TOOLKIT_NO_CPR": "1", "TERM": "xterm-256color"}
+        full_env.pop("NO_COLOR", None)
+        self.child = pexpect.spawn(
+            sys.executable, ["-m", "localassist", "chat", "-T", "0", *args],
+            env=full_env, dimensions=(40, 120), encoding="utf-8", timeout=90,
+        )
+        self.child.expect_exact(PROMPT_READY)
+
+    def send(self, line: str) -> str:
+        """Type a line, wait for the next prompt, return what was shown in between."""
+        self.child.sendline(line)
+        self.child.expect_exact(PROMPT_READY)
+        return ANSI.sub("", self.child.before)
+
+    def exit(self) -> int:
+        self.child.sendeof()
+        self.child.expect(pexpect.EOF)
+        self.child.close()
+        return self.child.exitstatus
+
+
+def stats(repl: Repl) -> dict[str, int]:
+    shown = repl.send("/stats")
+    found = re.search(r"prompt (\d+) tok \((\d+) cached\) \| answer (\d+) tok", shown)
+    assert found, shown
+    prompt, cached, answer = map(int, found.groups())
+    return {"prompt": prompt, "cached": cached, "answer": answer}
+
+
+def test_multi_turn_set_clear_regen_and_exit(model_env, tmp_path):
+    repl = Repl("-n", "16", env=model_env)
+    first = repl.send("Hello! What is your name?")
+    assert first.strip()
+    turn1 = stats(repl)
+    repl.send("And what is the second point?")
+    turn2 = stats(repl)
+    # the follow-up carries the conversation and only the new tokens are evaluated
+    assert turn2["prompt"] > turn1["prompt"] + turn1["answer"]
+    assert turn2["cached"] >= turn1["prompt"] + turn1["answer"] - 2
+
+    assert "max_tokens = 5" in repl.send("/set max_tokens 5")
+    repl.send("Say something")
+    assert stats(repl)["answer"] <= 5
+    assert "must be a number between 0 and 2" in repl.send("/set temperature 7")
+    assert "unknown command /frob" in repl.send("/frob")
+    assert "exchanges       3" in repl.send("/show")
+
+    repl.send("/regen")
+    assert "exchanges       3" in repl.send("/show")
+    repl.send("/undo")
+    assert "exchanges       2" in repl.send("/show")
+    assert "conversation cleared" in repl.send("/clear")
+    assert "exchanges       0" in repl.send("/show")
+    assert "/regen" in repl.send("/help")
+    assert repl.exit() == 0
+
+
+def test_save_and_load_round_trip(model_env, tmp_path):
+    repl = Repl("-n", "8", "--system", "You are terse.", env=model_env)
+    repl.send("Name a colour.")
+    repl.send("Name another.")
+    saved = tmp_path / "talk.json"
+    assert "saved" in repl.send(f"/save {saved}")
+    repl.send(f"/save {tmp_path / 'talk.md'}")
+    data = json.loads(saved.read_text())
+    assert [m["role"] for m in data["messages"]] == ["user", "assistant", "user", "assistant"]
+    assert data["messages"][0]["content"] == "Name a colour." and data["system"] == "You are terse."
+    assert (tmp_path / "talk.md").read_text().startswith("# Chat with")
+    repl.send("/clear")
+    assert "loaded 4 messages" in repl.send(f"/load {saved}")
+    assert "exchanges       2" in repl.send("/show")
+    repl.send(f"/save {tmp_path / 'again.json'}")
+    assert json.loads((tmp_path / "again.json").read_text())["messages"] == data["messages"]
+    assert repl.exit() == 0
+
+
+def test_ctrl_c_stops_the_answer_and_keeps_it(model_env, tmp_path):
+    repl = Repl("-n", "1500", env=model_env)
+    repl.child.sendline("List the numbers from 1 to 300, separated by commas.")
+    repl.child.expect(r"1\d\.")  # the answer is streaming
+    repl.child.sendintr()
+    repl.child.expect_exact(PROMPT_READY)
+    assert "interrupted" in ANSI.sub("", repl.child.before)
+    repl.send(f"/save {tmp_path / 'cut.json'}")
+    last = json.loads((tmp_path / "cut.json").read_text())["messages"][-1]
+    assert last["role"] == "assistant" and last["interrupted"] is True and "10." in last["content"]
+    assert "finish" not in last
+    # the REPL survived: it still answers
+    assert repl.send("/stats").count("interrupted") == 1
+    assert repl.exit() == 0
+
+
+def test_ctrl_c_on_the_prompt_clears_the_line(model_env):
+    repl = Repl("-n", "4", env=model_env)
+    repl.child.send("half a thought")
+    repl.child.sendintr()
+    repl.child.expect_exact(PROMPT_READY)
+    assert "exchanges       0" in repl.send("/show")
+    assert repl.exit() == 0
+
+
+def test_triple_quote_block_is_one_message(model_env, tmp_path):
+    repl = Repl("-n", "4", env=model_env)
+    repl.child.sendline('"""first line')
+    repl.child.sendline("second line")
+    repl.child.sendline('"""')
+    repl.child.expect_exact(PROMPT_READY)
+    repl.send(f"/save {tmp_path / 'block.json'}")
+    messages = json.loads((tmp_path / "block.json").read_text())["messages"]
+    assert messages[0]["content"] == "first line\nsecond line"
+    assert repl.exit() == 0
+
+
+def test_history_is_persisted(model_env, isolated_home):
+    repl = Repl("-n", "2", env=model_env)
+    repl.send("/show")
+    assert repl.exit() == 0
+    history = isolated_home / "data" / "chat_history"
+    assert "/show" in history.read_text()
+
+
+def test_piped_input_without_a_terminal_answers_once(model_env):
+    proc = subprocess.run(
+        [sys.executable, "-m", "localassist", "chat", "-T", "0", "-n", "6"],
+        input=b"Hello there", capture_output=True, env={**os.environ, **model_env},
+        start_new_session=True,  # no controlling terminal: /dev/tty cannot be opened
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() and b"\x1b" not in proc.stdout
+
+
+def test_piped_context_then_the_terminal(model_env):
+    """`cat notes | localassist chat`: the notes become context, the terminal keeps the chat."""
+    env = {**os.environ, **model_env, "PROMPT_TOOLKIT_NO_CPR": "1", "TERM": "xterm-256color"}
+    command = f"printf 'The secret word is pineapple.' | {sys.executable} -m localassist chat -T 0 -n 6"
+    child = pexpect.spawn("bash", ["-c", command], env=env, dimensions=(40, 120), encoding="utf-8", timeout=90)
+    child.expect_exact(PROMPT_READY)
+    assert "context: 29 characters from stdin" in ANSI.sub("", child.before)
+    child.sendline("/show")
+    child.expect_exact(PROMPT_READY)
+    used = re.search(r"context used\s+(\d+)/", ANSI.sub("", child.before))
+    assert used and int(used.group(1)) > 10  # the pinned context is counted before any exchange
+    child.sendline("What is the secret word?")
+    child.expect_exact(PROMPT_READY)
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0

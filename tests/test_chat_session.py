@@ -1,0 +1,135 @@
+"""ChatSession with the real model: memory across turns, KV reuse, commands, transcripts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from localassist.chat import ChatSession
+from localassist.errors import InvalidSettingError, UsageError
+from localassist.generation import Message, SamplingParams
+from localassist.memory import MemoryPolicy
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture
+def session(backend):
+    return ChatSession(backend, SamplingParams(temperature=0, max_tokens=12), system="You are terse.")
+
+
+def answer(session, text, interrupt_after=None):
+    turn = session.ask(text)
+    pieces = []
+    for piece in turn.stream:
+        pieces.append(piece)
+        if interrupt_after is not None and len(pieces) >= interrupt_after:
+            break
+    return session.finish(turn, interrupted=interrupt_after is not None)
+
+
+def test_follow_up_turns_evaluate_only_new_tokens(session):
+    first = answer(session, "Name a fruit.")
+    second = answer(session, "And the second one?")
+    # turn 2 reuses turn 1's prompt and answer from the KV cache
+    assert second.cached_tokens >= first.prompt_tokens + first.completion_tokens - 2
+    assert second.prompt_tokens > first.prompt_tokens + first.completion_tokens
+    third = answer(session, "And a third?")
+    assert third.cached_tokens >= second.prompt_tokens + second.completion_tokens - 2
+    assert session.used_tokens == session.backend.count_tokens(session.conversation.messages())
+
+
+def test_the_model_sees_the_conversation(session):
+    answer(session, "My name is Zoltan.")
+    turn = session.ask("What is my name?")
+    rendered = session.backend.render(session.conversation.messages([turn.user]))
+    assert "My name is Zoltan." in rendered and "What is my name?" in rendered
+    assert "".join(turn.stream) is not None
+    session.finish(turn)
+    assert len(session.conversation.exchanges()) == 2
+
+
+def test_regen_undo_clear(session):
+    answer(session, "Hello")
+    answer(session, "Tell me a story")
+    regen = session.regen()
+    assert regen.user.content == "Tell me a story"
+    "".join(regen.stream)
+    session.finish(regen)
+    assert [m.content for m in session.conversation.turns if m.role == "user"] == ["Hello", "Tell me a story"]
+    assert session.undo().content == "Tell me a story"
+    assert len(session.conversation.turns) == 2
+    session.clear()
+    assert session.conversation.turns == [] and session.conversation.system == "You are terse."
+    with pytest.raises(UsageError):
+        session.regen()
+    with pytest.raises(UsageError):
+        session.undo()
+
+
+def test_interrupted_answer_is_kept_and_marked(session):
+    completion = answer(session, "List the numbers from 1 to 300, separated by commas.", interrupt_after=3)
+    assert completion.finish_reason == "interrupted"
+    last = session.conversation.turns[-1]
+    assert last.role == "assistant" and last.interrupted and last.content == completion.text
+
+
+def test_set_validates_like_flags(session):
+    assert session.set("temperature", "0.5") == 0.5 and session.params.temperature == 0.5
+    assert session.set("max-tokens", "64") == 64
+    assert str(session.set("memory", "window:3")) == "window:3"
+    session.set("system", "Be brief.")
+    assert session.conversation.system == "Be brief."
+    with pytest.raises(InvalidSettingError, match="between 0 and 2"):
+        session.set("temperature", "9")
+    with pytest.raises(UsageError, match="/set takes one of"):
+        session.set("colour", "blue")
+
+
+def test_save_and_load_round_trip(session, tmp_path):
+    answer(session, "First question")
+    answer(session, "List the numbers from 1 to 300, separated by commas.", interrupt_after=2)
+    path = tmp_path / "talk.json"
+    session.save(path)
+    data = json.loads(path.read_text())
+    assert data["system"] == "You are terse." and len(data["messages"]) == 4
+    assert data["messages"][-1]["interrupted"] is True
+    md = tmp_path / "talk.md"
+    session.save(md)
+    assert "## You" in md.read_text() and "*(interrupted)*" in md.read_text()
+
+    other = ChatSession(session.backend, session.params, memory=MemoryPolicy())
+    assert other.load(path) == 4
+    assert other.conversation.turns == session.conversation.turns
+    assert other.conversation.system == "You are terse."
+    with pytest.raises(UsageError, match="not a transcript"):
+        other.load(md)
+    with pytest.raises(UsageError, match="does not exist"):
+        other.load(tmp_path / "missing.json")
+
+
+def test_piped_context_is_pinned_in_the_system_prompt(backend):
+    session = ChatSession(backend, SamplingParams(temperature=0, max_tokens=8), context="Paris is in France.")
+    assert "Paris is in France." in session.conversation.system
+    session.set_system("Answer in French.")
+    assert session.conversation.system.startswith("Answer in French.")
+    assert "Paris is in France." in session.conversation.system
+    session.clear()
+    assert "Paris is in France." in session.conversation.system
+
+
+def test_summary_policy_with_the_model_writing_the_summary(backend):
+    session = ChatSession(backend, SamplingParams(temperature=0, max_tokens=600), memory=MemoryPolicy("summary"))
+    # budget = 1024 - 600 = 424 tokens: a few long exchanges overflow it
+    for i in range(6):
+        session.conversation.turns += [
+            Message("user", f"Fact {i}: the sky is " + "blue " * 40),
+            Message("assistant", "Noted. " * 10),
+        ]
+    turn = session.ask("What colour did I mention?")
+    assert turn.notice and turn.notice.startswith("summarized")
+    assert session.conversation.summary
+    next(iter(turn.stream))
+    session.finish(turn, interrupted=True)
+    assert session.used_tokens <= session.budget + 600
