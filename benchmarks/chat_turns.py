@@ -38,16 +38,23 @@ def main() -> None:
     session = ChatSession(backend, SamplingParams(temperature=0, max_tokens=args.answer_tokens, seed=1))
     rows = []
     for turn in range(1, args.turns + 1):
-        question = f"Question {turn:02d}: please describe, in a few short sentences, item number {turn:02d} of the list."
+        question = (
+            f"Question {turn:02d}: please describe, in a few short sentences, item number {turn:02d} of the list."
+        )
         t = session.ask(question)
         for _ in t.stream:
             pass
         c = session.finish(t)
-        rows.append({
-            "turn": turn, "prompt_tokens": c.prompt_tokens, "cached_tokens": c.cached_tokens,
-            "evaluated_tokens": c.prompt_tokens - c.cached_tokens, "ttft_ms": round(c.timings.ttft_s * 1000, 1),
-            "generation_tps": c.timings.generation_tokens_per_s,
-        })
+        rows.append(
+            {
+                "turn": turn,
+                "prompt_tokens": c.prompt_tokens,
+                "cached_tokens": c.cached_tokens,
+                "evaluated_tokens": c.prompt_tokens - c.cached_tokens,
+                "ttft_ms": round(c.timings.ttft_s * 1000, 1),
+                "generation_tps": c.timings.generation_tokens_per_s,
+            }
+        )
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     first, last = rows[0], rows[-1]
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
@@ -55,13 +62,16 @@ def main() -> None:
     print("| turn | prompt tokens | cached | evaluated | TTFT ms | gen t/s |\n|---|---|---|---|---|---|")
     for r in rows:
         if r["turn"] in (1, 2, 5, 10, 15, args.turns):
-            print(f"| {r['turn']} | {r['prompt_tokens']} | {r['cached_tokens']} | {r['evaluated_tokens']} "
-                  f"| {r['ttft_ms']} | {r['generation_tps']} |")
+            print(
+                f"| {r['turn']} | {r['prompt_tokens']} | {r['cached_tokens']} | {r['evaluated_tokens']} "
+                f"| {r['ttft_ms']} | {r['generation_tps']} |"
+            )
     ratio = last["ttft_ms"] / first["ttft_ms"]
     print(f"\nTTFT turn {args.turns} / turn 1: {ratio:.2f}x; peak RSS {peak_mb:.0f} MB")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"machine": machine, "rows": rows, "ttft_ratio": ratio,
-                                          "peak_rss_mb": peak_mb}, indent=2))
+    Path(args.out).write_text(
+        json.dumps({"machine": machine, "rows": rows, "ttft_ratio": ratio, "peak_rss_mb": peak_mb}, indent=2)
+    )
     backend.close()
 
 

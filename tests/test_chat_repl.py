@@ -22,8 +22,12 @@ class Repl:
         full_env = {**os.environ, **env, "PROMPT_TOOLKIT_NO_CPR": "1", "TERM": "xterm-256color"}
         full_env.pop("NO_COLOR", None)
         self.child = pexpect.spawn(
-            sys.executable, ["-m", "localassist", "chat", "-T", "0", *args],
-            env=full_env, dimensions=(40, 120), encoding="utf-8", timeout=90,
+            sys.executable,
+            ["-m", "localassist", "chat", "-T", "0", *args],
+            env=full_env,
+            dimensions=(40, 120),
+            encoding="utf-8",
+            timeout=90,
         )
         self.child.expect_exact(PROMPT_READY)
 
@@ -143,7 +147,9 @@ def test_history_is_persisted(model_env, isolated_home):
 def test_piped_input_without_a_terminal_answers_once(model_env):
     proc = subprocess.run(
         [sys.executable, "-m", "localassist", "chat", "-T", "0", "-n", "6"],
-        input=b"Hello there", capture_output=True, env={**os.environ, **model_env},
+        input=b"Hello there",
+        capture_output=True,
+        env={**os.environ, **model_env},
         start_new_session=True,  # no controlling terminal: /dev/tty cannot be opened
     )
     assert proc.returncode == 0, proc.stderr
