@@ -47,30 +47,12 @@ def ask(
       localassist ask "The capital of France is"
       git diff | localassist ask "Write a commit message for this diff" -T 0.2 -n 80
     """
+    flags = options.setting_flags(locals())
     from localassist.generation import SamplingParams
     from localassist.prompt import build_messages, build_user_text, decode_stdin
     from localassist.settings import load_settings
 
-    settings = load_settings(
-        options.setting_flags(
-            model=model,
-            system=system,
-            gpu_layers=gpu_layers,
-            ctx=ctx,
-            threads=threads,
-            batch=batch,
-            flash_attn=flash_attn,
-            chat_format=chat_format,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            min_p=min_p,
-            repeat_penalty=repeat_penalty,
-            seed=seed,
-            max_tokens=max_tokens,
-            stop=stop,
-        )
-    )
+    settings = load_settings(flags)
     piped = None if sys.stdin is None or sys.stdin.isatty() else decode_stdin(sys.stdin.buffer.read())
     user_text = build_user_text(" ".join(prompt or []), piped, settings.input_template)
     params = SamplingParams.from_settings(settings)

@@ -62,34 +62,16 @@ def chat(
       localassist chat -m qwen2.5:1.5b --system "You are terse." --temperature 0.3
       cat notes.md | localassist chat      # the notes become context, then you chat
     """
+    flags = options.setting_flags(locals())
+    if no_history:
+        flags["history"] = False
     from localassist.chat import ChatSession
     from localassist.generation import SamplingParams
     from localassist.memory import MemoryPolicy
     from localassist.prompt import decode_stdin
     from localassist.settings import load_settings
 
-    settings = load_settings(
-        options.setting_flags(
-            model=model,
-            system=system,
-            memory=memory,
-            gpu_layers=gpu_layers,
-            ctx=ctx,
-            threads=threads,
-            batch=batch,
-            flash_attn=flash_attn,
-            chat_format=chat_format,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            min_p=min_p,
-            repeat_penalty=repeat_penalty,
-            seed=seed,
-            max_tokens=max_tokens,
-            stop=stop,
-            history=False if no_history else None,
-        )
-    )
+    settings = load_settings(flags)
     piped = None
     tty_in = None
     if sys.stdin is not None and not sys.stdin.isatty():

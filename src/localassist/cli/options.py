@@ -67,6 +67,11 @@ System = Annotated[str | None, typer.Option("--system", "-s", help="System promp
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="llama.cpp logs, backend and offload report on stderr.")]
 
 
-def setting_flags(**flags: Any) -> dict[str, Any]:
-    """The flags the user actually gave, keyed by setting name."""
-    return {name: value for name, value in flags.items() if value is not None}
+def setting_flags(params: dict[str, Any]) -> dict[str, Any]:
+    """The command's parameters that are settings and that the user actually gave.
+
+    Called with ``locals()`` first thing in a command, so a flag named like a setting
+    is picked up without being listed twice."""
+    from localassist.settings import SPECS
+
+    return {name: value for name, value in params.items() if name in SPECS and value is not None}
