@@ -79,3 +79,6 @@ def backend(starter_model):
     loaded = load_backend(ResolvedModel(starter_model, "starter", "path"), settings)
     yield loaded
     loaded.close()
+
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/fakehub.py

@@ -49,7 +49,7 @@ def test_models_lists_the_starter(cli):
     listed = json.loads(result.stdout)
     assert listed[0]["name"] == "starter" and listed[0]["quant"] == "Q4_K_M"
     table = cli("models").stdout
-    assert table.splitlines()[0].split() == ["NAME", "QUANT", "SIZE", "SOURCE", "PATH"]
+    assert table.splitlines()[0].split() == ["NAME", "QUANT", "SIZE", "LAST", "USED", "SOURCE", "PATH"]
 
 
 def test_info_reads_metadata_without_loading(cli, model_env):

@@ -3,9 +3,11 @@ from __future__ import annotations
 import pytest
 
 from localassist.errors import (
+    AccessDeniedError,
     BackendError,
     ConfigError,
     ContextOverflowError,
+    DownloadError,
     ExitCode,
     InvalidSettingError,
     ModelInvalidError,
@@ -23,6 +25,8 @@ from localassist.errors import (
         (ModelNotAvailableError("x"), 3),
         (ContextOverflowError(900, 200, 1024), 4),
         (ModelInvalidError("x"), 5),
+        (DownloadError("x"), 6),
+        (AccessDeniedError("x"), 7),
         (ConfigError("x"), 1),
         (BackendError("x"), 1),
         (KeyboardInterrupt(), 130),
@@ -42,6 +46,8 @@ def test_exit_codes_are_stable():
         "MODEL_NOT_AVAILABLE": 3,
         "CONTEXT_OVERFLOW": 4,
         "MODEL_INVALID": 5,
+        "DOWNLOAD_FAILED": 6,
+        "ACCESS_DENIED": 7,
         "INTERRUPTED": 130,
         "BROKEN_PIPE": 141,
     }

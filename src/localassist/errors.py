@@ -19,6 +19,8 @@ class ExitCode(IntEnum):
     MODEL_NOT_AVAILABLE = 3
     CONTEXT_OVERFLOW = 4
     MODEL_INVALID = 5
+    DOWNLOAD_FAILED = 6
+    ACCESS_DENIED = 7
     INTERRUPTED = 130
     BROKEN_PIPE = 141  # 128 + SIGPIPE, what `yes | head -1` reports
 
@@ -78,6 +80,18 @@ class ContextOverflowError(LocalAssistError):
         self.prompt_tokens = prompt_tokens
         self.max_tokens = max_tokens
         self.n_ctx = n_ctx
+
+
+class DownloadError(LocalAssistError):
+    """A download could not finish: no network, a server error, a full disk, a bad checksum."""
+
+    exit_code = ExitCode.DOWNLOAD_FAILED
+
+
+class AccessDeniedError(LocalAssistError):
+    """The hub refused access: a gated or private repo without a (valid) token."""
+
+    exit_code = ExitCode.ACCESS_DENIED
 
 
 class BackendError(LocalAssistError):

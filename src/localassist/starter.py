@@ -41,6 +41,10 @@ def _chunks() -> tuple[list[Path], str]:
         ) from None
 
 
+def expected_sha256() -> str:
+    return _chunks()[1]
+
+
 def starter_path(cache_dir: Path) -> Path:
     """Path of the joined starter GGUF, joining it on first use."""
     target = cache_dir / "starter" / FILE_NAME

@@ -12,6 +12,7 @@ from localassist import __version__
 from localassist.cli import ask as ask_cmd
 from localassist.cli import chat as chat_cmd
 from localassist.cli import config as config_cmd
+from localassist.cli import hub as hub_cmd
 from localassist.cli import models as models_cmd
 from localassist.cli.console import debug_enabled, error, exit_broken_pipe
 from localassist.errors import ExitCode, LocalAssistError, exit_code_for
@@ -33,31 +34,41 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+NETWORK_COMMANDS = {"pull", "search"}
+
+
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool | None,
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit."),
     ] = None,
 ) -> None:
     """A private, offline AI assistant for the terminal, on GGUF models."""
+    if ctx.invoked_subcommand not in NETWORK_COMMANDS:
+        _offline()
 
 
 app.command()(ask_cmd.ask)
 app.command()(chat_cmd.chat)
 app.command()(models_cmd.models)
 app.command()(models_cmd.info)
+app.command()(hub_cmd.pull)
+app.command()(hub_cmd.search)
+app.command()(hub_cmd.verify)
+app.command()(hub_cmd.rm)
 app.add_typer(config_cmd.app, name="config")
 
 
-def _offline_by_default() -> None:
-    """Only an explicit download may reach the network; everything else is offline."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+def _offline() -> None:
+    """Only pull and search may reach the network: every other command runs with the
+    hub's offline mode on (read by huggingface_hub when it is first imported)."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 def main() -> None:
-    _offline_by_default()
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     try:
         app()
     except LocalAssistError as exc:

@@ -22,6 +22,9 @@ def load_model(settings: Settings, spec: str | None, verbose: bool = False):
         backend = load_backend(resolved, settings, verbose=verbose)
     if verbose:
         warn("  ".join(f"{k}={v}" for k, v in backend.describe().items()))
+    from localassist.usage import record_use
+
+    record_use(settings.paths.data_dir, resolved.path)
     return backend
 
 

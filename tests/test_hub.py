@@ -1,0 +1,305 @@
+"""pull / search / verify / rm against a hub served on 127.0.0.1 (HF_ENDPOINT)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fakehub import FakeFile, FakeHub, FakeRepo
+from localassist.catalog import lookup
+from localassist.errors import ModelNotAvailableError, UsageError
+from localassist.hub import RemoteFile, choose_files
+
+QWEN = "Qwen/Qwen2.5-0.5B-Instruct-GGUF"
+
+
+def blob(n: int, seed: int) -> bytes:
+    return bytes((i * 31 + seed) % 251 for i in range(n))
+
+
+@pytest.fixture
+def hub():
+    fake = FakeHub().start()
+    fake.add(
+        FakeRepo(
+            QWEN,
+            [
+                FakeFile("qwen2.5-0.5b-instruct-q4_k_m.gguf", blob(40_000, 1)),
+                FakeFile("qwen2.5-0.5b-instruct-q8_0.gguf", blob(70_000, 2)),
+            ],
+            downloads=900,
+            likes=40,
+            parameters=494_000_000,
+        )
+    )
+    fake.add(
+        FakeRepo(
+            "test/Multi-GGUF",
+            [
+                FakeFile("multi-Q5_K_M.gguf", blob(30_000, 3)),
+                FakeFile("multi-IQ4_XS.gguf", blob(20_000, 4)),
+            ],
+            downloads=50,
+        )
+    )
+    fake.add(
+        FakeRepo(
+            "test/Split-GGUF",
+            [FakeFile(f"big-Q4_K_M-0000{i}-of-00003.gguf", blob(10_000 + i, 10 + i)) for i in (1, 2, 3)],
+        )
+    )
+    fake.add(FakeRepo("test/Gated-GGUF", [FakeFile("g-Q4_K_M.gguf", b"x" * 100)], gated=True))
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def net(hub, cli):
+    """Run the CLI with the hub at HF_ENDPOINT and the network allowed."""
+
+    def run(*args: str, **env: str):
+        return cli(*args, env={"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", **env})
+
+    return run
+
+
+def cache_root(repo: str) -> Path:
+    return Path(os.environ["HF_HUB_CACHE"]) / ("models--" + repo.replace("/", "--"))
+
+
+def test_pull_catalog_name_uses_the_catalog_quant(hub, net):
+    result = net("pull", "qwen2.5:0.5b")
+    assert result.returncode == 0, result.stderr
+    path = Path(result.stdout.strip())
+    assert path.name == "qwen2.5-0.5b-instruct-q4_k_m.gguf"
+    assert path.read_bytes() == blob(40_000, 1)
+    assert path.resolve().name == hub.repos[QWEN].files[0].sha256  # stored as its sha256 blob
+    assert "Q4_K_M, the catalog default" in result.stderr
+    assert (cache_root(QWEN) / "refs" / "main").read_text() == hub.repos[QWEN].commit
+    assert not any("agent-harnesses" in p for p in hub.paths())  # no telemetry side-requests
+    listed = json.loads(net("models", "--json").stdout)
+    assert {m["name"] for m in listed} >= {"starter", "qwen2.5:0.5b"}
+
+
+def test_quant_is_matched_case_insensitively_and_missing_ones_are_listed(net):
+    ok = net("pull", "test/Multi-GGUF:iq4_xs")
+    assert ok.returncode == 0, ok.stderr
+    assert Path(ok.stdout.strip()).name == "multi-IQ4_XS.gguf"
+    missing = net("pull", "test/Multi-GGUF:Q2_K")
+    assert missing.returncode == 2
+    assert "available quants: IQ4_XS, Q5_K_M" in missing.stderr
+
+
+def test_split_gguf_downloads_every_part_and_resolves_to_the_first(hub, net):
+    result = net("pull", "test/Split-GGUF")
+    assert result.returncode == 0, result.stderr
+    first = Path(result.stdout.strip())
+    assert first.name == "big-Q4_K_M-00001-of-00003.gguf"
+    parts = sorted(p.name for p in first.parent.glob("*.gguf"))
+    assert parts == [f"big-Q4_K_M-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
+    from localassist.models import resolve_model
+    from localassist.settings import load_settings
+
+    assert resolve_model("test/Split-GGUF:Q4_K_M", load_settings()).path.name == first.name
+
+
+def test_dropped_connection_is_resumed_with_a_range_request(hub, net):
+    # huggingface_hub writes in 10 MB chunks: drop the connection after the first one
+    data = bytes(range(256)) * 48_000  # 12.3 MB
+    hub.add(FakeRepo("test/Drop-GGUF", [FakeFile("drop-Q4_K_M.gguf", data, drop_after=11_000_000)]))
+    result = net("pull", "test/Drop-GGUF")
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip()).read_bytes() == data
+    ranges = [r for m, p, r in hub.requests if p.endswith("drop-Q4_K_M.gguf") and m == "GET"]
+    assert ranges[0] is None and ranges[1] == "bytes=10485760-"
+
+
+def test_ctrl_c_then_pull_again_resumes(hub, net, tmp_path):
+    # huggingface_hub writes 10 MB chunks: serve the first 11 MB fast, then slowly
+    big = tmp_path / "slow.gguf"
+    big.write_bytes(bytes(range(256)) * 64_000)  # 16.4 MB
+    hub.add(FakeRepo("test/Slow-GGUF", [FakeFile("slow-Q4_K_M.gguf", path=big, slow_after=11_000_000)]))
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "localassist", "pull", "test/Slow-GGUF"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    blobs = cache_root("test/Slow-GGUF") / "blobs"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        partial = list(blobs.glob("*.incomplete")) if blobs.exists() else []
+        if partial and partial[0].stat().st_size >= 10_000_000:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert b"pull again to resume" in err or b"run the same pull again" in err
+    kept = next(iter(blobs.glob("*.incomplete"))).stat().st_size
+    assert 0 < kept < big.stat().st_size
+
+    hub.repos["test/Slow-GGUF"].files[0].slow_after = None
+    result = net("pull", "test/Slow-GGUF")
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip()).read_bytes() == big.read_bytes()
+    ranges = [r for m, p, r in hub.requests if p.endswith("slow-Q4_K_M.gguf") and r]
+    assert ranges and int(ranges[-1].split("=")[1].rstrip("-")) >= kept
+    assert not list(blobs.glob("*.incomplete"))
+
+
+def test_corrupted_bytes_are_rejected_and_deleted(hub, net):
+    hub.repos[QWEN].files[0].corrupt = True
+    result = net("pull", "qwen2.5:0.5b")
+    assert result.returncode == 6
+    assert "does not match the hub's sha256" in result.stderr and "deleted" in result.stderr
+    blobs = cache_root(QWEN) / "blobs"
+    assert list(blobs.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        (["pull", "test/Gated-GGUF"], 7, "is gated"),
+        (["pull", "nobody/Nothing-GGUF"], 3, "no repo nobody/Nothing-GGUF"),
+        (["pull", "test/Multi-GGUF", "--file", "nope.gguf"], 2, "has no file 'nope.gguf'"),
+        (["pull", "not a model"], 2, "neither a catalog name"),
+        (["pull", "starter"], 2, "bundled"),
+    ],
+)
+def test_hub_errors_are_one_line_with_a_code(net, args, code, fragment):
+    result = net(*args)
+    assert result.returncode == code, result.stderr
+    assert fragment in result.stderr
+    assert result.stderr.count("\n") <= 2 and "Traceback" not in result.stderr
+
+
+def test_no_network_is_a_clear_error(cli):
+    result = cli("pull", "qwen2.5:0.5b", env={"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "0"})
+    assert result.returncode == 6
+    assert "the connection to http://127.0.0.1:9 failed" in result.stderr
+
+
+def test_offline_mode_in_the_environment_blocks_pull(net):
+    result = net("pull", "qwen2.5:0.5b", HF_HUB_OFFLINE="1")
+    assert result.returncode == 6 and "HF_HUB_OFFLINE=1" in result.stderr
+
+
+def test_full_disk_is_reported_before_downloading(hub, net):
+    huge = FakeFile("huge-Q4_K_M.gguf", b"x" * 10)
+    huge._sha = "0" * 64
+    hub.add(FakeRepo("test/Huge-GGUF", [huge]))
+    type(huge).size = property(lambda self: 10**15 if self.name.startswith("huge") else len(self.read()))
+    try:
+        result = net("pull", "test/Huge-GGUF")
+    finally:
+        type(huge).size = property(lambda self: len(self.data) if self.data is not None else self.path.stat().st_size)
+    assert result.returncode == 6
+    assert "not enough disk space" in result.stderr
+    assert not any(p.endswith("huge-Q4_K_M.gguf") and m == "GET" for m, p, _ in hub.requests)
+
+
+def test_search_lists_gguf_repos_by_downloads(net):
+    result = net("search", "gguf", "--json")
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert [r["repo"] for r in found][:2] == [QWEN, "test/Multi-GGUF"]
+    assert found[0]["downloads"] == 900 and found[0]["likes"] == 40 and found[0]["parameters"] == 494_000_000
+    table = net("search", "qwen").stdout
+    assert QWEN in table and "494M" in table
+
+
+def test_other_commands_never_touch_the_network(hub, net, model_env):
+    assert net("pull", "test/Multi-GGUF:Q5_K_M").returncode == 0
+    hub.requests.clear()
+    for args in (
+        ["models"],
+        ["info", "test/Multi-GGUF:Q5_K_M"],
+        ["verify"],
+        ["config", "show"],
+        ["ask", "--raw", "Hello", "-n", "2", "-T", "0", "-m", model_env["LOCALASSIST_MODEL"]],
+    ):
+        net(*args)
+    assert hub.requests == []
+
+
+def test_verify_and_pull_offline_rehash_without_network(hub, net):
+    path = Path(net("pull", "qwen2.5:0.5b").stdout.strip())
+    net("pull", "test/Multi-GGUF:Q5_K_M")
+    hub.requests.clear()
+    ok = net("verify")
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.count("ok") >= 3  # starter + two pulled files
+    offline = net("pull", "qwen2.5:0.5b", "--offline")
+    assert offline.returncode == 0 and "ok" in offline.stdout
+    assert hub.requests == []
+    blob_path = path.resolve()
+    data = bytearray(blob_path.read_bytes())
+    data[10] ^= 0xFF
+    blob_path.write_bytes(bytes(data))
+    bad = net("verify")
+    assert bad.returncode == 6
+    assert "MISMATCH" in bad.stdout and "do not match" in bad.stderr
+
+
+def test_rm_whole_repo_and_single_quant(hub, net):
+    net("pull", "qwen2.5:0.5b")
+    net("pull", "qwen2.5:0.5b", "--file", "qwen2.5-0.5b-instruct-q8_0.gguf")
+    removed = net("rm", "Qwen/Qwen2.5-0.5B-Instruct-GGUF:Q8_0")
+    assert removed.returncode == 0, removed.stderr
+    root = cache_root(QWEN)
+    assert len(list((root / "blobs").iterdir())) == 1
+    assert [p.name for p in (root / "snapshots").rglob("*.gguf")] == ["qwen2.5-0.5b-instruct-q4_k_m.gguf"]
+    assert net("rm", "qwen2.5:0.5b").returncode == 0
+    assert not root.exists()
+    again = net("rm", "qwen2.5:0.5b")
+    assert again.returncode == 3
+
+
+def test_pulled_real_gguf_runs(hub, net, starter_model):
+    hub.add(FakeRepo("test/Starter-GGUF", [FakeFile("starter-Q4_K_M.gguf", path=starter_model)]))
+    assert net("pull", "test/Starter-GGUF").returncode == 0
+    result = net("ask", "-m", "test/Starter-GGUF:Q4_K_M", "--raw", "1, 2, 3,", "-T", "0", "-n", "4")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+
+
+# --- quant choice, unit level
+
+
+def remote(*names_sizes: tuple[str, int]) -> list[RemoteFile]:
+    return [RemoteFile(name, size, "0" * 64) for name, size in names_sizes]
+
+
+def test_best_fit_picks_the_best_quality_that_fits_memory():
+    files = remote(("m-Q8_0.gguf", 8_000), ("m-Q5_K_M.gguf", 5_000), ("m-Q3_K_M.gguf", 3_000))
+    plan = choose_files("o/m", "c", files, free_bytes=lambda: 7_000)
+    assert plan.quant == "Q5_K_M" and "fits" in plan.reason
+    plan = choose_files("o/m", "c", files, free_bytes=lambda: 100_000)
+    assert plan.quant == "Q8_0"
+    plan = choose_files("o/m", "c", files, free_bytes=lambda: 1_000)
+    assert plan.quant == "Q3_K_M" and "may not fit" in plan.reason
+
+
+def test_q4_k_m_is_the_default_without_a_catalog_entry():
+    files = remote(("m-Q8_0.gguf", 8), ("m-Q4_K_M.gguf", 4))
+    assert choose_files("o/m", "c", files).quant == "Q4_K_M"
+
+
+def test_catalog_default_and_ambiguity():
+    entry = lookup("qwen2.5:1.5b")
+    files = remote(("qwen2.5-1.5b-instruct-q4_k_m.gguf", 4), ("qwen2.5-1.5b-instruct-q8_0.gguf", 8))
+    assert choose_files(entry.repo, "c", files, entry=entry).files[0].path.endswith("q4_k_m.gguf")
+    two = remote(("a-Q4_K_M.gguf", 4), ("b-Q4_K_M.gguf", 4))
+    with pytest.raises(UsageError, match="several models"):
+        choose_files("o/m", "c", two)
+    with pytest.raises(ModelNotAvailableError):
+        choose_files("o/m", "c", [])
