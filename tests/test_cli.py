@@ -76,7 +76,7 @@ def test_info_reads_metadata_without_loading(cli, model_env):
         (["ask"], 2, "nothing to ask"),
         (["ask", "hi", "-m", "nonesuch"], 3, "unknown model 'nonesuch'"),
         (["ask", "hi", "-m", "/no/such/model.gguf"], 3, "does not exist"),
-        (["info", "qwen2.5:3b"], 3, "hf download Qwen/Qwen2.5-3B-Instruct-GGUF"),
+        (["info", "qwen2.5:3b"], 3, "localassist pull qwen2.5:3b"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_a_documented_code(cli, model_env, args, code, fragment):

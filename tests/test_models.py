@@ -104,7 +104,7 @@ def test_catalog_name_in_hf_cache(starter_model):
 
 
 def test_catalog_name_not_downloaded_says_how():
-    with pytest.raises(ModelNotAvailableError, match=r"hf download Qwen/Qwen2\.5-0\.5B-Instruct-GGUF"):
+    with pytest.raises(ModelNotAvailableError, match=r"localassist pull qwen2\.5:0\.5b"):
         resolve_model("qwen2.5:0.5b", load_settings())
 
 

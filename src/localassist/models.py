@@ -106,14 +106,14 @@ def _pick_quant(repo: str, quant: str, files: list[Path], how_to_get: str) -> Pa
     raise ModelNotAvailableError(f"{repo}:{quant} matches several cached files ({names}); pass -m PATH")
 
 
-def _download_hint(repo: str, pattern: str) -> str:
-    return f"download it first with `hf download {repo} --include '{pattern}'`, or pass a .gguf file with -m PATH"
+def _download_hint(spec: str) -> str:
+    return f"download it with `localassist pull {spec}`, or pass a .gguf file with -m PATH"
 
 
 def _from_catalog(entry: CatalogEntry, settings: Settings) -> ResolvedModel:
     if entry.package:
         return ResolvedModel(starter.starter_path(settings.paths.cache_dir), entry.name, "starter", entry.repo)
-    hint = _download_hint(entry.repo, entry.file_glob())
+    hint = _download_hint(entry.name)
     files = [p for p in cached_gguf_files(entry.repo) if entry.matches(p.name) or _SPLIT_RE.search(p.name)]
     if not files:
         raise ModelNotAvailableError(f"model '{entry.name}' ({entry.repo}) is not downloaded; {hint}")
@@ -123,7 +123,7 @@ def _from_catalog(entry: CatalogEntry, settings: Settings) -> ResolvedModel:
 
 def _from_repo(repo: str, quant: str | None) -> ResolvedModel:
     files = cached_gguf_files(repo)
-    hint = _download_hint(repo, f"*{quant or 'Q4_K_M'}*.gguf")
+    hint = _download_hint(f"{repo}:{quant}" if quant else repo)
     if not files:
         raise ModelNotAvailableError(f"{repo} is not in the local Hugging Face cache; {hint}")
     if quant:
