@@ -46,7 +46,7 @@ class Repl:
 
 def stats(repl: Repl) -> dict[str, int]:
     shown = repl.send("/stats")
-    found = re.search(r"prompt (\d+) tok \((\d+) cached\) \| answer (\d+) tok", shown)
+    found = re.search(r"prompt (\d+) tok \((\d+) cached\) \|\s+answer\s+(\d+) tok", shown)
     assert found, shown
     prompt, cached, answer = map(int, found.groups())
     return {"prompt": prompt, "cached": cached, "answer": answer}

@@ -49,6 +49,8 @@ class ChatSession:
         self.conversation = Conversation(self._system_with_context(system))
         self.user_system = system
         self.last: Completion | None = None
+        self.template = None
+        self.template_params: dict[str, str] = {}
         self._refresh_used()
 
     def _system_with_context(self, system: str | None) -> str | None:
@@ -91,8 +93,28 @@ class ChatSession:
             max_tokens=self.params.max_tokens,
         )
 
+    def use_template(self, template, params: dict[str, str] | None = None) -> None:
+        """Send later messages through ``template`` (None: back to plain messages).
+
+        Its system prompt replaces the current one, its sampling options apply, and its
+        few-shot examples open the conversation when it is still empty."""
+        self.template, self.template_params = template, dict(params or {})
+        if template is None:
+            return
+        system, shots, _ = template.render("check", self.template_params)  # fails now on missing params
+        if system:
+            self.set_system(system)
+        for key, value in template.options.items():
+            if key in SamplingParams.__dataclass_fields__:
+                self.params = replace(self.params, **{key: parse_value(key, value, "config")})
+        if not self.conversation.turns:
+            self.conversation.turns = list(shots)
+        self._refresh_used()
+
     def ask(self, text: str) -> Turn:
         """Start generating the answer to ``text``; the conversation is trimmed first if needed."""
+        if self.template is not None:
+            _, _, text = self.template.render(text, self.template_params)
         user = Message("user", text)
         report = self._fit([user])
         stream = self.backend.stream(self.conversation.messages([user]), self.params)

@@ -35,6 +35,7 @@ class SamplingParams:
     seed: int = -1
     max_tokens: int = 512
     stop: tuple[str, ...] = ()
+    grammar: str | None = None  # GBNF; the sampler can only produce text it accepts
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SamplingParams:

@@ -154,7 +154,7 @@ def _from_path(spec: str) -> ResolvedModel:
         raise ModelInvalidError(f"{path} is a folder; pass the .gguf file inside it")
     if not os.access(path, os.R_OK):
         raise ModelInvalidError(f"{path} is not readable (permission denied)")
-    return ResolvedModel(path.resolve(), path.name, "path")
+    return ResolvedModel(path.resolve(), str(path.resolve()), "path")
 
 
 def resolve_model(spec: str | None, settings: Settings) -> ResolvedModel:

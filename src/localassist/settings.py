@@ -193,6 +193,7 @@ SPECS: dict[str, Spec] = {
         lambda v: v in ("buffer", "summary") or (v.startswith("window:") and v[7:].isdigit() and int(v[7:]) >= 1),
     ),
     "history": Spec(_to_bool, True, "true or false", "keep the chat prompt history in a file"),
+    "log": Spec(_to_bool, True, "true or false", "log every exchange in the SQLite log"),
     "input_template": Spec(
         str,
         DEFAULT_INPUT_TEMPLATE,
@@ -226,6 +227,7 @@ class Settings:
     system: str | None = None
     memory: str = "buffer"
     history: bool = True
+    log: bool = True
     input_template: str = DEFAULT_INPUT_TEMPLATE
     paths: Paths = field(default_factory=app_paths, compare=False)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)

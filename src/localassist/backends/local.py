@@ -18,7 +18,7 @@ from typing import Any
 
 from localassist.chat_templates import ChatTemplate, choose_template
 from localassist.detokenize import IncrementalDetokenizer
-from localassist.errors import BackendError, ContextOverflowError, ModelInvalidError
+from localassist.errors import BackendError, ContextOverflowError, ModelInvalidError, UsageError
 from localassist.generation import Message, Prompt, SamplingParams, TextStream
 from localassist.gguf_file import GGUFInfo, read_gguf
 from localassist.models import ResolvedModel
@@ -188,7 +188,31 @@ class LocalBackend:
 
     # --- generation
 
+    def check_grammar(self, grammar: str) -> None:
+        """Parse ``grammar`` with llama.cpp before use: llama-cpp-python would otherwise add
+        a NULL sampler for a bad grammar and crash the process."""
+        import tempfile
+
+        llama_cpp = self._llama_cpp
+        # llama.cpp's grammar parser writes its complaint straight to fd 2: catch it and
+        # use it as the message instead of letting it spill onto the terminal.
+        with tempfile.TemporaryFile() as captured:
+            saved = os.dup(2)
+            os.dup2(captured.fileno(), 2)
+            try:
+                sampler = llama_cpp.llama_sampler_init_grammar(self._vocab, grammar.encode("utf-8"), b"root")
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            captured.seek(0)
+            complaint = " ".join(captured.read().decode("utf-8", "replace").split())
+        if not sampler:
+            raise UsageError(f"the grammar does not parse: {complaint or 'parse error'}")
+        llama_cpp.llama_sampler_free(sampler)
+
     def stream(self, prompt: Prompt, params: SamplingParams) -> TextStream:
+        if params.grammar:
+            self.check_grammar(params.grammar)
         tokens = self.prompt_tokens(prompt)
         if len(tokens) + params.max_tokens > self.n_ctx:
             raise ContextOverflowError(len(tokens), params.max_tokens, self.n_ctx)
@@ -215,6 +239,11 @@ class LocalBackend:
         self.llm.set_seed(seed)
         detok = IncrementalDetokenizer(self._token_bytes, stops)
         stream.t_start = perf_counter()
+        grammar = None
+        if params.grammar:
+            from llama_cpp.llama_grammar import LlamaGrammar
+
+            grammar = LlamaGrammar.from_string(params.grammar, verbose=False)
         generated = self.llm.generate(
             tokens,
             top_k=params.top_k,
@@ -223,6 +252,7 @@ class LocalBackend:
             temp=params.temperature,
             repeat_penalty=params.repeat_penalty,
             reset=True,
+            grammar=grammar,
         )
         try:
             for token in generated:

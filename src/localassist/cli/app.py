@@ -13,7 +13,9 @@ from localassist.cli import ask as ask_cmd
 from localassist.cli import chat as chat_cmd
 from localassist.cli import config as config_cmd
 from localassist.cli import hub as hub_cmd
+from localassist.cli import logs as logs_cmd
 from localassist.cli import models as models_cmd
+from localassist.cli import templates_cmd
 from localassist.cli.console import debug_enabled, error, exit_broken_pipe
 from localassist.errors import ExitCode, LocalAssistError, exit_code_for
 
@@ -59,6 +61,8 @@ app.command()(hub_cmd.search)
 app.command()(hub_cmd.verify)
 app.command()(hub_cmd.rm)
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(logs_cmd.app, name="logs")
+app.add_typer(templates_cmd.app, name="templates")
 
 
 def _offline() -> None:
@@ -67,10 +71,32 @@ def _offline() -> None:
     os.environ["HF_HUB_OFFLINE"] = "1"
 
 
+def join_param_pairs(argv: list[str]) -> list[str]:
+    """Typer has no option taking two values many times, so ``-p KEY VALUE`` is rewritten
+    to ``-p KEY=VALUE`` before parsing (``-p KEY=VALUE`` works as it is)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            return out + argv[i:]
+        if arg in ("-p", "--param") and i + 2 < len(argv) + 1 and i + 1 < len(argv) and "=" not in argv[i + 1]:
+            if i + 2 >= len(argv):
+                out.append(arg)
+                i += 1
+                continue
+            out += [arg, f"{argv[i + 1]}={argv[i + 2]}"]
+            i += 3
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
 def main() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     try:
-        app()
+        app(args=join_param_pairs(sys.argv[1:]))
     except LocalAssistError as exc:
         if debug_enabled():
             raise

@@ -11,7 +11,8 @@ import typer
 from localassist.cli import options
 from localassist.cli.console import exit_broken_pipe, stdout_is_terminal, warn
 from localassist.cli.engine import stats_line
-from localassist.errors import ExitCode
+from localassist.cli.logging_ import record
+from localassist.errors import ExitCode, UsageError
 
 
 def ask(
@@ -21,6 +22,21 @@ def ask(
     ] = None,
     model: options.Model = None,
     system: options.System = None,
+    template: Annotated[
+        str | None, typer.Option("--template", "-t", help="Use a prompt template (see `templates list`).")
+    ] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="Template parameter: -p KEY VALUE (repeatable).")
+    ] = None,
+    continue_: Annotated[bool, typer.Option("--continue", "-c", help="Continue the last conversation.")] = False,
+    cid: Annotated[str | None, typer.Option("--cid", help="Continue the conversation with this id.")] = None,
+    no_log: Annotated[bool, typer.Option("--no-log", help="Do not log this exchange.")] = False,
+    json_schema: Annotated[
+        str | None, typer.Option("--json-schema", help="Constrain the answer to this JSON schema (file or JSON).")
+    ] = None,
+    grammar: Annotated[
+        str | None, typer.Option("--grammar", help="Constrain the answer to a GBNF grammar file.")
+    ] = None,
     raw: Annotated[bool, typer.Option("--raw", help="Plain completion: no chat template.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: text, usage, timings.")] = False,
     stats: Annotated[bool, typer.Option("--stats", help="Token counts and speed on stderr.")] = False,
@@ -46,25 +62,87 @@ def ask(
     \b
       localassist ask "The capital of France is"
       git diff | localassist ask "Write a commit message for this diff" -T 0.2 -n 80
+      localassist ask -c "And the second point?"
+      localassist ask -t summarize -p points 5 < terms.txt
+      localassist ask -t extract-invoice < invoice.txt
     """
     flags = options.setting_flags(locals())
+    from dataclasses import replace
+
+    from localassist.chat import ChatSession
     from localassist.generation import SamplingParams
-    from localassist.prompt import build_messages, build_user_text, decode_stdin
+    from localassist.memory import MemoryPolicy
+    from localassist.prompt import build_user_text, decode_stdin
     from localassist.settings import load_settings
 
     settings = load_settings(flags)
     piped = None if sys.stdin is None or sys.stdin.isatty() else decode_stdin(sys.stdin.buffer.read())
-    user_text = build_user_text(" ".join(prompt or []), piped, settings.input_template)
+    instruction = " ".join(prompt or [])
+    shots: list = []
+    schema = None
+    if template:
+        from localassist.templates import load_template
+
+        tpl = load_template(template, settings.paths.config_dir)
+        settings = tpl.apply_options(settings)
+        tpl_input = piped if piped and piped.strip() else instruction
+        tpl_system, shots, user_text = tpl.render(tpl_input, parse_params(param))
+        if piped and piped.strip() and instruction:
+            user_text = f"{user_text}\n\n{instruction}"
+        if tpl_system and settings.sources.get("system") != "flag":
+            settings = replace(settings, system=tpl_system)
+        schema = tpl.schema
+    else:
+        if param:
+            raise UsageError("-p/--param goes with -t/--template")
+        user_text = build_user_text(instruction, piped, settings.input_template)
+    if json_schema and grammar:
+        raise UsageError("--json-schema and --grammar cannot be combined")
     params = SamplingParams.from_settings(settings)
+    if json_schema:
+        from localassist.structured import load_schema
+
+        schema = load_schema(json_schema)
+    if schema is not None:
+        from localassist.structured import schema_to_grammar
+
+        params = replace(params, grammar=schema_to_grammar(schema))
+    elif grammar:
+        from localassist.structured import load_grammar
+
+        params = replace(params, grammar=load_grammar(grammar))
+
+    log_enabled = settings.log and not no_log
+    conversation_id = None
+    history = None
+    if continue_ or cid:
+        from localassist.cli.logging_ import open_store
+
+        store = open_store(settings)
+        conversation_id = store.resolve_id(cid) if cid else store.latest_conversation_id()
+        if conversation_id is None:
+            raise UsageError("there is no conversation to continue yet; ask something first")
+        history = store.conversation(conversation_id)
+        store.close()
+        if settings.sources.get("system") not in ("flag",) and history.system:
+            settings = replace(settings, system=history.system)
+        if settings.sources.get("model") == "default":
+            settings = replace(settings, model=_still_available(history.model, settings))
+
     from localassist.cli.engine import load_model
 
     backend = load_model(settings, settings.model, verbose)
-
+    notice = None
     if raw:
         text_prompt = f"{settings.system}\n\n{user_text}" if settings.system else user_text
         stream = backend.stream(text_prompt, params)
     else:
-        stream = backend.stream(build_messages(user_text, settings.system), params)
+        session = ChatSession(backend, params, settings.system, MemoryPolicy.parse(settings.memory))
+        session.conversation.turns = (history.messages() if history else []) + shots
+        turn = session.ask(user_text)
+        stream, notice = turn.stream, turn.notice
+    if notice:
+        warn(notice)
 
     interrupted = False
     if as_json:
@@ -73,15 +151,10 @@ def ask(
                 pass
         except KeyboardInterrupt:
             interrupted = True
-        try:
-            sys.stdout.write(json.dumps(stream.completion().as_dict(), ensure_ascii=False) + "\n")
-            sys.stdout.flush()
-        except BrokenPipeError:
-            exit_broken_pipe()
     else:
         from localassist.cli.render import make_writer
 
-        writer = make_writer(markdown=stdout_is_terminal() and not plain)
+        writer = make_writer(markdown=stdout_is_terminal() and not plain and params.grammar is None)
         try:
             try:
                 for piece in stream:
@@ -92,9 +165,48 @@ def ask(
         except BrokenPipeError:
             exit_broken_pipe()
     completion = stream.completion()
+    if as_json:
+        result = completion.as_dict()
+        if params.grammar is not None and schema is not None and not interrupted:
+            from localassist.structured import parse_json_answer
+
+            result["data"] = parse_json_answer(completion.text, completion.finish_reason)
+        try:
+            sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            exit_broken_pipe()
+    conversation_id = record(settings, log_enabled, conversation_id, user_text, completion, params, settings.system)
     if stats or verbose:
-        warn(stats_line(completion))
+        warn(stats_line(completion) + (f" | conversation {conversation_id}" if conversation_id else ""))
     backend.close()
     if interrupted:
         warn("interrupted")
         raise typer.Exit(ExitCode.INTERRUPTED)
+    if schema is not None and not as_json:
+        from localassist.structured import parse_json_answer
+
+        parse_json_answer(completion.text, completion.finish_reason)
+
+
+def parse_params(pairs: list[str] | None) -> dict[str, str]:
+    """``-p KEY VALUE`` arrives as ``KEY=VALUE`` (see ``app.join_param_pairs``)."""
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"-p takes KEY VALUE (got {pair!r})")
+        out[key] = value
+    return out
+
+
+def _still_available(model: str, settings) -> str | None:
+    """The conversation's model if it can still be resolved here, else the default."""
+    from localassist.errors import LocalAssistError
+    from localassist.models import resolve_model
+
+    try:
+        resolve_model(model, settings)
+    except LocalAssistError:
+        return None
+    return model

@@ -25,6 +25,7 @@ COMMANDS = {
     "/load": "/load FILE: restore a transcript saved as JSON",
     "/model": "/model NAME: switch model, keep the conversation",
     "/stats": "last answer: prompt tokens, cached tokens, speed, time to first token",
+    "/template": "/template NAME [KEY=VALUE ...]: send your messages through a prompt template (off: none)",
     "/exit": "leave (Ctrl-D does the same)",
 }
 MEMORY_CHOICES = ("buffer", "window:4", "window:8", "summary")
@@ -38,6 +39,9 @@ def chat(
         typer.Option("--memory", help="buffer, window:K or summary [default: buffer]."),
     ] = None,
     no_history: Annotated[bool, typer.Option("--no-history", help="Do not read or write the prompt history.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", "-r", help="Reopen the last conversation.")] = False,
+    cid: Annotated[str | None, typer.Option("--cid", help="Reopen the conversation with this id.")] = None,
+    no_log: Annotated[bool, typer.Option("--no-log", help="Do not log this chat.")] = False,
     plain: Annotated[bool, typer.Option("--plain", help="No markdown rendering.")] = False,
     verbose: options.Verbose = False,
     gpu_layers: options.GpuLayers = None,
@@ -61,6 +65,7 @@ def chat(
       localassist chat
       localassist chat -m qwen2.5:1.5b --system "You are terse." --temperature 0.3
       cat notes.md | localassist chat      # the notes become context, then you chat
+      localassist chat --resume            # reopen the last conversation (or --cid ID)
     """
     flags = options.setting_flags(locals())
     if no_history:
@@ -78,6 +83,20 @@ def chat(
         piped = decode_stdin(sys.stdin.buffer.read())
         tty_in = _open_tty()
     policy = MemoryPolicy.parse(settings.memory)
+    history = None
+    if resume or cid:
+        from dataclasses import replace
+
+        from localassist.cli.logging_ import open_store
+
+        store = open_store(settings)
+        conversation_id = store.resolve_id(cid) if cid else store.latest_conversation_id()
+        if conversation_id is None:
+            raise LocalAssistError("there is no conversation to resume yet")
+        history = store.conversation(conversation_id)
+        store.close()
+        if settings.sources.get("system") != "flag" and history.system:
+            settings = replace(settings, system=history.system)
     backend = load_model(settings, settings.model, verbose)
     params = SamplingParams.from_settings(settings)
     markdown = stdout_is_terminal() and not plain
@@ -87,16 +106,22 @@ def chat(
         session = ChatSession(backend, params, settings.system, policy)
         if not piped.strip():
             raise LocalAssistError("nothing to answer: stdin was empty and there is no terminal to chat on")
-        _answer(session, session.ask(piped), markdown)
+        log = ChatLog(settings, settings.log and not no_log)
+        log.add(session, _answer(session, session.ask(piped), markdown))
         backend.close()
         return
 
     session = ChatSession(backend, params, settings.system, policy, context=piped)
+    log = ChatLog(settings, settings.log and not no_log, history.id if history else None)
+    if history:
+        session.conversation.turns = history.messages()
+        session._refresh_used()
+        err_console().print(f"[dim]resumed {history.id}: {len(history.exchanges)} exchanges[/dim]")
     if session.used_tokens > session.budget:
         raise ContextOverflowError(session.used_tokens, params.max_tokens, backend.n_ctx)
     if piped:
         err_console().print(f"[dim]context: {len(piped):,} characters from stdin, {session.used_tokens:,} tokens[/dim]")
-    repl = Repl(session, settings, markdown, tty_in)
+    repl = Repl(session, settings, markdown, tty_in, log)
     try:
         repl.run()
     finally:
@@ -112,7 +137,33 @@ def _open_tty():
         return None
 
 
-def _answer(session, turn, markdown: bool) -> None:
+class ChatLog:
+    """Logs each finished exchange of a chat into one conversation of the SQLite log."""
+
+    def __init__(self, settings, enabled: bool, conversation_id: str | None = None) -> None:
+        self.settings = settings
+        self.enabled = enabled
+        self.conversation_id = conversation_id
+
+    def add(self, session, completion) -> None:
+        from localassist.cli.logging_ import record
+
+        if completion is None:
+            return
+        prompt = session.conversation.turns[-2].content
+        cid = record(
+            self.settings,
+            self.enabled,
+            self.conversation_id,
+            prompt,
+            completion,
+            session.params,
+            session.conversation.system,
+        )
+        self.conversation_id = cid or self.conversation_id
+
+
+def _answer(session, turn, markdown: bool):
     """Stream one answer; Ctrl-C stops it, and the partial answer is kept, marked."""
     from localassist.cli.render import make_writer
 
@@ -126,17 +177,19 @@ def _answer(session, turn, markdown: bool) -> None:
     except KeyboardInterrupt:
         interrupted = True
     writer.close()
-    session.finish(turn, interrupted=interrupted)
+    completion = session.finish(turn, interrupted=interrupted)
     if interrupted:
         err_console().print("[dim](interrupted: the partial answer is kept; /regen to try again)[/dim]")
+    return completion
 
 
 class Repl:
-    def __init__(self, session, settings, markdown: bool, tty_in) -> None:
+    def __init__(self, session, settings, markdown: bool, tty_in, log: ChatLog) -> None:
         self.session = session
         self.settings = settings
         self.markdown = markdown
         self.tty_in = tty_in
+        self.log = log
 
     def _prompt_session(self):
         from prompt_toolkit import PromptSession
@@ -201,7 +254,7 @@ class Repl:
                     if self.command(text) is False:
                         return
                 else:
-                    _answer(self.session, self.session.ask(text), self.markdown)
+                    self.log.add(self.session, _answer(self.session, self.session.ask(text), self.markdown))
             except LocalAssistError as exc:
                 err_console().print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
 
@@ -235,7 +288,21 @@ class Repl:
             s.clear()
             say("[dim]conversation cleared (settings kept)[/dim]")
         elif name == "/regen":
-            _answer(s, s.regen(), self.markdown)
+            self.log.add(s, _answer(s, s.regen(), self.markdown))
+        elif name == "/template":
+            if not arg:
+                say("usage: /template NAME [KEY=VALUE ...] (`localassist templates list`); /template off")
+                return None
+            tname, *pairs = arg.split()
+            if tname == "off":
+                s.use_template(None)
+                say("[dim]template off[/dim]")
+                return None
+            from localassist.cli.ask import parse_params
+            from localassist.templates import load_template
+
+            s.use_template(load_template(tname, self.settings.paths.config_dir), parse_params(pairs))
+            say(f"[dim]template {tname}: your messages now go through it[/dim]")
         elif name == "/undo":
             question = s.undo()
             say(f"[dim]removed: {question.content[:60]!r}[/dim]")

@@ -1,0 +1,139 @@
+"""`localassist logs`: the conversation log (SQLite): list, search, show, export, delete, on/off."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated
+
+import typer
+
+from localassist.cli.console import warn
+from localassist.cli.tables import print_table
+
+app = typer.Typer(help="Every exchange of ask and chat, logged in SQLite.", invoke_without_command=True)
+
+
+def _store():
+    from localassist.cli.logging_ import open_store
+    from localassist.settings import load_settings
+
+    return open_store(load_settings())
+
+
+@app.callback()
+def logs(
+    ctx: typer.Context,
+    count: Annotated[int, typer.Option("-n", "--count", min=1, help="How many exchanges.")] = 10,
+    query: Annotated[str | None, typer.Option("-q", "--query", help="Full-text search (SQLite FTS5 syntax).")] = None,
+    cid: Annotated[str | None, typer.Option("--cid", help="Only this conversation.")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Only this model.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array.")] = False,
+) -> None:
+    """Recent exchanges, oldest first (`logs -n 5`, `logs -q sorting`)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    store = _store()
+    rows = store.recent(count, query=query, conversation_id=cid, model=model)
+    store.close()
+    if as_json:
+        typer.echo(json.dumps([r.as_dict() for r in rows], indent=2, ensure_ascii=False))
+        return
+    if not rows:
+        warn("no logged exchanges" + (f" match {query!r}" if query else ""))
+        return
+    print_table(
+        ["CONVERSATION", "WHEN", "MODEL", "PROMPT", "ANSWER"],
+        [
+            [
+                r.conversation_id,
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)),
+                r.model,
+                _short(r.prompt),
+                _short(r.response),
+            ]
+            for r in rows
+        ],
+    )
+
+
+def _short(text: str, width: int = 40) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+@app.command()
+def show(
+    cid: Annotated[str, typer.Argument(help="Conversation id (a unique prefix is enough).")],
+    format: Annotated[str, typer.Option("--format", "-f", help="md or json.")] = "md",
+) -> None:
+    """Print a whole conversation as Markdown or JSON (`logs show ID --format md > talk.md`)."""
+    from localassist.errors import UsageError
+    from localassist.store import export_json, export_markdown
+
+    if format not in ("md", "json"):
+        raise UsageError(f"--format must be md or json (got {format!r})")
+    store = _store()
+    conv = store.conversation(cid)
+    store.close()
+    typer.echo(export_markdown(conv) if format == "md" else export_json(conv), nl=format == "json")
+
+
+@app.command()
+def rm(
+    cid: Annotated[str | None, typer.Argument(help="Conversation id to delete.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Delete every logged conversation.")] = False,
+) -> None:
+    """Delete one conversation, or all of them."""
+    from localassist.errors import UsageError
+
+    if bool(cid) == all_:
+        raise UsageError("give a conversation id or --all")
+    store = _store()
+    removed = store.delete_all() if all_ else store.delete(cid)
+    store.close()
+    warn(f"deleted {removed} exchange(s)")
+
+
+@app.command()
+def on() -> None:
+    """Log every exchange (the default)."""
+    from localassist.settings import set_config_value
+
+    set_config_value("log", "true")
+    warn("logging is on")
+
+
+@app.command()
+def off() -> None:
+    """Stop logging (already logged conversations stay until `logs rm`)."""
+    from localassist.settings import set_config_value
+
+    set_config_value("log", "false")
+    warn("logging is off")
+
+
+@app.command()
+def status() -> None:
+    """Whether logging is on, where the database is, how much it holds."""
+    from localassist.settings import load_settings
+    from localassist.store import log_path
+
+    settings = load_settings()
+    path = log_path(settings.paths.data_dir)
+    typer.echo(f"logging: {'on' if settings.log else 'off'} ({settings.sources['log']})")
+    typer.echo(f"database: {path}")
+    if path.exists():
+        store = _store()
+        conversations, exchanges = store.counts()
+        store.close()
+        typer.echo(f"holds: {conversations} conversations, {exchanges} exchanges, {path.stat().st_size:,} bytes")
+
+
+@app.command()
+def path() -> None:
+    """Print the log database's path."""
+    from localassist.settings import load_settings
+    from localassist.store import log_path
+
+    typer.echo(str(log_path(load_settings().paths.data_dir)))

@@ -1,0 +1,111 @@
+"""Logging, continuing and resuming conversations, through the real CLI and model."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pexpect
+import pytest
+
+pytestmark = pytest.mark.model
+
+FAST = ("-T", "0", "-n", "6")
+
+
+def logged(cli, *args):
+    result = cli("logs", "--json", *args)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_ask_logs_and_continues(cli, model_env):
+    first = cli("ask", "Name three sorting algorithms", *FAST, env=model_env)
+    assert first.returncode == 0, first.stderr
+    second = cli("ask", "-c", "Which is stable?", *FAST, "--stats", env=model_env)
+    assert second.returncode == 0, second.stderr
+    rows = logged(cli)
+    assert [r["prompt"] for r in rows] == ["Name three sorting algorithms", "Which is stable?"]
+    assert rows[0]["conversation_id"] == rows[1]["conversation_id"]
+    assert rows[1]["response"] == second.stdout.rstrip("\n")
+    assert rows[0]["params"]["temperature"] == 0.0 and rows[0]["completion_tokens"] > 0
+    # the continued prompt carries the first exchange
+    assert rows[1]["prompt_tokens"] > rows[0]["prompt_tokens"] + rows[0]["completion_tokens"]
+    cid = rows[0]["conversation_id"]
+    assert f"conversation {cid}" in second.stderr
+    third = cli("ask", "--cid", cid[:6], "And the fastest?", *FAST, env=model_env)
+    assert third.returncode == 0
+    assert len(logged(cli, "--cid", cid)) == 3
+
+
+def test_logs_search_show_rm(cli, model_env):
+    cli("ask", "Tell me about quicksort", *FAST, env=model_env)
+    cli("ask", "Tell me about graphs", *FAST, env=model_env)
+    found = logged(cli, "-q", "quicksort")
+    assert [r["prompt"] for r in found] == ["Tell me about quicksort"]
+    cid = found[0]["conversation_id"]
+    md = cli("logs", "show", cid, "--format", "md")
+    assert md.returncode == 0 and "## You\n\nTell me about quicksort" in md.stdout
+    data = json.loads(cli("logs", "show", cid, "--format", "json").stdout)
+    assert data["id"] == cid and len(data["exchanges"]) == 1
+    assert "Tell me about" in cli("logs", "-n", "5").stdout
+    assert cli("logs", "rm", cid).returncode == 0
+    assert logged(cli, "-q", "quicksort") == []
+    assert cli("logs", "rm", "--all").returncode == 0
+    assert logged(cli) == []
+    bad = cli("logs", "show", "nope")
+    assert bad.returncode == 2 and "no conversation" in bad.stderr
+
+
+def test_logs_off_really_stops_writing(cli, model_env, isolated_home):
+    assert cli("logs", "off").returncode == 0
+    assert "logging: off" in cli("logs", "status").stdout
+    cli("ask", "not logged", *FAST, env=model_env)
+    assert logged(cli) == []
+    assert cli("logs", "on").returncode == 0
+    cli("ask", "logged", *FAST, env=model_env)
+    cli("ask", "not this one", *FAST, "--no-log", env=model_env)
+    assert [r["prompt"] for r in logged(cli)] == ["logged"]
+    assert cli("logs", "path").stdout.strip() == str(isolated_home / "data" / "logs.db")
+
+
+def test_corrupt_log_never_loses_the_answer(cli, model_env, isolated_home):
+    db = isolated_home / "data" / "logs.db"
+    db.parent.mkdir(parents=True)
+    db.write_bytes(b"garbage, not a database" * 50)
+    result = cli("ask", "--raw", "1, 2, 3,", *FAST, env=model_env)
+    assert result.returncode == 0
+    assert result.stdout.strip()  # the answer came first
+    assert "corrupt" in result.stderr and "not logged" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_chat_resume_reopens_the_conversation(cli, model_env):
+    cli("ask", "My name is Zoltan.", *FAST, env=model_env)
+    env = {**os.environ, **model_env, "PROMPT_TOOLKIT_NO_CPR": "1", "TERM": "xterm-256color"}
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "localassist", "chat", "--resume", *FAST],
+        env=env,
+        dimensions=(40, 120),
+        encoding="utf-8",
+        timeout=90,
+    )
+    child.expect_exact("\x1b[?2004h")
+    assert "resumed" in child.before
+    child.sendline("/show")
+    child.expect_exact("\x1b[?2004h")
+    assert "exchanges       1" in child.before
+    child.sendline("What is my name?")
+    child.expect_exact("\x1b[?2004h")
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    rows = logged(cli)
+    assert [r["prompt"] for r in rows] == ["My name is Zoltan.", "What is my name?"]
+    assert rows[0]["conversation_id"] == rows[1]["conversation_id"]
+
+
+def test_continue_without_history_is_a_usage_error(cli, model_env):
+    result = cli("ask", "-c", "hello", env=model_env)
+    assert result.returncode == 2 and "no conversation to continue" in result.stderr
