@@ -36,6 +36,7 @@ class SamplingParams:
     max_tokens: int = 512
     stop: tuple[str, ...] = ()
     grammar: str | None = None  # GBNF; the sampler can only produce text it accepts
+    ignore_eos: bool = False  # benchmarks: generate exactly max_tokens
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SamplingParams:

@@ -222,43 +222,69 @@ class LocalBackend:
         return stream
 
     def _cached_prefix(self, tokens: list[int]) -> int:
-        """How many prompt tokens llama.cpp will reuse from its KV cache (generate() rules)."""
-        live = self.llm._input_ids
+        """How many prompt tokens are already in llama.cpp's KV cache (at least one is
+        re-evaluated, to get fresh logits)."""
         common = 0
-        for a, b in zip(live, tokens, strict=False):
+        for a, b in zip(self.llm._input_ids, tokens, strict=False):
             if a != b:
                 break
             common += 1
-        # generate() re-evaluates at least one token to refresh the logits
         return min(common, len(tokens) - 1)
+
+    def _sampler(self, params: SamplingParams):
+        """The llama.cpp sampler chain: penalties, grammar, then greedy or top-k/top-p/min-p/temp."""
+        from llama_cpp._internals import LlamaSampler
+
+        sampler = LlamaSampler()
+        n_vocab = self.llm.n_vocab()
+        if params.ignore_eos:
+            eog = {t for t in (self.llm.token_eos(), self.llm._model.token_eot()) if t >= 0}
+            sampler.add_logit_bias(n_vocab, {t: float("-inf") for t in eog})
+        if params.repeat_penalty != 1.0:
+            sampler.add_penalties(n_vocab, 64, params.repeat_penalty, 0.0, 0.0)
+        if params.grammar:
+            from llama_cpp.llama_grammar import LlamaGrammar
+
+            sampler.add_grammar(self.llm._model, LlamaGrammar.from_string(params.grammar, verbose=False))
+        if params.temperature == 0:
+            sampler.add_greedy()
+        else:
+            if params.top_k > 0:
+                sampler.add_top_k(params.top_k)
+            sampler.add_top_p(params.top_p, 1)
+            sampler.add_min_p(params.min_p, 1)
+            sampler.add_temp(params.temperature)
+            seed = params.seed if params.seed >= 0 else random.randint(0, 2**32 - 1)
+            sampler.add_dist(seed)
+        return sampler
 
     def _generate(
         self, stream: TextStream, tokens: list[int], params: SamplingParams, stops: tuple[str, ...]
     ) -> Iterator[str]:
-        seed = params.seed if params.seed >= 0 else random.randint(0, 2**32 - 1)
-        self.llm.set_seed(seed)
+        """Evaluate the prompt (only past the cached prefix), then sample and evaluate one
+        token at a time. A loop of our own instead of ``Llama.generate``: same KV-cache
+        reuse, but a sampler chain we build (EOS suppression for benchmarks, grammar
+        checked beforehand) and no per-token work beyond llama.cpp's."""
+        llm = self.llm
         detok = IncrementalDetokenizer(self._token_bytes, stops)
+        sampler = self._sampler(params)
         stream.t_start = perf_counter()
-        grammar = None
-        if params.grammar:
-            from llama_cpp.llama_grammar import LlamaGrammar
-
-            grammar = LlamaGrammar.from_string(params.grammar, verbose=False)
-        generated = self.llm.generate(
-            tokens,
-            top_k=params.top_k,
-            top_p=params.top_p,
-            min_p=params.min_p,
-            temp=params.temperature,
-            repeat_penalty=params.repeat_penalty,
-            reset=True,
-            grammar=grammar,
-        )
         try:
-            for token in generated:
+            reuse = stream.cached_tokens
+            if reuse > 0 and llm._ctx.kv_cache_seq_rm(-1, reuse, -1):
+                llm.n_tokens = reuse
+            else:  # nothing cached, or a model whose cache cannot be cut: start over
+                llm.reset()
+                stream.cached_tokens = reuse = 0
+            llm.eval(tokens[reuse:])
+            ctx = llm._ctx
+            is_eog = self.is_end_of_generation
+            check_eog = not params.ignore_eos
+            while True:
+                token = sampler.sample(ctx, -1)
                 if stream.t_first is None:
                     stream.t_first = perf_counter()
-                if self.is_end_of_generation(token):
+                if check_eog and is_eog(token):
                     stream.finish_reason = "stop"
                     break
                 stream.completion_tokens += 1
@@ -271,11 +297,12 @@ class LocalBackend:
                 if stream.completion_tokens >= params.max_tokens:
                     stream.finish_reason = "length"
                     break
+                llm.eval((token,))
             tail = detok.flush()
             if tail:
                 yield tail
         finally:
-            generated.close()
+            sampler.close()
             stream.t_end = perf_counter()
 
     def describe(self) -> dict[str, object]:

@@ -10,8 +10,6 @@ import typer
 
 from localassist.cli import options
 from localassist.cli.console import exit_broken_pipe, stdout_is_terminal, warn
-from localassist.cli.engine import stats_line
-from localassist.cli.logging_ import record
 from localassist.errors import ExitCode, UsageError
 
 
@@ -176,6 +174,9 @@ def ask(
             sys.stdout.flush()
         except BrokenPipeError:
             exit_broken_pipe()
+    from localassist.cli.engine import stats_line
+    from localassist.cli.logging_ import record
+
     conversation_id = record(settings, log_enabled, conversation_id, user_text, completion, params, settings.system)
     if stats or verbose:
         warn(stats_line(completion) + (f" | conversation {conversation_id}" if conversation_id else ""))

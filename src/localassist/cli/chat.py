@@ -10,7 +10,6 @@ import typer
 
 from localassist.cli import options
 from localassist.cli.console import err_console, stdout_is_terminal
-from localassist.cli.engine import load_model, stats_line
 from localassist.errors import ContextOverflowError, LocalAssistError
 
 COMMANDS = {
@@ -82,6 +81,8 @@ def chat(
     if sys.stdin is not None and not sys.stdin.isatty():
         piped = decode_stdin(sys.stdin.buffer.read())
         tty_in = _open_tty()
+    from localassist.cli.engine import load_model
+
     policy = MemoryPolicy.parse(settings.memory)
     history = None
     if resume or cid:
@@ -319,12 +320,16 @@ class Repl:
             count = s.load(Path(arg).expanduser())
             say(f"[dim]loaded {count} messages from {arg}[/dim]")
         elif name == "/model":
+            from localassist.cli.engine import load_model
+
             if not arg:
                 say(f"model: {s.backend.model_name} (usage: /model NAME)")
                 return None
             s.switch_backend(load_model(self.settings, arg))
             say(f"[dim]now chatting with {s.backend.model_name}; the conversation is kept[/dim]")
         elif name == "/stats":
+            from localassist.cli.engine import stats_line
+
             say(stats_line(s.last) if s.last else "no answer yet")
         else:
             say(f"unknown command {name}; /help lists them")

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from localassist.cli.console import err_console, warn
-from localassist.generation import Completion
-from localassist.settings import Settings
+
+if TYPE_CHECKING:  # imported lazily: `localassist --help` must not pay for them
+    from localassist.generation import Completion
+    from localassist.settings import Settings
 
 
 def load_model(settings: Settings, spec: str | None, verbose: bool = False):

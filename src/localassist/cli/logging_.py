@@ -3,11 +3,13 @@ printed first, and a log that cannot be written costs a warning, never the answe
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from localassist.cli.console import error
-from localassist.generation import Completion, SamplingParams
-from localassist.settings import Settings
+
+if TYPE_CHECKING:
+    from localassist.generation import Completion, SamplingParams
+    from localassist.settings import Settings
 
 
 def open_store(settings: Settings):
