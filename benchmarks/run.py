@@ -44,51 +44,54 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} CPUs, Python {python}, llama-cpp-python {llama_cpp.__version__}, {gpu}"
 
 
-def load(model: str, threads: int, ctx: int = 4096):
+def load(model: str, threads: int, ctx: int = 4096, flash_attn: bool | None = None):
     from localassist.backends.local import load_backend
     from localassist.models import resolve_model
     from localassist.settings import load_settings
 
-    settings = load_settings({"threads": threads, "ctx": ctx})
+    settings = load_settings({"threads": threads, "ctx": ctx, "flash_attn": flash_attn})
     return load_backend(resolve_model(model, settings), settings)
 
 
-def decode_localassist(backend, n: int, runs: int) -> dict[str, float]:
+def decode_localassist(backend, n: int) -> float:
     """tokens 2..n per second through the same streaming path ask and chat use."""
     from localassist.generation import SamplingParams
 
-    samples = []
-    for _ in range(runs):
-        backend.llm.reset()
-        stream = backend.stream(COUNTING, SamplingParams(temperature=0, max_tokens=n, ignore_eos=True))
-        for _piece in stream:
-            pass
-        c = stream.completion()
-        assert c.completion_tokens == n, c
-        samples.append(c.timings.generation_tokens_per_s)
-    return stats(samples)
+    backend.llm.reset()
+    stream = backend.stream(COUNTING, SamplingParams(temperature=0, max_tokens=n, ignore_eos=True))
+    for _piece in stream:
+        pass
+    c = stream.completion()
+    assert c.completion_tokens == n, c
+    return c.timings.generation_tokens_per_s
 
 
-def decode_raw(backend, n: int, runs: int) -> dict[str, float]:
+def decode_raw(backend, n: int) -> float:
     """A bare Llama.generate() loop on the same model object: the binding's floor.
     (generate() cannot ban EOS without a Python logits processor, which would slow it
     down; the counting prompt keeps going at temperature 0, and the run is checked.)"""
     llm = backend.llm
     tokens = llm.tokenize(COUNTING.encode(), add_bos=True)
-    samples = []
+    llm.reset()
+    count = 0
+    first = None
+    for _tok in llm.generate(tokens, temp=0.0, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.0):
+        count += 1
+        if count == 1:
+            first = time.perf_counter()
+        if count == n:
+            break
+    assert count == n, f"raw loop stopped at {count}"
+    return (n - 1) / (time.perf_counter() - first)
+
+
+def decode(backend, n: int, runs: int) -> dict[str, dict[str, float]]:
+    """Both paths, interleaved run by run, so drift in the machine's speed hits both alike."""
+    ours, raw = [], []
     for _ in range(runs):
-        llm.reset()
-        count = 0
-        first = None
-        for _tok in llm.generate(tokens, temp=0.0, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.0):
-            count += 1
-            if count == 1:
-                first = time.perf_counter()
-            if count == n:
-                break
-        assert count == n, f"raw loop stopped at {count}"
-        samples.append((n - 1) / (time.perf_counter() - first))
-    return stats(samples)
+        ours.append(decode_localassist(backend, n))
+        raw.append(decode_raw(backend, n))
+    return {"localassist": stats(ours), "raw generate()": stats(raw)}
 
 
 def prompt_processing(backend, n: int, runs: int) -> dict[str, float]:
@@ -216,6 +219,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--turns", type=int, default=20)
+    parser.add_argument(
+        "--flash-attn",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="force flash attention on/off [default: localassist's default]",
+    )
     parser.add_argument("--llama-bench", help="path to a llama-bench binary (same llama.cpp version)")
     parser.add_argument("--skip", default="", help="comma list of sections to skip: decode,pp,chat,cold,rss")
     parser.add_argument("--out", default=str(HERE / "results" / "run.json"))
@@ -225,18 +234,18 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="la-bench-"))
     os.environ["LOCALASSIST_HOME"] = str(home)
     env = {**os.environ}
-    backend = load(args.model, args.threads)
+    backend = load(args.model, args.threads, flash_attn=args.flash_attn)
     model_path = str(backend.path)
-    report: dict = {"machine": machine(), "model": model_path, "threads": args.threads, "runs": args.runs}
+    report: dict = {
+        "machine": machine(),
+        "model": model_path,
+        "threads": args.threads,
+        "runs": args.runs,
+        "flash_attn": backend.describe().get("flash_attn"),
+    }
 
     if "decode" not in skip:
-        report["decode t/s"] = {
-            n: {
-                "localassist": decode_localassist(backend, n, args.runs),
-                "raw generate()": decode_raw(backend, n, args.runs),
-            }
-            for n in DECODE_LENGTHS
-        }
+        report["decode t/s"] = {n: decode(backend, n, args.runs) for n in DECODE_LENGTHS}
     if "pp" not in skip:
         report["prompt t/s"] = {n: {"localassist": prompt_processing(backend, n, args.runs)} for n in PROMPT_LENGTHS}
     if "chat" not in skip:

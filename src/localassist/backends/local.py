@@ -106,6 +106,7 @@ class LocalBackend:
         self.n_ctx = settings.ctx or min(train_ctx, DEFAULT_CTX_CAP)
         self.threads = settings.threads or physical_cores()
         self.batch = settings.batch
+        self.flash_attn = settings.flash_attn
         start = perf_counter()
         try:
             self.llm = llama_cpp.Llama(
@@ -318,6 +319,7 @@ class LocalBackend:
             "ctx": self.n_ctx,
             "threads": self.threads,
             "batch": self.batch,
+            "flash_attn": self.flash_attn,
             "chat_template": self.template.name,
             "load_s": round(self.load_seconds, 3),
         }

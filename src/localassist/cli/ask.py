@@ -114,16 +114,10 @@ def ask(
     conversation_id = None
     history = None
     if continue_ or cid:
-        from localassist.cli.logging_ import open_store
+        from localassist.cli.logging_ import load_history
 
-        store = open_store(settings)
-        conversation_id = store.resolve_id(cid) if cid else store.latest_conversation_id()
-        if conversation_id is None:
-            raise UsageError("there is no conversation to continue yet; ask something first")
-        history = store.conversation(conversation_id)
-        store.close()
-        if settings.sources.get("system") not in ("flag",) and history.system:
-            settings = replace(settings, system=history.system)
+        history, settings = load_history(settings, cid)
+        conversation_id = history.id
         if settings.sources.get("model") == "default":
             settings = replace(settings, model=_still_available(history.model, settings))
 

@@ -86,18 +86,9 @@ def chat(
     policy = MemoryPolicy.parse(settings.memory)
     history = None
     if resume or cid:
-        from dataclasses import replace
+        from localassist.cli.logging_ import load_history
 
-        from localassist.cli.logging_ import open_store
-
-        store = open_store(settings)
-        conversation_id = store.resolve_id(cid) if cid else store.latest_conversation_id()
-        if conversation_id is None:
-            raise LocalAssistError("there is no conversation to resume yet")
-        history = store.conversation(conversation_id)
-        store.close()
-        if settings.sources.get("system") != "flag" and history.system:
-            settings = replace(settings, system=history.system)
+        history, settings = load_history(settings, cid)
     backend = load_model(settings, settings.model, verbose)
     params = SamplingParams.from_settings(settings)
     markdown = stdout_is_terminal() and not plain

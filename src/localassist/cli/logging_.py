@@ -47,3 +47,23 @@ def record(
     except LocalAssistError as exc:
         error(f"{exc} (the answer above was not logged)")
         return None
+
+
+def load_history(settings: Settings, cid: str | None):
+    """The conversation to continue: ``cid`` (a unique prefix), else the latest one;
+    returns it and the settings with its system prompt unless --system was given."""
+    from dataclasses import replace
+
+    from localassist.errors import UsageError
+
+    store = open_store(settings)
+    try:
+        conversation_id = store.resolve_id(cid) if cid else store.latest_conversation_id()
+        if conversation_id is None:
+            raise UsageError("there is no logged conversation to continue yet; ask something first")
+        history = store.conversation(conversation_id)
+    finally:
+        store.close()
+    if settings.sources.get("system") != "flag" and history.system:
+        settings = replace(settings, system=history.system)
+    return history, settings
