@@ -108,4 +108,4 @@ def test_chat_resume_reopens_the_conversation(cli, model_env):
 
 def test_continue_without_history_is_a_usage_error(cli, model_env):
     result = cli("ask", "-c", "hello", env=model_env)
-    assert result.returncode == 2 and "no conversation to continue" in result.stderr
+    assert result.returncode == 2 and "no logged conversation to continue" in result.stderr
