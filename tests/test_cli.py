@@ -137,3 +137,20 @@ def test_light_commands_never_import_heavy_modules(model_env):
             [sys.executable, "-c", code, *args], capture_output=True, text=True, env={**os.environ, **model_env}
         )
         assert "HEAVY=\n" in proc.stderr, (args, proc.stderr)
+
+
+def test_param_pairs_are_joined_before_parsing():
+    from localassist.cli.app import join_param_pairs
+
+    assert join_param_pairs(["ask", "-t", "x", "-p", "points", "5", "--param", "lang", "fr", "hi"]) == [
+        "ask",
+        "-t",
+        "x",
+        "-p",
+        "points=5",
+        "--param",
+        "lang=fr",
+        "hi",
+    ]
+    assert join_param_pairs(["ask", "-p", "k=v", "hi"]) == ["ask", "-p", "k=v", "hi"]
+    assert join_param_pairs(["ask", "--", "-p", "a", "b"]) == ["ask", "--", "-p", "a", "b"]

@@ -80,16 +80,12 @@ def join_param_pairs(argv: list[str]) -> list[str]:
         arg = argv[i]
         if arg == "--":
             return out + argv[i:]
-        if arg in ("-p", "--param") and i + 2 < len(argv) + 1 and i + 1 < len(argv) and "=" not in argv[i + 1]:
-            if i + 2 >= len(argv):
-                out.append(arg)
-                i += 1
-                continue
+        if arg in ("-p", "--param") and i + 2 < len(argv) and "=" not in argv[i + 1]:
             out += [arg, f"{argv[i + 1]}={argv[i + 2]}"]
             i += 3
-            continue
-        out.append(arg)
-        i += 1
+        else:
+            out.append(arg)
+            i += 1
     return out
 
 
