@@ -76,7 +76,7 @@ def physical_cores() -> int:
     return max(1, min(len(cores) or usable, usable))
 
 
-def resolve_gpu_layers(value: str, block_count: int | None, gpu_supported: bool) -> int:
+def resolve_gpu_layers(value: str, gpu_supported: bool) -> int:
     """auto = every layer when this llama.cpp build can offload, else none."""
     if value == "auto":
         return -1 if gpu_supported else 0
@@ -101,7 +101,7 @@ class LocalBackend:
             _capture_llama_logs(llama_cpp)
         self._llama_cpp = llama_cpp
         self.gpu_supported = bool(llama_cpp.llama_supports_gpu_offload())
-        self.gpu_layers = resolve_gpu_layers(settings.gpu_layers, self.info.block_count, self.gpu_supported)
+        self.gpu_layers = resolve_gpu_layers(settings.gpu_layers, self.gpu_supported)
         train_ctx = self.info.context_length or 4096
         self.n_ctx = settings.ctx or min(train_ctx, DEFAULT_CTX_CAP)
         self.threads = settings.threads or physical_cores()
@@ -130,7 +130,7 @@ class LocalBackend:
         self._piece_cache: dict[int, bytes] = {}
         self._bos = self.llm.token_bos()
         self._add_bos = bool(self.llm._model.add_bos_token())
-        self._eos_text = self._token_bytes(self.llm.token_eos()).decode("utf-8", "replace")
+        self._eos_text = self._token_bytes(self.llm.token_eos(), special=True).decode("utf-8", "replace")
         self._bos_text = self._token_bytes(self._bos, special=True).decode("utf-8", "replace")
         self._formatter: Any = None
 
