@@ -459,13 +459,15 @@ class Verification:
         return None if self.expected is None else self.expected == self.actual
 
 
-def verify_cached(paths: list[Path]) -> Iterator[Verification]:
-    """Re-hash cached files. A blob's name *is* the LFS sha256 the hub gave at download,
-    so this needs no network."""
+def verify_cached(paths: list[Path], expected: dict[Path, str] | None = None) -> Iterator[Verification]:
+    """Re-hash local files. A blob's name *is* the LFS sha256 the hub gave at download,
+    so this needs no network; ``expected`` supplies the hash for files outside the cache."""
     for path in paths:
         blob = path.resolve()
-        expected = blob.name if re.fullmatch(r"[0-9a-f]{64}", blob.name) else None
-        yield Verification(path, expected, sha256_file(blob) if blob.is_file() else None)
+        want = (expected or {}).get(path)
+        if want is None and re.fullmatch(r"[0-9a-f]{64}", blob.name):
+            want = blob.name
+        yield Verification(path, want, sha256_file(blob) if blob.is_file() else None)
 
 
 def remove_cached(repo: str, files: list[Path] | None = None) -> int:

@@ -53,15 +53,22 @@ def _verify_spec(spec: str) -> None:
     from localassist.settings import load_settings
 
     resolved = resolve_model(spec, load_settings())
-    _report_verification([resolved.path])
+    _report_verification([resolved.path], _starter_hashes([(resolved.path, resolved.source)]))
 
 
-def _report_verification(paths: list[Path]) -> None:
+def _starter_hashes(models: list[tuple[Path, str]]) -> dict[Path, str]:
+    """The starter model is joined from its package: its hash comes from the package."""
+    from localassist import starter
+
+    return {path: starter.expected_sha256() for path, source in models if source == "starter"}
+
+
+def _report_verification(paths: list[Path], expected: dict[Path, str]) -> None:
+    """One table of hashes; any mismatch is an error (exit 6)."""
     from localassist import hub
 
-    bad = 0
-    rows = []
-    for v in hub.verify_cached(paths):
+    rows, bad = [], 0
+    for v in hub.verify_cached(paths, expected):
         status = "no checksum" if v.ok is None else ("ok" if v.ok else "MISMATCH")
         bad += v.ok is False
         rows.append([status, v.path])
@@ -75,26 +82,11 @@ def verify() -> None:
 
     Needs no network. The starter model is checked against its package's hash.
     """
-    from localassist import starter
-    from localassist.hub import sha256_file
     from localassist.models import list_models
     from localassist.settings import load_settings
 
-    found = list_models(load_settings())
-    cached = [m.path for m in found if m.source == "hf-cache"]
-    bad = 0
-    for m in found:
-        if m.source == "starter":
-            ok = sha256_file(m.path) == starter.expected_sha256()
-            bad += not ok
-            typer.echo(f"{'ok' if ok else 'MISMATCH':<11} {m.path}")
-    if cached:
-        try:
-            _report_verification(cached)
-        except DownloadError:
-            bad += 1
-    if bad:
-        raise DownloadError("some files do not match their sha256: `localassist rm` them and pull again")
+    found = [m for m in list_models(load_settings()) if m.source in ("starter", "hf-cache")]
+    _report_verification([m.path for m in found], _starter_hashes([(m.path, m.source) for m in found]))
 
 
 def rm(model: Annotated[str, typer.Argument(help="Catalog name, owner/repo or owner/repo:QUANT.")]) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterable
 from typing import TextIO
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
@@ -154,8 +153,3 @@ class MarkdownWriter:
 
 def make_writer(markdown: bool) -> PlainWriter | MarkdownWriter:
     return MarkdownWriter() if markdown else PlainWriter()
-
-
-def write_all(writer: PlainWriter | MarkdownWriter, pieces: Iterable[str]) -> None:
-    for piece in pieces:
-        writer.write(piece)
