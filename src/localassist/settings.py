@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -290,17 +289,13 @@ def load_settings(flags: Mapping[str, Any] | None = None) -> Settings:
 
 
 def _write_config(path: Path, data: dict[str, Any]) -> None:
+    """Atomically, 0600 in a 0700 dir: the file may hold a system prompt."""
     import tomli_w
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config.", suffix=".toml")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            tomli_w.dump(data, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from localassist.files import private_dir, write_private_text
+
+    private_dir(path.parent)
+    write_private_text(path, tomli_w.dumps(data))
 
 
 def set_config_value(name: str, raw: str) -> Any:

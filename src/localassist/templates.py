@@ -8,7 +8,6 @@ Built-in templates ship in the package; a file of the same name in
 from __future__ import annotations
 
 import re
-import shutil
 import sys
 from dataclasses import dataclass, field, replace
 from importlib.resources import files
@@ -179,10 +178,9 @@ def editable_path(name: str, config_dir: Path) -> Path:
         raise UsageError(f"bad template name {name!r}")
     path = user_dir(config_dir) / f"{name}.toml"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        from localassist.files import private_dir, write_private_text
+
         builtin = builtin_dir() / f"{name}.toml"
-        if builtin.is_file():
-            shutil.copyfile(builtin, path)
-        else:
-            path.write_text(SKELETON)
+        private_dir(path.parent)
+        write_private_text(path, builtin.read_text(encoding="utf-8") if builtin.is_file() else SKELETON)
     return path

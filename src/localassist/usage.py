@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
+
+from localassist.files import private_dir, write_private_text
 
 
 def _file(data_dir: Path) -> Path:
@@ -26,10 +26,7 @@ def record_use(data_dir: Path, model_path: Path) -> None:
     try:
         data = last_used(data_dir)
         data[str(model_path)] = time.time()
-        data_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=".last_used.")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh)
-        os.replace(tmp, _file(data_dir))
+        private_dir(data_dir)
+        write_private_text(_file(data_dir), json.dumps(data))
     except OSError:
         pass
