@@ -109,3 +109,20 @@ def test_chat_resume_reopens_the_conversation(cli, model_env):
 def test_continue_without_history_is_a_usage_error(cli, model_env):
     result = cli("ask", "-c", "hello", env=model_env)
     assert result.returncode == 2 and "no logged conversation to continue" in result.stderr
+
+
+def test_each_logged_exchange_keeps_its_system_prompt(cli, model_env):
+    first = cli("ask", "--system", "Be terse.", "Hello", *FAST, env=model_env)
+    assert first.returncode == 0, first.stderr
+    second = cli("ask", "-c", "Again", *FAST, env=model_env)  # the conversation's system prompt comes back
+    assert second.returncode == 0, second.stderr
+    third = cli("ask", "-c", "--system", "Answer in French.", "Encore", *FAST, env=model_env)
+    assert third.returncode == 0, third.stderr
+    rows = logged(cli)
+    assert [(r["prompt"], r["system"], r["status"]) for r in rows] == [
+        ("Hello", "Be terse.", "active"),
+        ("Again", "Be terse.", "active"),
+        ("Encore", "Answer in French.", "active"),
+    ]
+    found = logged(cli, "-q", "Encore")
+    assert [r["prompt"] for r in found] == ["Encore"]

@@ -3,24 +3,32 @@
 One row per exchange (the user's message, the answer, model, parameters, token
 counts, timings), grouped into conversations. WAL mode and a busy timeout let
 several processes write at once; versioned migrations are recorded in the database;
-the file is created with mode 0600; full-text search uses FTS5.
+the file is created with mode 0600 in a 0700 directory; full-text search uses FTS5.
+
+The log mirrors what the chat shows: every exchange has a ``status``. ``active`` ones
+are the conversation as it stands; ``/regen`` marks the old answer ``superseded``,
+``/undo`` marks the exchange ``undone``, ``/clear`` and ``/load`` mark the earlier ones
+``cleared``. Reading, resuming and exporting show only active exchanges unless asked.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import re
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from localassist.errors import LocalAssistError, UsageError
+from localassist.files import create_private_file, private_dir
 from localassist.generation import Completion, Message
+
+STATUSES = ("active", "superseded", "undone", "cleared")
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -69,6 +77,18 @@ MIGRATIONS: list[tuple[str, str]] = [
         INSERT INTO exchanges_fts(exchanges_fts) VALUES ('rebuild');
         """,
     ),
+    (
+        # Exchanges written before this migration are taken as active, under the system
+        # prompt their conversation has now (the only one recorded for them).
+        "003_exchange_status_system_imported",
+        """
+        ALTER TABLE exchanges ADD COLUMN status TEXT NOT NULL DEFAULT 'active'
+            CHECK (status IN ('active', 'superseded', 'undone', 'cleared'));
+        ALTER TABLE exchanges ADD COLUMN system TEXT;
+        ALTER TABLE exchanges ADD COLUMN imported INTEGER NOT NULL DEFAULT 0;
+        UPDATE exchanges SET system = (SELECT c.system FROM conversations c WHERE c.id = exchanges.conversation_id);
+        """,
+    ),
 ]
 
 
@@ -92,9 +112,22 @@ class Exchange:
     ttft_s: float | None
     generation_tps: float | None
     total_s: float | None
+    status: str = "active"  # one of STATUSES
+    system: str | None = None  # the system prompt in effect for this exchange
+    imported: bool = False  # restored from a transcript (/load): no timings
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    def messages(self) -> list[Message]:
+        """The exchange as chat messages. An imported transcript may hold a question
+        without an answer, or an answer without a question: only what was there."""
+        out = []
+        if self.finish_reason != "unprompted":
+            out.append(Message("user", self.prompt))
+        if self.finish_reason != "unanswered":
+            out.append(Message("assistant", self.response, interrupted=self.finish_reason == "interrupted"))
+        return out
 
 
 @dataclass(frozen=True)
@@ -104,14 +137,28 @@ class StoredConversation:
     model: str
     system: str | None
     created: float
-    exchanges: list[Exchange]
+    exchanges: list[Exchange]  # as loaded: only active ones unless include_hidden was asked for
 
-    def messages(self) -> list[Message]:
-        turns: list[Message] = []
-        for ex in self.exchanges:
-            turns.append(Message("user", ex.prompt))
-            turns.append(Message("assistant", ex.response, interrupted=ex.finish_reason == "interrupted"))
-        return turns
+    def shown(self, include_hidden: bool = False) -> list[Exchange]:
+        return list(self.exchanges) if include_hidden else [ex for ex in self.exchanges if ex.status == "active"]
+
+    def messages(self, include_hidden: bool = False) -> list[Message]:
+        """The conversation as chat shows it: the active exchanges' messages, oldest first."""
+        return [m for ex in self.shown(include_hidden) for m in ex.messages()]
+
+
+class Logged(NamedTuple):
+    """What ``log_exchange`` wrote."""
+
+    conversation_id: str
+    exchange_id: int
+
+
+class Imported(NamedTuple):
+    """What ``log_imported`` wrote: the exchange ids in transcript order."""
+
+    conversation_id: str
+    exchange_ids: list[int]
 
 
 def new_id() -> str:
@@ -123,14 +170,17 @@ class LogStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if not path.exists():
-                fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-                os.close(fd)
+            private_dir(path.parent)
+            create_private_file(path)  # SQLite gives the -wal and -shm files it creates the database's mode
+            for sidecar in _sidecars(path):
+                if sidecar.exists():  # left by an older version, perhaps readable by others
+                    create_private_file(sidecar)
             self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
             self.db.row_factory = sqlite3.Row
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA foreign_keys=ON")
+            # deleted rows are overwritten with zeros rather than left in free pages
+            self.db.execute("PRAGMA secure_delete=ON")
             self._migrate()
         except sqlite3.DatabaseError as exc:
             raise LogError(self._explain(exc)) from None
@@ -190,54 +240,143 @@ class LogStore:
         completion: Completion,
         params: dict[str, Any],
         system: str | None = None,
-    ) -> str:
-        """Record one exchange; a new conversation is started when ``conversation_id`` is None."""
+        *,
+        replaces: int | None = None,
+    ) -> Logged:
+        """Record one exchange, active, under the system prompt in effect (``system``).
+
+        ``conversation_id`` None starts a new conversation whose system prompt is ``system``;
+        otherwise it is a full id that must still be in the log. ``replaces`` is the id of
+        the exchange this one regenerates (/regen): it becomes ``superseded`` in the same
+        transaction. Raises LogError."""
         now = time.time()
         cid = conversation_id or new_id()
         t = completion.timings
         with self._write() as db:
-            if conversation_id is None:
-                db.execute(
-                    "INSERT INTO conversations VALUES (?, ?, ?, ?, ?, ?)",
-                    (cid, _title(prompt), completion.model, system, now, now),
-                )
-            else:
-                db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, cid))
-            db.execute(
-                """INSERT INTO exchanges (conversation_id, created, model, prompt, response, finish_reason,
-                   params, prompt_tokens, cached_tokens, completion_tokens, ttft_s, generation_tps, total_s)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                (
-                    cid,
-                    now,
-                    completion.model,
-                    prompt,
-                    completion.text,
-                    completion.finish_reason,
-                    json.dumps(params, sort_keys=True),
-                    completion.prompt_tokens,
-                    completion.cached_tokens,
-                    completion.completion_tokens,
-                    t.ttft_s,
-                    t.generation_tokens_per_s,
-                    t.total_s,
-                ),
+            _touch(db, cid, conversation_id is None, prompt, completion.model, system, now)
+            superseded = "UPDATE exchanges SET status = 'superseded' WHERE id = ? AND conversation_id = ?"
+            if replaces is not None and not db.execute(superseded, (replaces, cid)).rowcount:
+                raise LogError(f"conversation {cid} has no exchange {replaces} to replace")
+            exchange_id = _insert(
+                db,
+                conversation_id=cid,
+                created=now,
+                model=completion.model,
+                prompt=prompt,
+                response=completion.text,
+                finish_reason=completion.finish_reason,
+                params=json.dumps(params, sort_keys=True),
+                prompt_tokens=completion.prompt_tokens,
+                cached_tokens=completion.cached_tokens,
+                completion_tokens=completion.completion_tokens,
+                ttft_s=t.ttft_s,
+                generation_tps=t.generation_tokens_per_s,
+                total_s=t.total_s,
+                system=system,
             )
-        return cid
+        return Logged(cid, exchange_id)
+
+    def set_status(self, exchange_ids: Iterable[int], status: str) -> int:
+        """Mark exchanges ``active``, ``superseded`` (/regen), ``undone`` (/undo) or ``cleared``;
+        return how many rows exist among ``exchange_ids``. Raises ValueError for another status."""
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)} (got {status!r})")
+        ids = list(exchange_ids)
+        if not ids:
+            return 0
+        with self._write() as db:
+            marks = ", ".join("?" * len(ids))
+            return db.execute(f"UPDATE exchanges SET status = ? WHERE id IN ({marks})", (status, *ids)).rowcount
+
+    def clear(self, conversation_id: str) -> int:
+        """/clear: every active exchange of the conversation (a full id) becomes ``cleared``; return how many."""
+        with self._write() as db:
+            return _clear(db, conversation_id)
+
+    def set_system(self, conversation_id: str, system: str | None) -> None:
+        """/system: the conversation's current system prompt (None: none), the one a resume uses.
+        Exchanges keep the one they were logged under. Raises LogError for an unknown id."""
+        with self._write() as db:
+            if not db.execute(
+                "UPDATE conversations SET system = ?, updated = ? WHERE id = ?", (system, time.time(), conversation_id)
+            ).rowcount:
+                raise LogError(f"conversation {conversation_id} is no longer in the log")
+
+    def log_imported(
+        self, conversation_id: str | None, messages: Sequence[Message], *, model: str, system: str | None = None
+    ) -> Imported:
+        """/load: the conversation becomes the transcript ``messages`` (user and assistant roles).
+
+        In one transaction: the conversation's active exchanges become ``cleared`` (a new
+        conversation is started when ``conversation_id`` is None), its system prompt becomes
+        ``system``, and the messages are logged as active exchanges marked imported, with no
+        token counts or timings. A question without an answer, or an answer without a
+        question, is kept as it is (``StoredConversation.messages()`` gives back exactly
+        ``messages``). Raises ValueError for another role, LogError."""
+        pairs = _pairs(messages)
+        now = time.time()
+        cid = conversation_id or new_id()
+        title = next((prompt for prompt, _, finish in pairs if finish != "unprompted"), "(imported transcript)")
+        with self._write() as db:
+            _touch(db, cid, conversation_id is None, title, model, system, now)
+            _clear(db, cid)
+            db.execute("UPDATE conversations SET system = ? WHERE id = ?", (system, cid))
+            ids = [
+                _insert(
+                    db,
+                    conversation_id=cid,
+                    created=now,
+                    model=model,
+                    prompt=prompt,
+                    response=response,
+                    finish_reason=finish,
+                    params="{}",
+                    system=system,
+                    imported=1,
+                )
+                for prompt, response, finish in pairs
+            ]
+        return Imported(cid, ids)
 
     def delete(self, conversation_id: str) -> int:
+        """Delete a conversation (a unique prefix of its id) and leave no trace of its text
+        in the file; return how many exchanges it had."""
         cid = self.resolve_id(conversation_id)
         with self._write() as db:
             n = db.execute("DELETE FROM exchanges WHERE conversation_id = ?", (cid,)).rowcount
             db.execute("DELETE FROM conversations WHERE id = ?", (cid,))
+            # The delete trigger only adds tombstones to the full-text index: the words stay
+            # in its old segments. Rebuilding writes the index afresh from what is left.
+            db.execute("INSERT INTO exchanges_fts(exchanges_fts) VALUES ('rebuild')")
+            db.execute("INSERT INTO exchanges_fts(exchanges_fts) VALUES ('optimize')")
+        self._vacuum()
         return n
 
     def delete_all(self) -> int:
+        """Delete every conversation and leave no trace of their text in the file."""
         with self._write() as db:
             n = db.execute("DELETE FROM exchanges").rowcount
             db.execute("DELETE FROM conversations")
-        self.db.execute("VACUUM")  # deleted text must not linger in free pages
+            db.execute("INSERT INTO exchanges_fts(exchanges_fts) VALUES ('delete-all')")
+        self._vacuum()
         return n
+
+    def _vacuum(self) -> None:
+        """After a delete: rewrite the file without free pages, then copy the WAL into it and
+        truncate the WAL, which otherwise keeps old copies of the deleted pages.
+
+        FTS5's own 'secure-delete' option (SQLite >= 3.42) is not used: a table with it set
+        cannot be read by older SQLite, and Python's bundled SQLite is often older (3.40 here)."""
+        try:
+            self.db.execute("VACUUM")
+            busy = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise LogError(self._explain(exc)) from None
+        if busy:
+            raise LogError(
+                f"deleted, but another process is reading {self.path}: old copies of the text may stay in "
+                f"{self.path.name}-wal until it finishes; run the command again then"
+            )
 
     # --- reading
 
@@ -256,36 +395,50 @@ class LogStore:
         return rows[0]["id"] if rows else None
 
     def resolve_id(self, prefix: str) -> str:
-        """A conversation id from a unique prefix of it."""
-        rows = self._read("SELECT id FROM conversations WHERE id LIKE ? || '%' LIMIT 2", (prefix,))
+        """A conversation id from a unique prefix of it (compared as text: no LIKE wildcards)."""
+        if not prefix:
+            raise UsageError("give a conversation id; `localassist logs` lists them")
+        rows = self._read("SELECT id FROM conversations WHERE substr(id, 1, ?) = ? LIMIT 2", (len(prefix), prefix))
         if not rows:
             raise UsageError(f"no conversation {prefix!r}; `localassist logs` lists them")
         if len(rows) > 1:
             raise UsageError(f"{prefix!r} matches several conversations; give more of the id")
         return rows[0]["id"]
 
-    def conversation(self, conversation_id: str) -> StoredConversation:
+    def conversation(self, conversation_id: str, include_hidden: bool = False) -> StoredConversation:
+        """A conversation as chat shows it (its active exchanges), or every exchange with its status."""
         cid = self.resolve_id(conversation_id)
         row = self._read("SELECT * FROM conversations WHERE id = ?", (cid,))[0]
-        exchanges = [
-            _exchange(r) for r in self._read("SELECT * FROM exchanges WHERE conversation_id = ? ORDER BY id", (cid,))
-        ]
+        only_active = "" if include_hidden else " AND status = 'active'"
+        rows = self._read(f"SELECT * FROM exchanges WHERE conversation_id = ?{only_active} ORDER BY id", (cid,))
+        exchanges = [_exchange(r) for r in rows]
         return StoredConversation(row["id"], row["title"], row["model"], row["system"], row["created"], exchanges)
 
     def recent(
-        self, limit: int = 10, query: str | None = None, conversation_id: str | None = None, model: str | None = None
+        self,
+        limit: int = 10,
+        query: str | None = None,
+        conversation_id: str | None = None,
+        model: str | None = None,
+        include_hidden: bool = False,
+        fts: bool = False,
     ) -> list[Exchange]:
-        """The latest exchanges, newest last; ``query`` is FTS5 full-text search."""
+        """The latest active exchanges (every one with ``include_hidden``), newest last.
+
+        ``query`` is plain words, all of which must appear (``"a phrase"`` in double quotes,
+        ``word*`` for a prefix); with ``fts`` it is passed to FTS5 as query syntax."""
         where, args = [], []
         if query:
             where.append("e.id IN (SELECT rowid FROM exchanges_fts WHERE exchanges_fts MATCH ?)")
-            args.append(query)
+            args.append(query if fts else fts_query(query))
         if conversation_id:
             where.append("e.conversation_id = ?")
             args.append(self.resolve_id(conversation_id))
         if model:
             where.append("e.model = ?")
             args.append(model)
+        if not include_hidden:
+            where.append("e.status = 'active'")
         sql = "SELECT e.* FROM exchanges e"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -297,6 +450,86 @@ class LogStore:
         conversations = self._read("SELECT count(*) FROM conversations")[0][0]
         exchanges = self._read("SELECT count(*) FROM exchanges")[0][0]
         return conversations, exchanges
+
+
+_TERM = re.compile(r'"([^"]*)"|(\S+)')
+
+
+def fts_query(text: str) -> str:
+    """Plain search words as an FTS5 query that cannot be a syntax error.
+
+    Every word must appear (AND); each is quoted as an FTS5 string (its own double quotes
+    doubled), so ``gpt-4``, ``main.py``, ``C++`` or ``don't`` are words, not operators or
+    column names. ``"two words"`` in double quotes must appear as that phrase; a trailing
+    ``*`` makes a word a prefix (``sort*``). Raises UsageError when nothing is left."""
+    terms = []
+    for phrase, word in _TERM.findall(text):
+        if phrase.strip():
+            terms.append(_fts_string(phrase))
+        elif word.endswith("*") and word.strip("*"):
+            terms.append(_fts_string(word.rstrip("*")) + "*")
+        elif word:
+            terms.append(_fts_string(word))
+    if not terms:
+        raise UsageError(f"nothing to search for in {text!r}")
+    return " AND ".join(terms)
+
+
+def _fts_string(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'
+
+
+def _sidecars(path: Path) -> list[Path]:
+    return [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm")]
+
+
+def _touch(
+    db: sqlite3.Connection, cid: str, new: bool, first_prompt: str, model: str, system: str | None, now: float
+) -> None:
+    """Start the conversation, or note that it was used; a conversation deleted meanwhile
+    (``logs rm`` in another terminal) is an error, never silently brought back."""
+    if new:
+        db.execute(
+            "INSERT INTO conversations VALUES (?, ?, ?, ?, ?, ?)", (cid, _title(first_prompt), model, system, now, now)
+        )
+    elif not db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, cid)).rowcount:
+        raise LogError(f"conversation {cid} is no longer in the log")
+
+
+def _insert(db: sqlite3.Connection, **values: Any) -> int:
+    columns = ", ".join(values)
+    marks = ", ".join("?" * len(values))
+    return db.execute(f"INSERT INTO exchanges ({columns}) VALUES ({marks})", tuple(values.values())).lastrowid
+
+
+def _clear(db: sqlite3.Connection, cid: str) -> int:
+    return db.execute(
+        "UPDATE exchanges SET status = 'cleared' WHERE conversation_id = ? AND status = 'active'", (cid,)
+    ).rowcount
+
+
+def _pairs(messages: Sequence[Message]) -> list[tuple[str, str, str]]:
+    """Transcript messages as (prompt, response, finish_reason) exchanges. finish_reason is
+    'imported' or 'interrupted' for an answered question, 'unanswered' for a question with
+    no answer after it, 'unprompted' for an answer with no question before it."""
+    out: list[tuple[str, str, str]] = []
+    question: str | None = None
+    for m in messages:
+        if m.role == "user":
+            if question is not None:
+                out.append((question, "", "unanswered"))
+            question = m.content
+        elif m.role == "assistant":
+            if question is None:
+                out.append(("", m.content, "unprompted"))
+            else:
+                out.append((question, m.content, "interrupted" if m.interrupted else "imported"))
+            question = None
+        else:
+            raise ValueError(f"a transcript holds user and assistant messages, not {m.role!r}")
+    if question is not None:
+        out.append((question, "", "unanswered"))
+    return out
 
 
 def _statements(sql: str) -> list[str]:
@@ -331,6 +564,9 @@ def _exchange(row: sqlite3.Row) -> Exchange:
         row["ttft_s"],
         row["generation_tps"],
         row["total_s"],
+        row["status"],
+        row["system"],
+        bool(row["imported"]),
     )
 
 
@@ -338,7 +574,9 @@ def log_path(data_dir: Path) -> Path:
     return data_dir / "logs.db"
 
 
-def export_markdown(conv: StoredConversation) -> str:
+def export_markdown(conv: StoredConversation, include_hidden: bool = False) -> str:
+    """The conversation as chat shows it; with ``include_hidden``, every exchange, the
+    hidden ones marked with their status. A system prompt changed midway is shown where it changed."""
     lines = [
         f"# {conv.title}",
         "",
@@ -347,23 +585,25 @@ def export_markdown(conv: StoredConversation) -> str:
         f"- started: {time.strftime('%Y-%m-%d %H:%M', time.localtime(conv.created))}",
         "",
     ]
-    if conv.system:
-        lines += [f"**System:** {conv.system}", ""]
-    for ex in conv.exchanges:
-        lines += [
-            "## You",
-            "",
-            ex.prompt.rstrip(),
-            "",
-            "## Assistant",
-            "",
-            ex.response.rstrip() + (" *(interrupted)*" if ex.finish_reason == "interrupted" else ""),
-            "",
-        ]
+    shown = conv.shown(include_hidden)
+    system = shown[0].system if shown else conv.system
+    if system:
+        lines += [f"**System:** {system}", ""]
+    for ex in shown:
+        if ex.system != system:
+            system = ex.system
+            lines += [f"**System:** {system or '(none)'}", ""]
+        mark = "" if ex.status == "active" else f" *({ex.status})*"
+        if ex.finish_reason != "unprompted":
+            lines += [f"## You{mark}", "", ex.prompt.rstrip(), ""]
+        if ex.finish_reason != "unanswered":
+            interrupted = " *(interrupted)*" if ex.finish_reason == "interrupted" else ""
+            lines += [f"## Assistant{mark}", "", ex.response.rstrip() + interrupted, ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
-def export_json(conv: StoredConversation) -> str:
+def export_json(conv: StoredConversation, include_hidden: bool = False) -> str:
+    """The conversation's active exchanges (every one with ``include_hidden``), each with its status."""
     return json.dumps(
         {
             "id": conv.id,
@@ -371,7 +611,7 @@ def export_json(conv: StoredConversation) -> str:
             "model": conv.model,
             "system": conv.system,
             "created": conv.created,
-            "exchanges": [ex.as_dict() for ex in conv.exchanges],
+            "exchanges": [ex.as_dict() for ex in conv.shown(include_hidden)],
         },
         indent=2,
         ensure_ascii=False,

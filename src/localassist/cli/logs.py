@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from localassist.cli.console import warn
-from localassist.cli.tables import print_table
+from localassist.cli.tables import fit_cells, print_table
 
 app = typer.Typer(help="Every exchange of ask and chat, logged in SQLite.", invoke_without_command=True)
 
@@ -25,16 +25,23 @@ def _store():
 def logs(
     ctx: typer.Context,
     count: Annotated[int, typer.Option("-n", "--count", min=1, help="How many exchanges.")] = 10,
-    query: Annotated[str | None, typer.Option("-q", "--query", help="Full-text search (SQLite FTS5 syntax).")] = None,
+    query: Annotated[
+        str | None,
+        typer.Option("-q", "--query", help='Search: every word must appear; "a phrase" in quotes; word* for a prefix.'),
+    ] = None,
+    fts: Annotated[bool, typer.Option("--fts", help="Read -q as SQLite FTS5 query syntax (OR, NOT, NEAR).")] = False,
     cid: Annotated[str | None, typer.Option("--cid", help="Only this conversation.")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Only this model.")] = None,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Also answers replaced by /regen and exchanges undone or cleared, marked.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array.")] = False,
 ) -> None:
     """Recent exchanges, oldest first (`logs -n 5`, `logs -q sorting`)."""
     if ctx.invoked_subcommand is not None:
         return
     store = _store()
-    rows = store.recent(count, query=query, conversation_id=cid, model=model)
+    rows = store.recent(count, query=query, conversation_id=cid, model=model, include_hidden=all_, fts=fts)
     store.close()
     if as_json:
         typer.echo(json.dumps([r.as_dict() for r in rows], indent=2, ensure_ascii=False))
@@ -43,12 +50,13 @@ def logs(
         warn("no logged exchanges" + (f" match {query!r}" if query else ""))
         return
     print_table(
-        ["CONVERSATION", "WHEN", "MODEL", "PROMPT", "ANSWER"],
+        ["CONVERSATION", "WHEN", "MODEL", *(["STATUS"] if all_ else []), "PROMPT", "ANSWER"],
         [
             [
                 r.conversation_id,
                 time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)),
                 r.model,
+                *([r.status + (" imported" if r.imported else "")] if all_ else []),
                 _short(r.prompt),
                 _short(r.response),
             ]
@@ -58,25 +66,28 @@ def logs(
 
 
 def _short(text: str, width: int = 40) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
+    return fit_cells(" ".join(text.split()), width)
 
 
 @app.command()
 def show(
     cid: Annotated[str, typer.Argument(help="Conversation id (a unique prefix is enough).")],
     format: Annotated[str, typer.Option("--format", "-f", help="md or json.")] = "md",
+    all_: Annotated[
+        bool, typer.Option("--all", help="Also answers replaced by /regen and exchanges undone or cleared, marked.")
+    ] = False,
 ) -> None:
-    """Print a whole conversation as Markdown or JSON (`logs show ID --format md > talk.md`)."""
+    """Print a conversation as chat shows it, as Markdown or JSON (`logs show ID --format md > talk.md`)."""
     from localassist.errors import UsageError
     from localassist.store import export_json, export_markdown
 
     if format not in ("md", "json"):
         raise UsageError(f"--format must be md or json (got {format!r})")
     store = _store()
-    conv = store.conversation(cid)
+    conv = store.conversation(cid, include_hidden=all_)
     store.close()
-    typer.echo(export_markdown(conv) if format == "md" else export_json(conv), nl=format == "json")
+    text = export_markdown(conv, all_) if format == "md" else export_json(conv, all_)
+    typer.echo(text, nl=format == "json")
 
 
 @app.command()
@@ -84,7 +95,7 @@ def rm(
     cid: Annotated[str | None, typer.Argument(help="Conversation id to delete.")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Delete every logged conversation.")] = False,
 ) -> None:
-    """Delete one conversation, or all of them."""
+    """Delete one conversation, or all of them; the file is rewritten so the text does not linger."""
     from localassist.errors import UsageError
 
     if bool(cid) == all_:
