@@ -1,7 +1,8 @@
 """A small Hugging Face hub on 127.0.0.1 for the tests: the endpoints huggingface_hub
 uses to list a repo's files, resolve and download them (HEAD, ranged GET, the
 X-Repo-Commit / X-Linked-Etag / X-Linked-Size headers) and search, with faults to
-inject: a dropped connection, corrupted bytes, slow transfer, gated and missing repos.
+inject: a dropped connection, corrupted bytes, slow transfer, gated and missing repos,
+a rejected token. A Range past the end of a file gets 416, as from a real server.
 Every request is logged so tests can assert what went over the wire (or that nothing did)."""
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class FakeFile:
     drop_after: int | None = None  # first GET sends this many bytes, then cuts the connection
     corrupt: bool = False  # serve one flipped byte (the listed sha256 stays the true one)
     slow_after: int | None = None  # past this offset ~1 MB/s, so a test can interrupt midway
+    hold: threading.Event | None = None  # a GET sends its first 64 KB, then waits for this to be set
     _sha: str | None = None
 
     def read(self) -> bytes:
@@ -64,6 +66,7 @@ class FakeHub:
     repos: dict[str, FakeRepo] = field(default_factory=dict)
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)  # method, path, Range
     server: ThreadingHTTPServer | None = None
+    tokens: set[str] | None = None  # when set, a Bearer token not in it is refused (401), as the hub does
 
     @property
     def url(self) -> str:
@@ -106,6 +109,9 @@ class FakeHub:
                 url = urlparse(self.path)
                 path = unquote(url.path)
                 hub.requests.append((self.command, path, self.headers.get("Range")))
+                auth = self.headers.get("Authorization") or ""
+                if hub.tokens is not None and auth.startswith("Bearer ") and auth[7:] not in hub.tokens:
+                    return self._json(401, {"error": "Invalid credentials in Authorization header"})
                 if path == "/api/models":
                     return self._search(parse_qs(url.query))
                 if m := re.fullmatch(r"/api/models/([^/]+/[^/]+?)(?:/revision/[^/]+)?", path):
@@ -184,6 +190,12 @@ class FakeHub:
                 start = 0
                 if rng := self.headers.get("Range"):
                     start = int(re.match(r"bytes=(\d+)-", rng).group(1))
+                if start >= len(data) > 0:
+                    self.send_response(416)  # Range Not Satisfiable
+                    self.send_header("Content-Range", f"bytes */{len(data)}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 body = data[start:]
                 self.send_response(206 if start else 200)
                 self.send_header("Content-Length", str(len(body)))
@@ -205,6 +217,8 @@ class FakeHub:
                     return
                 step = 1 << 16
                 for i in range(0, len(body), step):
+                    if i and f.hold is not None:
+                        f.hold.wait(60)
                     self.wfile.write(body[i : i + step])
                     if f.slow_after is not None and start + i > f.slow_after:
                         time.sleep(0.06)

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
+import pexpect
 import pytest
 
 from fakehub import FakeFile, FakeHub, FakeRepo
 from localassist.catalog import lookup
 from localassist.errors import ModelNotAvailableError, UsageError
 from localassist.hub import RemoteFile, choose_files
+from localassist.models import resolve_model
+from localassist.settings import load_settings
 
 QWEN = "Qwen/Qwen2.5-0.5B-Instruct-GGUF"
 
@@ -104,9 +112,6 @@ def test_split_gguf_downloads_every_part_and_resolves_to_the_first(hub, net):
     assert first.name == "big-Q4_K_M-00001-of-00003.gguf"
     parts = sorted(p.name for p in first.parent.glob("*.gguf"))
     assert parts == [f"big-Q4_K_M-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
-    from localassist.models import resolve_model
-    from localassist.settings import load_settings
-
     assert resolve_model("test/Split-GGUF:Q4_K_M", load_settings()).path.name == first.name
 
 
@@ -262,6 +267,214 @@ def test_rm_whole_repo_and_single_quant(hub, net):
     assert not root.exists()
     again = net("rm", "qwen2.5:0.5b")
     assert again.returncode == 3
+
+
+def test_rejected_token_on_pull_is_access_denied_naming_hf_token(hub, net):
+    hub.tokens = {"hf_good"}
+    refused = net("pull", "qwen2.5:0.5b", HF_TOKEN="hf_revoked")
+    assert refused.returncode == 7, refused.stderr
+    assert "HF_TOKEN" in refused.stderr and "401" in refused.stderr
+    assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+    assert not cache_root(QWEN).exists()
+    accepted = net("pull", "qwen2.5:0.5b", HF_TOKEN="hf_good")  # the token did reach the hub
+    assert accepted.returncode == 0, accepted.stderr
+
+
+def test_concurrent_pulls_of_one_file_share_one_download(hub, tmp_path):
+    data = bytes(range(256)) * 8_000  # 2 MB
+    hold = threading.Event()  # the hub sends 64 KB of the file, then waits until both pulls are under way
+    hub.add(FakeRepo("test/Both-GGUF", [FakeFile("both-Q4_K_M.gguf", data, hold=hold)]))
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0"}
+    cmd = [sys.executable, "-m", "localassist", "pull", "test/Both-GGUF"]
+    errs = [tmp_path / "first.err", tmp_path / "second.err"]
+
+    def file_gets() -> int:
+        return sum(m == "GET" and p.endswith("both-Q4_K_M.gguf") for m, p, _ in hub.requests)
+
+    def wait_for(condition, what: str) -> None:
+        deadline = time.monotonic() + 60
+        while not condition():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.05)
+
+    with errs[0].open("wb") as err0, errs[1].open("wb") as err1:
+        first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err0, env=env)
+        wait_for(lambda: file_gets() == 1, "the first pull's download")
+        second = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err1, env=env)
+        # the second pull either waits for the first (and says so) or starts a download of its own
+        wait_for(lambda: "waiting" in errs[1].read_text() or file_gets() == 2, "the second pull")
+        hold.set()
+        outs = [proc.communicate(timeout=60)[0].decode().strip() for proc in (first, second)]
+    assert (first.returncode, second.returncode) == (0, 0), [e.read_text() for e in errs]
+    assert "another download of both-Q4_K_M.gguf is running" in errs[1].read_text()
+    assert file_gets() == 1  # the second found the file done: no second download
+    assert outs[0] == outs[1]
+    assert hashlib.sha256(Path(outs[0]).read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()
+    assert not list((cache_root("test/Both-GGUF") / "blobs").glob("*.incomplete"))
+
+
+def test_partial_larger_than_the_file_is_discarded_and_downloaded_again(hub, net):
+    f = hub.repos[QWEN].files[0]
+    request = urllib.request.Request(
+        f"{hub.url}/{QWEN}/resolve/main/{f.name}", headers={"Range": f"bytes={f.size + 1000}-"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:  # the fake hub refuses it, as real servers do
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 416
+    hub.requests.clear()
+    blobs = cache_root(QWEN) / "blobs"
+    blobs.mkdir(parents=True)
+    (blobs / f"{f.sha256}.incomplete").write_bytes(b"\0" * (f.size + 1000))  # e.g. left by an older file version
+    result = net("pull", "qwen2.5:0.5b")
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip()).read_bytes() == f.data
+    assert [r for m, p, r in hub.requests if m == "GET" and p.endswith(f.name)] == [None]  # from the start
+    assert not list(blobs.glob("*.incomplete"))
+
+
+def _unshare_works() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode == 0
+
+
+FILL_DISK_MIDWAY = r"""
+set -u
+mount -t tmpfs -o size=16m tmpfs "$HF_HUB_CACHE"
+"$PY" -m localassist pull test/Full-GGUF >"$OUT/out1" 2>"$OUT/err1" &
+pid=$!
+for _ in $(seq 1200); do  # until the first 10 MB chunk is on disk
+  part=$(ls "$HF_HUB_CACHE"/models--test--Full-GGUF/blobs/*.incomplete 2>/dev/null | head -1)
+  [ -n "$part" ] && [ "$(stat -c %s "$part")" -ge 10000000 ] && break
+  sleep 0.05
+done
+head -c 64M /dev/zero >"$HF_HUB_CACHE/filler" 2>/dev/null  # another program fills the disk
+wait $pid; echo $? >"$OUT/rc1"
+stat -c %s "$part" >"$OUT/kept"
+rm "$HF_HUB_CACHE/filler"
+"$PY" -m localassist pull test/Full-GGUF >"$OUT/out2" 2>"$OUT/err2"; echo $? >"$OUT/rc2"
+sha256sum "$(cat "$OUT/out2")" | cut -d' ' -f1 >"$OUT/sha2"
+"""
+
+
+@pytest.mark.skipif(not _unshare_works(), reason="needs `unshare -rm` (user namespaces) to mount a small tmpfs")
+def test_disk_filling_mid_download_keeps_the_partial_for_resuming(hub, tmp_path):
+    # a real ENOSPC from the kernel: the HF cache is a 16 MB tmpfs, which passes the up-front
+    # check for this 12.3 MB file, and fills up after the first 10 MB chunk was written
+    data = bytes(range(256)) * 48_000
+    hub.add(FakeRepo("test/Full-GGUF", [FakeFile("full-Q4_K_M.gguf", data, slow_after=11_000_000)]))
+    out = tmp_path / "out"
+    out.mkdir()
+    Path(os.environ["HF_HUB_CACHE"]).mkdir(parents=True)
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "PY": sys.executable, "OUT": str(out)}
+    subprocess.run(["unshare", "-rm", "bash", "-c", FILL_DISK_MIDWAY], env=env, timeout=300, check=True)
+    first_err = (out / "err1").read_text()
+    assert (out / "rc1").read_text().strip() == "6", first_err
+    assert "disk filled up" in first_err and "free space and pull again" in first_err
+    assert first_err.count("\n") == 2 and "Traceback" not in first_err  # the plan line, then the error
+    kept = int((out / "kept").read_text())
+    assert 10_000_000 <= kept < len(data)
+    assert (out / "rc2").read_text().strip() == "0", (out / "err2").read_text()
+    assert (out / "sha2").read_text().strip() == hashlib.sha256(data).hexdigest()
+    ranges = [r for m, p, r in hub.requests if m == "GET" and p.endswith("full-Q4_K_M.gguf")]
+    assert ranges == [None, f"bytes={kept}-"]  # the second pull resumed where the disk filled up
+
+
+def verify_rows(stdout: str) -> dict[str, str]:
+    """verify's table as {file name: status}."""
+    rows = [line.split(None, 1) for line in stdout.splitlines()[1:]]
+    return {Path(path).name: status for status, path in rows}
+
+
+def test_verify_checks_every_part_of_a_split_model(hub, net):
+    first = Path(net("pull", "test/Split-GGUF").stdout.strip())
+    names = [f"big-Q4_K_M-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
+    third = first.with_name(names[2])
+    blob = third.resolve()
+    data = bytearray(blob.read_bytes())
+    data[5] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    bad = net("verify")
+    assert bad.returncode == 6, bad.stderr
+    rows = verify_rows(bad.stdout)
+    assert [rows[n] for n in names] == ["ok", "ok", "MISMATCH"]
+    offline = net("pull", "test/Split-GGUF", "--offline")
+    assert offline.returncode == 6
+    assert [verify_rows(offline.stdout)[n] for n in names] == ["ok", "ok", "MISMATCH"]
+    first.with_name(names[1]).unlink()  # a part gone altogether
+    missing = net("pull", "test/Split-GGUF", "--offline")
+    assert missing.returncode == 6 and verify_rows(missing.stdout)[names[1]] == "MISSING"
+
+
+def test_quant_pulled_at_an_older_commit_stays_listed_resolvable_and_verified(hub, net):
+    q4 = Path(net("pull", "qwen2.5:0.5b").stdout.strip())
+    hub.repos[QWEN].commit = "b" * 40  # the repo moved on upstream (a README edit is enough)
+    q8 = Path(net("pull", f"{QWEN}:Q8_0").stdout.strip())
+    assert (q4.parent.name, q8.parent.name) == ("a" * 40, "b" * 40)
+    assert (cache_root(QWEN) / "refs" / "main").read_text() == "b" * 40
+    listed = {m["name"] for m in json.loads(net("models", "--json").stdout)}
+    assert {"qwen2.5:0.5b", f"{QWEN}:Q8_0"} <= listed
+    assert resolve_model("qwen2.5:0.5b", load_settings()).path == q4
+    assert resolve_model(f"{QWEN}:Q4_K_M", load_settings()).path == q4
+    verified = net("verify")
+    assert verified.returncode == 0, verified.stderr
+    rows = verify_rows(verified.stdout)
+    assert rows[q4.name] == "ok" and rows[q8.name] == "ok"
+    removed = net("rm", "qwen2.5:0.5b")  # exactly that quant, though it is not in refs/main's snapshot
+    assert removed.returncode == 0, removed.stderr
+    assert not q4.exists() and q8.read_bytes() == blob(70_000, 2)
+    assert net("rm", "qwen2.5:0.5b").returncode == 3
+
+
+def test_rm_catalog_name_never_deletes_other_quants(hub, net):
+    q8 = Path(net("pull", f"{QWEN}:Q8_0").stdout.strip())  # the catalog's qwen2.5:0.5b is the Q4_K_M
+    result = net("rm", "qwen2.5:0.5b")
+    assert result.returncode == 3
+    assert "nothing removed" in result.stderr and result.stderr.count("\n") == 1
+    assert q8.read_bytes() == blob(70_000, 2)
+    assert resolve_model(f"{QWEN}:Q8_0", load_settings()).path == q8
+    quant = net("rm", f"{QWEN}:Q4_K_M")
+    assert quant.returncode == 3 and "nothing removed" in quant.stderr
+    assert q8.is_file()
+
+
+def test_rm_whole_repo_lists_what_goes_and_needs_yes_without_a_terminal(hub, net):
+    net("pull", "qwen2.5:0.5b")
+    net("pull", f"{QWEN}:Q8_0")
+    blobs = sorted((cache_root(QWEN) / "blobs").iterdir())
+    refused = net("rm", QWEN)  # stdin is not a terminal
+    assert refused.returncode == 2
+    assert "--yes" in refused.stderr
+    assert "qwen2.5-0.5b-instruct-q4_k_m.gguf" in refused.stderr and "qwen2.5-0.5b-instruct-q8_0.gguf" in refused.stderr
+    assert sorted((cache_root(QWEN) / "blobs").iterdir()) == blobs
+    removed = net("rm", QWEN, "--yes")
+    assert removed.returncode == 0, removed.stderr
+    assert "qwen2.5-0.5b-instruct-q8_0.gguf" in removed.stderr and "110.0 KB freed" in removed.stderr
+    assert not cache_root(QWEN).exists()
+    assert net("rm", QWEN, "-y").returncode == 3
+
+
+def test_rm_whole_repo_asks_on_a_terminal_and_defaults_to_no(hub, net):
+    net("pull", "qwen2.5:0.5b")
+    root = cache_root(QWEN)
+
+    def rm_answering(answer: str) -> pexpect.spawn:
+        child = pexpect.spawn(
+            sys.executable, ["-m", "localassist", "rm", QWEN], env=dict(os.environ), encoding="utf-8", timeout=60
+        )
+        child.expect(r"Remove all of Qwen/Qwen2\.5-0\.5B-Instruct-GGUF\? \[y/N\]")
+        assert "qwen2.5-0.5b-instruct-q4_k_m.gguf" in child.before  # listed before the question
+        child.sendline(answer)
+        child.expect(pexpect.EOF)
+        child.close()
+        return child
+
+    declined = rm_answering("")  # Enter: the default, No
+    assert declined.exitstatus == 0 and "nothing removed" in declined.before
+    assert (root / "blobs" / hub.repos[QWEN].files[0].sha256).is_file()
+    accepted = rm_answering("y")
+    assert accepted.exitstatus == 0 and "removed" in accepted.before
+    assert not root.exists()
 
 
 def test_pulled_real_gguf_runs(hub, net, starter_model):

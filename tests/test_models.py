@@ -144,3 +144,38 @@ def test_list_models_covers_every_source(tmp_path, starter_model):
     assert found["my-model-Q4_K_M"].source == "models-dir"
     assert found["my-model-Q4_K_M"].size == starter_model.stat().st_size
     assert resolve_model("my-model-Q4_K_M", load_settings()).source == "models-dir"
+
+
+def test_same_file_in_several_snapshots_prefers_refs_main_else_the_newest():
+    """refs/main moves on every pull; a file is found in whichever snapshot holds it, and
+    where two commits hold the same file name, refs/main's wins, else the newest's."""
+    repo = "someone/Two-GGUF"
+    root = Path(os.environ["HF_HUB_CACHE"]) / "models--someone--Two-GGUF"
+    old, new = "1" * 40, "2" * 40
+    for commit, names in ((old, ["two-Q4_K_M.gguf", "two-Q8_0.gguf"]), (new, ["two-Q4_K_M.gguf"])):
+        snap = root / "snapshots" / commit
+        snap.mkdir(parents=True)
+        for name in names:
+            blob = root / "blobs" / f"{commit[0]}-{name}"
+            blob.parent.mkdir(exist_ok=True)
+            blob.write_bytes(f"{commit} {name}".encode())
+            (snap / name).symlink_to(os.path.relpath(blob, snap))
+    os.utime(root / "snapshots" / old, (1_000_000_000, 1_000_000_000))
+    os.utime(root / "snapshots" / new, (2_000_000_000, 2_000_000_000))
+    (root / "refs").mkdir()
+    settings = load_settings()
+
+    def q4_commit() -> str:
+        return resolve_model(f"{repo}:Q4_K_M", settings).path.parent.name
+
+    (root / "refs" / "main").write_text(new)
+    assert q4_commit() == new
+    assert resolve_model(f"{repo}:Q8_0", settings).path == root / "snapshots" / old / "two-Q8_0.gguf"
+    listed = [m.name for m in list_models(settings) if m.repo == repo]
+    assert sorted(listed) == [f"{repo}:Q4_K_M", f"{repo}:Q8_0"]  # one Q4_K_M, not one per snapshot
+    (root / "refs" / "main").write_text(old)
+    assert q4_commit() == old
+    (root / "refs" / "main").unlink()
+    assert q4_commit() == new  # the newest snapshot
+    os.utime(root / "snapshots" / old, (3_000_000_000, 3_000_000_000))
+    assert q4_commit() == old

