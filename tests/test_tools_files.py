@@ -1,0 +1,148 @@
+"""files: only the allowed folders can be listed, read or searched; every way out is refused."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from localassist.errors import UsageError
+from localassist.tools import ToolContext, run_tool
+from localassist.tools import files as files_module
+from localassist.tools.files import FilesTool, resolve_roots
+
+SECRET = "the-secret-outside-the-root"
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = tmp_path / "notes"
+    (root / "sub").mkdir(parents=True)
+    (root / "todo.md").write_text("buy milk\ncall Alice\nfix the bike\n")
+    (root / "sub" / "ideas.txt").write_text("Alice likes tea\nBob likes coffee\n")
+    outside = tmp_path / "private"
+    outside.mkdir()
+    (outside / "secret.txt").write_text(f"{SECRET}\nAlice\n")
+    os.symlink(outside, root / "escape")  # a folder link pointing out of the root
+    os.symlink(outside / "secret.txt", root / "innocent.txt")  # a file link pointing out
+    return root, outside
+
+
+def run(arguments, roots=(), **context):
+    return run_tool(FilesTool(), arguments, ToolContext(roots=tuple(roots), **context))
+
+
+def test_reads_and_lists_inside_the_root(tree):
+    root, _ = tree
+    assert run({"action": "read", "path": "todo.md"}, [root]).content == "buy milk\ncall Alice\nfix the bike\n"
+    assert run({"action": "read", "path": str(root / "sub" / "ideas.txt")}, [root]).content.startswith("Alice")
+    listing = run({"action": "list"}, [root]).content
+    assert "sub/" in listing
+    assert "todo.md (33 bytes)" in listing
+    assert "escape@ (link)" in listing
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "../private/secret.txt",
+        "sub/../../private/secret.txt",
+        "escape/secret.txt",  # through the folder link
+        "innocent.txt",  # the file link
+        "/etc/passwd",
+    ],
+)
+def test_paths_that_leave_the_root_are_refused(tree, path):
+    root, _ = tree
+    result = run({"action": "read", "path": path}, [root])
+    assert result.is_error
+    assert "outside the allowed folders" in result.content
+    assert SECRET not in result.content
+
+
+def test_an_absolute_path_outside_the_roots_is_refused_for_list_and_grep(tree):
+    root, outside = tree
+    assert "outside the allowed folders" in run({"action": "list", "path": str(outside)}, [root]).content
+    result = run({"action": "grep", "pattern": "secret", "path": str(outside)}, [root])
+    assert result.is_error and SECRET not in result.content
+
+
+def test_grep_never_follows_links_out_of_the_root(tree):
+    root, _ = tree
+    result = run({"action": "grep", "pattern": "Alice"}, [root])
+    assert not result.is_error
+    assert result.content.splitlines() == [
+        "todo.md:2: call Alice",
+        "sub/ideas.txt:1: Alice likes tea",
+        "2 matches in 2 files",
+    ]
+    assert SECRET not in run({"action": "grep", "pattern": "secret", "ignore_case": True}, [root]).content
+
+
+def test_without_allowed_folders_the_tool_refuses_and_names_allow(tree):
+    result = run({"action": "read", "path": "todo.md"})
+    assert result.is_error
+    assert "--allow" in result.content
+
+
+def test_binary_and_non_utf8_files_are_refused_by_content(tree):
+    root, _ = tree
+    (root / "image.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    (root / "latin1.txt").write_bytes("café".encode("latin-1"))
+    assert "binary file" in run({"action": "read", "path": "image.txt"}, [root]).content
+    assert "not UTF-8 text" in run({"action": "read", "path": "latin1.txt"}, [root]).content
+    grep = run({"action": "grep", "pattern": "PNG"}, [root]).content
+    assert grep.endswith("0 matches in 2 files (2 binary or large files skipped)")
+
+
+def test_files_over_the_size_cap_are_refused(tree, monkeypatch):
+    root, _ = tree
+    monkeypatch.setattr(files_module, "MAX_READ_BYTES", 10)
+    result = run({"action": "read", "path": "todo.md"}, [root])
+    assert result.is_error
+    assert "too large to read (33 bytes; at most 10)" in result.content
+
+
+def test_read_a_range_of_lines(tree):
+    root, _ = tree
+    result = run({"action": "read", "path": "todo.md", "start_line": 2, "line_count": 1}, [root])
+    assert result.content == "[todo.md: lines 2-2 of 3]\ncall Alice\n"
+
+
+def test_grep_regex_and_the_match_cap_are_stated(tree):
+    root, _ = tree
+    (root / "log.txt").write_text("".join(f"line {n} error\n" for n in range(1, 301)))
+    result = run({"action": "grep", "pattern": r"line \d+0 error", "regex": True, "path": "log.txt"}, [root])
+    assert result.content.splitlines()[:2] == ["log.txt:10: line 10 error", "log.txt:20: line 20 error"]
+    assert result.content.endswith("30 matches in 1 file")
+    capped = run({"action": "grep", "pattern": "error", "max_matches": 5}, [root]).content.splitlines()
+    assert len([line for line in capped if line.startswith("log.txt:")]) == 5
+    assert capped[-2] == "[stopped at 5 matches; narrow the pattern or the path]"
+    assert "bad regex" in run({"action": "grep", "pattern": "(", "regex": True}, [root]).content
+
+
+def test_long_output_is_cut_to_the_budget_and_the_cut_is_stated(tree):
+    root, _ = tree
+    (root / "big.txt").write_text("x" * 50_000)
+    result = run({"action": "read", "path": "big.txt"}, [root], output_budget=1_000)
+    assert result.content == "x" * 1_000 + "\n[output cut: 1,000 of 50,000 characters shown]"
+
+
+def test_several_roots_are_listed_and_searched(tree, tmp_path):
+    root, _ = tree
+    other = tmp_path / "work"
+    other.mkdir()
+    (other / "plan.md").write_text("Alice leads\n")
+    listing = run({"action": "list"}, [root, other]).content
+    assert listing == f"allowed folders:\n{root}/\n{other}/"
+    assert run({"action": "read", "path": "plan.md"}, [root, other]).content == "Alice leads\n"
+    assert f"{other / 'plan.md'}:1: Alice leads" in run({"action": "grep", "pattern": "Alice"}, [root, other]).content
+
+
+def test_allow_folders_are_checked(tmp_path):
+    (tmp_path / "file.txt").write_text("x")
+    assert resolve_roots([tmp_path, str(tmp_path)]) == (tmp_path.resolve(),)
+    with pytest.raises(UsageError, match="no such folder"):
+        resolve_roots([tmp_path / "missing"])
+    with pytest.raises(UsageError, match="not a folder"):
+        resolve_roots([tmp_path / "file.txt"])

@@ -1,0 +1,69 @@
+"""One schema for "a call to any of these tools": it validates calls and llama.cpp turns it into a grammar."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from localassist.tools import resolve_tools
+from localassist.tools.schema import calls_schema
+
+FIXTURES = Path(__file__).parent / "fixtures" / "tools"
+
+
+@pytest.fixture
+def registry():
+    return resolve_tools(f"all,{FIXTURES / 'user_tools.py'}")
+
+
+def test_the_union_schema_accepts_each_tools_calls_and_rejects_mixed_ones(registry):
+    schema = registry.call_schema()
+    jsonschema.validate({"name": "calc", "arguments": {"expression": "1+1"}}, schema)
+    jsonschema.validate({"name": "time", "arguments": {"action": "now", "zone": "UTC"}}, schema)
+    jsonschema.validate({"name": "word_count", "arguments": {"text": "a b"}}, schema)
+    for bad in (
+        {"name": "calc", "arguments": {"action": "now"}},  # time's arguments under calc's name
+        {"name": "nope", "arguments": {}},
+        {"name": "calc"},
+        {"name": "calc", "arguments": {"expression": "1"}, "extra": 1},
+    ):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)
+
+
+def test_llama_cpp_converts_the_union_schema_to_a_grammar(registry):
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    for schema in (
+        registry.call_schema(),
+        registry.call_schema("parameters"),
+        calls_schema(registry, max_calls=3),
+        resolve_tools("calc").call_schema(),
+    ):
+        grammar = json_schema_to_gbnf(json.dumps(schema))
+        assert grammar.startswith("alternative-0 ::=") or "root ::=" in grammar
+        assert '"\\"calc\\""' in grammar
+
+
+@pytest.mark.model
+def test_the_starter_model_constrained_by_the_grammar_writes_a_valid_call(starter_model):
+    """llama.cpp's own grammar parser accepts the grammar, and sampling under it yields a call that validates."""
+    from llama_cpp import Llama, LlamaGrammar
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    registry = resolve_tools("calc,time")
+    schema = registry.call_schema()
+    llm = Llama(model_path=str(starter_model), n_ctx=512, verbose=False)
+    grammar = LlamaGrammar.from_string(json_schema_to_gbnf(json.dumps(schema)), verbose=False)
+    out = llm.create_completion(
+        'Tool call for the arithmetic 2+2 as JSON: {"name": "calc", "arguments": {"expression": "2+2"}}\nTool call: ',
+        grammar=grammar,
+        max_tokens=60,
+        temperature=0,
+    )
+    call = json.loads(out["choices"][0]["text"])
+    jsonschema.validate(call, schema)
+    assert registry.get(call["name"]) is not None
