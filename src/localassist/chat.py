@@ -7,8 +7,6 @@ The REPL in ``cli/chat.py`` only reads lines and renders; every rule lives here.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -41,9 +39,13 @@ class ChatSession:
         system: str | None = None,
         memory: MemoryPolicy | None = None,
         context: str | None = None,
+        explicit: frozenset[str] = frozenset(),
     ) -> None:
+        """``explicit``: the parameters the user gave as flags (and ``system`` when -s was
+        given); a template's options and system prompt never override those."""
         self.backend = backend
-        self.params = params
+        self.base_params = params
+        self.explicit = set(explicit)
         self.memory = memory or MemoryPolicy()
         self.context = context
         self.conversation = Conversation(self._system_with_context(system))
@@ -51,6 +53,7 @@ class ChatSession:
         self.last: Completion | None = None
         self.template = None
         self.template_params: dict[str, str] = {}
+        self._system_before_template: str | None = None
         self._refresh_used()
 
     def _system_with_context(self, system: str | None) -> str | None:
@@ -58,6 +61,18 @@ class ChatSession:
             return system
         document = f"The user shared this document as context:\n<context>\n{self.context.rstrip()}\n</context>"
         return f"{system}\n\n{document}" if system else document
+
+    @property
+    def params(self) -> SamplingParams:
+        """The effective sampling parameters: explicit flag or /set > template option > setting."""
+        if self.template is None:
+            return self.base_params
+        changes = {
+            key: parse_value(key, value, "config")
+            for key, value in self.template.options.items()
+            if key in SamplingParams.__dataclass_fields__ and key not in self.explicit
+        }
+        return replace(self.base_params, **changes)
 
     def _refresh_used(self) -> None:
         """Tokens the conversation takes now. Templates such as Gemma's emit the system
@@ -98,27 +113,39 @@ class ChatSession:
 
         Its system prompt replaces the current one, its sampling options apply, and its
         few-shot examples open the conversation when it is still empty."""
+        if template is not None:
+            system, shots, _ = template.render("check", dict(params or {}))  # fails now on missing params
+        if self.template is not None and "system" not in self.explicit:
+            self._set_system(self._system_before_template)  # the previous template's prompt goes with it
         self.template, self.template_params = template, dict(params or {})
         if template is None:
             return
-        system, shots, _ = template.render("check", self.template_params)  # fails now on missing params
-        if system:
-            self.set_system(system)
-        for key, value in template.options.items():
-            if key in SamplingParams.__dataclass_fields__:
-                self.params = replace(self.params, **{key: parse_value(key, value, "config")})
+        self._system_before_template = self.user_system
+        if system and "system" not in self.explicit:
+            self._set_system(system)
         if not self.conversation.turns:
             self.conversation.turns = list(shots)
         self._refresh_used()
 
     def ask(self, text: str) -> Turn:
-        """Start generating the answer to ``text``; the conversation is trimmed first if needed."""
+        """Start generating the answer to ``text`` (through the template, if one is on);
+        the conversation is trimmed first if needed."""
         if self.template is not None:
             _, _, text = self.template.render(text, self.template_params)
-        user = Message("user", text)
+        return self._answer(Message("user", text))
+
+    def _answer(self, user: Message) -> Turn:
         report = self._fit([user])
         stream = self.backend.stream(self.conversation.messages([user]), self.params)
         return Turn(user, stream, report.notice())
+
+    def restore(self, messages: list[Message]) -> str | None:
+        """Reopen a conversation (``chat --resume``, ``ask -c``): its messages, fitted to
+        the context under the memory policy; returns the policy's notice, if it acted."""
+        self.conversation.turns = list(messages)
+        notice = self._fit([]).notice() if messages else None
+        self._refresh_used()
+        return notice
 
     def finish(self, turn: Turn, interrupted: bool = False) -> Completion:
         """Record the exchange; an interrupted answer is kept, marked as such."""
@@ -139,7 +166,7 @@ class ChatSession:
             raise UsageError("nothing to regenerate yet")
         user = self.conversation.turns[-2]
         self.conversation.turns = self.conversation.turns[:-2]
-        return self.ask(user.content)
+        return self._answer(user)  # the message as sent: a template is not applied twice
 
     def undo(self) -> Message:
         """Drop the last exchange; return its question."""
@@ -166,10 +193,16 @@ class ChatSession:
             self.set_system(value)
             return value
         parsed = parse_value(name, value, "chat")
-        self.params = replace(self.params, **{name: parsed})
+        self.base_params = replace(self.base_params, **{name: parsed})
+        self.explicit.add(name)  # typed by the user: a template's option no longer overrides it
         return parsed
 
     def set_system(self, text: str | None) -> None:
+        """``/system``: the user's own system prompt, which a template does not override."""
+        self.explicit.add("system")
+        self._set_system(text)
+
+    def _set_system(self, text: str | None) -> None:
         self.user_system = text or None
         self.conversation.system = self._system_with_context(self.user_system)
         self._refresh_used()
@@ -212,7 +245,12 @@ class ChatSession:
                 indent=2,
                 ensure_ascii=False,
             )
-        _atomic_write(path, text + "\n")
+        from localassist.files import write_private_text
+
+        try:
+            write_private_text(path, text + "\n")
+        except OSError as exc:
+            raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
     def load(self, path: Path) -> int:
         """Restore a JSON transcript written by ``save``; return how many messages."""
@@ -243,15 +281,3 @@ def transcript_markdown(session: ChatSession) -> str:
         who = "You" if m.role == "user" else "Assistant"
         lines += [f"## {who}", "", m.content.rstrip() + (" *(interrupted)*" if m.interrupted else ""), ""]
     return "\n".join(lines).rstrip()
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path = path.expanduser()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None

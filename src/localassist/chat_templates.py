@@ -7,6 +7,7 @@ its family was trained on.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from localassist.errors import UsageError
@@ -61,6 +62,38 @@ _BY_ARCH = {
     "qwen3": "chatml",
     "qwen2moe": "chatml",
 }
+
+
+def fallback_name(architecture: str) -> str:
+    """The built-in format for a model family (what ``--chat-format`` should name)."""
+    return _BY_ARCH.get(architecture, "chatml")
+
+
+# Private-use characters: a rendered template never contains them by itself.
+_MARK = re.compile("\ue000(\\d+)\ue001")
+
+
+def content_mark(index: int) -> str:
+    """What message ``index``'s content is replaced by to find where the template puts it."""
+    return f"\ue000{index}\ue001"
+
+
+def split_marked(marked: str, contents: list[str]) -> list[tuple[str, bool]]:
+    """Cut a template rendered with :func:`content_mark` placeholders into
+    ``(text, is_content)`` pieces, the placeholders replaced by ``contents``.
+
+    Template pieces may hold control tokens; content pieces are the user's (or the
+    model's, or a document's) text and must be tokenized as plain text."""
+    pieces: list[tuple[str, bool]] = []
+    pos = 0
+    for match in _MARK.finditer(marked):
+        if match.start() > pos:
+            pieces.append((marked[pos : match.start()], False))
+        pieces.append((contents[int(match.group(1))], True))
+        pos = match.end()
+    if pos < len(marked):
+        pieces.append((marked[pos:], False))
+    return pieces
 
 
 def choose_template(gguf_template: str | None, architecture: str, override: str | None) -> ChatTemplate:

@@ -30,12 +30,12 @@ class IncrementalDetokenizer:
         if not self._stops:
             out, self._pending = self._pending, ""
             return out
-        for stop in self._stops:
-            index = self._pending.find(stop)
-            if index >= 0:
-                self.stopped = True
-                out, self._pending = self._pending[:index], ""
-                return out
+        # The earliest match in the text wins, whatever the order the stops were given in.
+        found = [i for i in (self._pending.find(stop) for stop in self._stops) if i >= 0]
+        if found:
+            self.stopped = True
+            out, self._pending = self._pending[: min(found)], ""
+            return out
         keep = self._partial_stop_len()
         cut = len(self._pending) - keep
         out, self._pending = self._pending[:cut], self._pending[cut:]

@@ -37,6 +37,9 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     grammar: str | None = None  # GBNF; the sampler can only produce text it accepts
     ignore_eos: bool = False  # benchmarks: generate exactly max_tokens
+    # No stop strings were given: a base model (or a raw completion) ends at a blank line,
+    # since it rarely emits EOS and would otherwise ramble on to max_tokens.
+    natural_end: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SamplingParams:
@@ -49,6 +52,7 @@ class SamplingParams:
             seed=settings.seed,
             max_tokens=settings.max_tokens,
             stop=tuple(settings.stop),
+            natural_end=settings.sources.get("stop", "default") == "default",
         )
 
 

@@ -31,14 +31,13 @@ class MemoryPolicy:
 
     @classmethod
     def parse(cls, text: str) -> MemoryPolicy:
-        text = text.strip().lower()
-        if text in ("buffer", "summary"):
-            return cls(text)
-        if text.startswith("window:"):
-            size = text.partition(":")[2]
-            if size.isdigit() and int(size) >= 1:
-                return cls("window", int(size))
-        raise UsageError(f"memory must be buffer, window:K (K >= 1) or summary (got {text!r})")
+        from localassist.settings import parse_memory
+
+        try:
+            kind, _, size = parse_memory(text).partition(":")
+        except ValueError:
+            raise UsageError(f"memory must be buffer, window:K (K >= 1) or summary (got {text!r})") from None
+        return cls(kind, int(size) if size else 0)
 
     def __str__(self) -> str:
         return f"window:{self.window}" if self.kind == "window" else self.kind

@@ -163,7 +163,8 @@ def _download_hint(spec: str) -> str:
 
 def _from_catalog(entry: CatalogEntry, settings: Settings) -> ResolvedModel:
     if entry.package:
-        return ResolvedModel(starter.starter_path(settings.paths.cache_dir), entry.name, "starter", entry.repo)
+        path = starter.bundled_path(entry.package, settings.paths.cache_dir)
+        return ResolvedModel(path, entry.name, "starter", entry.repo)
     hint = _download_hint(entry.name)
     files = [p for p in cached_gguf_files(entry.repo) if entry.matches(p.name) or _SPLIT_RE.search(p.name)]
     if not files:
@@ -264,10 +265,10 @@ def _hf_cache_files() -> Iterator[LocalModel]:
 def list_models(settings: Settings) -> list[LocalModel]:
     """Every model usable right now: the starter, the HF cache, and ``models_dirs``."""
     found: list[LocalModel] = []
-    if starter.is_installed():
-        entry = load_catalog()["starter"]
-        path = starter.starter_path(settings.paths.cache_dir)
-        found.append(LocalModel("starter", path, path.stat().st_size, entry.quant, "starter", entry.repo))
+    for entry in load_catalog().values():
+        if entry.package and starter.is_installed(entry.package):
+            path = starter.bundled_path(entry.package, settings.paths.cache_dir)
+            found.append(LocalModel(entry.name, path, path.stat().st_size, entry.quant, "starter", entry.repo))
     found.extend(_hf_cache_files())
     found.extend(_models_dir_files(settings))
     return found

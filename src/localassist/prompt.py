@@ -36,4 +36,5 @@ def build_messages(user_text: str, system: str | None) -> list[Message]:
 def decode_stdin(data: bytes) -> str:
     if b"\x00" in data:
         raise UsageError("stdin looks like binary data (it contains NUL bytes); pipe text instead")
-    return data.decode("utf-8", errors="replace")
+    # utf-8-sig: a BOM (Windows editors, PowerShell pipes) is not part of the text
+    return data.decode("utf-8-sig", errors="replace")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -80,18 +81,53 @@ def _to_list(value: Any) -> list[str]:
     return [part for part in text.split(",") if part] if text else []
 
 
-def _to_int(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError
-    if isinstance(value, float) and not value.is_integer():
-        raise ValueError
-    return int(value)
+_ASCII_INT = re.compile(r"[+-]?[0-9]+")
+_ASCII_FLOAT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
-def _to_float(value: Any) -> float:
+def parse_int(value: Any) -> int:
+    """A whole number written with ASCII digits. The one number parser for every flag,
+    setting, env var and REPL command: ``str.isdigit()`` accepts "²" (which ``int()``
+    then refuses) and ``int()`` accepts "١٢", "1_000" and other forms nobody types."""
     if isinstance(value, bool):
-        raise ValueError
-    return float(value)
+        raise ValueError(f"not a whole number: {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if value.is_integer():
+            return int(value)
+        raise ValueError(f"not a whole number: {value!r}")
+    text = str(value).strip()
+    if not _ASCII_INT.fullmatch(text):
+        raise ValueError(f"not a whole number: {value!r}")
+    return int(text)
+
+
+def parse_float(value: Any) -> float:
+    """A finite decimal number written with ASCII digits (no "nan", "inf" or "١.٥")."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a number: {value!r}")
+    if isinstance(value, (int, float)):
+        number = float(value)
+    else:
+        text = str(value).strip()
+        if not _ASCII_FLOAT.fullmatch(text):
+            raise ValueError(f"not a number: {value!r}")
+        number = float(text)
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ValueError(f"not a finite number: {value!r}")
+    return number
+
+
+def parse_memory(value: Any) -> str:
+    """``buffer``, ``summary`` or ``window:K`` with K >= 1, normalised."""
+    text = str(value).strip().lower()
+    if text in ("buffer", "summary"):
+        return text
+    kind, sep, size = text.partition(":")
+    if kind == "window" and sep and parse_int(size) >= 1:
+        return f"window:{parse_int(size)}"
+    raise ValueError(f"not a memory policy: {value!r}")
 
 
 def _to_optional_str(value: Any) -> str | None:
@@ -103,8 +139,8 @@ def _to_gpu_layers(value: Any) -> str:
     text = str(value).strip().lower()
     if text in {"auto", "all"}:
         return text
-    if text.lstrip("-").isdigit() and int(text) >= 0:
-        return str(int(text))
+    if parse_int(text) >= 0:
+        return str(parse_int(text))
     raise ValueError
 
 
@@ -127,7 +163,7 @@ SPECS: dict[str, Spec] = {
     "models_dirs": Spec(_to_list, [], "a list of folders", "extra folders scanned for .gguf"),
     "gpu_layers": Spec(_to_gpu_layers, "auto", "auto, all, or a whole number >= 0", "layers offloaded to GPU"),
     "ctx": Spec(
-        _to_int,
+        parse_int,
         None,
         "a whole number between 128 and 1048576",
         "context window in tokens",
@@ -135,7 +171,7 @@ SPECS: dict[str, Spec] = {
         nullable=True,
     ),
     "threads": Spec(
-        _to_int,
+        parse_int,
         None,
         "a whole number between 1 and 1024",
         "CPU threads for decoding",
@@ -143,7 +179,7 @@ SPECS: dict[str, Spec] = {
         nullable=True,
     ),
     "batch": Spec(
-        _to_int,
+        parse_int,
         512,
         "a whole number between 512 and 65536",
         "prompt batch size",
@@ -151,32 +187,32 @@ SPECS: dict[str, Spec] = {
     ),
     "flash_attn": Spec(_to_bool, False, "true or false", "use flash attention"),
     "chat_format": Spec(_to_optional_str, None, "a chat format name", "override the chat template", nullable=True),
-    "temperature": Spec(_to_float, 0.8, "a number between 0 and 2", "sampling temperature", _between(0, 2)),
+    "temperature": Spec(parse_float, 0.8, "a number between 0 and 2", "sampling temperature", _between(0, 2)),
     "top_k": Spec(
-        _to_int,
+        parse_int,
         40,
         "a whole number between 0 and 100000 (0 = off)",
         "top-k sampling",
         _between(0, 100_000),
     ),
-    "top_p": Spec(_to_float, 0.95, "a number between 0 and 1", "nucleus sampling", _between(0, 1)),
-    "min_p": Spec(_to_float, 0.05, "a number between 0 and 1", "min-p sampling", _between(0, 1)),
+    "top_p": Spec(parse_float, 0.95, "a number between 0 and 1", "nucleus sampling", _between(0, 1)),
+    "min_p": Spec(parse_float, 0.05, "a number between 0 and 1", "min-p sampling", _between(0, 1)),
     "repeat_penalty": Spec(
-        _to_float,
+        parse_float,
         1.0,
         "a number between 0.5 and 2 (1 = off)",
         "repetition penalty",
         _between(0.5, 2),
     ),
     "seed": Spec(
-        _to_int,
+        parse_int,
         -1,
         "a whole number between -1 and 4294967295 (-1 = random)",
         "sampling seed",
         _between(-1, 2**32 - 1),
     ),
     "max_tokens": Spec(
-        _to_int,
+        parse_int,
         512,
         "a whole number between 1 and 1048576",
         "most tokens to generate",
@@ -184,13 +220,7 @@ SPECS: dict[str, Spec] = {
     ),
     "stop": Spec(_to_list, [], "a list of strings", "stop strings"),
     "system": Spec(_to_optional_str, None, "text", "system prompt", nullable=True),
-    "memory": Spec(
-        str,
-        "buffer",
-        "buffer, window:K (K >= 1) or summary",
-        "chat memory policy",
-        lambda v: v in ("buffer", "summary") or (v.startswith("window:") and v[7:].isdigit() and int(v[7:]) >= 1),
-    ),
+    "memory": Spec(parse_memory, "buffer", "buffer, window:K (K >= 1) or summary", "chat memory policy"),
     "history": Spec(_to_bool, True, "true or false", "keep the chat prompt history in a file"),
     "log": Spec(_to_bool, True, "true or false", "log every exchange in the SQLite log"),
     "input_template": Spec(

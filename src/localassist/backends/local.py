@@ -11,12 +11,15 @@ from __future__ import annotations
 import ctypes
 import os
 import random
+import re
+import threading
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import replace
 from time import perf_counter
 from typing import Any
 
-from localassist.chat_templates import ChatTemplate, choose_template
+from localassist.chat_templates import ChatTemplate, choose_template, content_mark, fallback_name, split_marked
 from localassist.detokenize import IncrementalDetokenizer
 from localassist.errors import BackendError, ContextOverflowError, ModelInvalidError, UsageError
 from localassist.generation import Message, Prompt, SamplingParams, TextStream
@@ -25,32 +28,79 @@ from localassist.models import ResolvedModel
 from localassist.settings import Settings
 
 DEFAULT_CTX_CAP = 8192
-_LOG_TAIL: deque[str] = deque(maxlen=20)
-_log_callback: Any = None  # kept referenced: llama.cpp holds a raw pointer to it
+NATURAL_END = "\n\n"  # where a base model's completion stops when no stop string is given
+# ggml's log levels (ggml.h): 3 warnings, 4 errors, 5 the continuation of the previous line
+_WARN, _ERROR, _CONT = 3, 4, 5
+_OFFLOAD_RE = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
 
 
-def _capture_llama_logs(llama_cpp: Any) -> None:
-    """Keep llama.cpp's log off the terminal, but remember its last lines so a load
-    failure can say why. With -v, llama-cpp-python's own printing callback stays."""
-    global _log_callback
-    if _log_callback is None:
+class _LlamaLog:
+    """llama.cpp's log, kept off the terminal (unless -v) but remembered: the last
+    warnings and errors explain a failed load, and the offload line says how many
+    layers really went to the GPU. Installed once per process; llama.cpp may call it
+    from any thread, so it takes a lock."""
 
-        @llama_cpp.llama_log_callback
-        def _callback(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
-            line = text.decode("utf-8", "replace").strip()
-            if line and level in (2, 3):  # warnings and errors
-                _LOG_TAIL.append(line)
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.tail: deque[tuple[int, str]] = deque(maxlen=40)
+        self.offloaded: tuple[int, int] | None = None
+        self._keeping = False
+        self._callback: Any = None  # kept referenced: llama.cpp holds a raw pointer to it
 
-        _log_callback = _callback
-    llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
+    def install(self, llama_cpp: Any) -> None:
+        with self.lock:
+            if self._callback is None:
+
+                @llama_cpp.llama_log_callback
+                def _callback(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
+                    self._record(level, text.decode("utf-8", "replace"))
+
+                self._callback = _callback
+            llama_cpp.llama_log_set(self._callback, ctypes.c_void_p(0))
+
+    def _record(self, level: int, text: str) -> None:
+        with self.lock:
+            if found := _OFFLOAD_RE.search(text):
+                self.offloaded = (int(found.group(1)), int(found.group(2)))
+            if level == _CONT and self._keeping and self.tail:
+                kept_level, kept = self.tail[-1]
+                self.tail[-1] = (kept_level, kept + text.rstrip("\n"))
+                return
+            self._keeping = level in (_WARN, _ERROR)
+            if self._keeping and text.strip():
+                self.tail.append((level, text.strip()))
+
+    def reason(self) -> str | None:
+        """The first error since the load began (the cause; later ones say "failed to
+        load"), without llama.cpp's function-name prefix; else the last warning."""
+        with self.lock:
+            lines = list(self.tail)
+        errors = [text for level, text in lines if level == _ERROR]
+        line = errors[0] if errors else (lines[-1][1] if lines else None)
+        return re.sub(r"^\w+: ", "", line) if line else None
+
+    def start_load(self) -> None:
+        with self.lock:
+            self.tail.clear()
+            self.offloaded = None
+
+
+_LOG = _LlamaLog()
+_LOAD_LOCK = threading.Lock()  # one load at a time, so the log lines read after it are its own
+
+
+def usable_cpus() -> int:
+    """Logical CPUs this process may run on (its affinity mask, e.g. under taskset or a
+    container's cpuset), not every CPU of the machine."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def physical_cores() -> int:
     """Physical cores this process may use (llama-cpp-python defaults to cpu_count // 2)."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        usable = os.cpu_count() or 1
+    usable = usable_cpus()
     cores: set[tuple[str, str]] = set()
     try:
         with open("/proc/cpuinfo") as fh:
@@ -98,7 +148,8 @@ class LocalBackend:
         import llama_cpp
 
         if not verbose:
-            _capture_llama_logs(llama_cpp)
+            _LOG.install(llama_cpp)
+        self.verbose = verbose
         self._llama_cpp = llama_cpp
         self.gpu_supported = bool(llama_cpp.llama_supports_gpu_offload())
         self.gpu_layers = resolve_gpu_layers(settings.gpu_layers, self.gpu_supported)
@@ -108,22 +159,26 @@ class LocalBackend:
         self.batch = settings.batch
         self.flash_attn = settings.flash_attn
         start = perf_counter()
-        try:
-            self.llm = llama_cpp.Llama(
-                model_path=str(model.path),
-                n_ctx=self.n_ctx,
-                n_batch=self.batch,
-                n_ubatch=self.batch,
-                n_threads=self.threads,
-                n_threads_batch=max(self.threads, os.cpu_count() or 1),
-                n_gpu_layers=self.gpu_layers,
-                use_mmap=True,
-                flash_attn=settings.flash_attn,
-                verbose=verbose,
-            )
-        except (ValueError, RuntimeError, OSError) as exc:
-            reason = next((line for line in reversed(_LOG_TAIL) if "error" in line.lower()), str(exc))
-            raise ModelInvalidError(f"llama.cpp could not load {model.path}: {reason}") from None
+        with _LOAD_LOCK:
+            _LOG.start_load()
+            try:
+                self.llm = llama_cpp.Llama(
+                    model_path=str(model.path),
+                    n_ctx=self.n_ctx,
+                    n_batch=self.batch,
+                    n_ubatch=self.batch,
+                    n_threads=self.threads,
+                    n_threads_batch=max(self.threads, usable_cpus()),
+                    n_gpu_layers=self.gpu_layers,
+                    use_mmap=True,
+                    flash_attn=settings.flash_attn,
+                    verbose=verbose,
+                )
+            except (ValueError, RuntimeError, OSError) as exc:
+                reason = _LOG.reason() or str(exc)
+                raise ModelInvalidError(f"llama.cpp could not load {model.path}: {reason}") from None
+            # What llama.cpp did, not what was asked: None when its log was not captured (-v).
+            self.offloaded = _LOG.offloaded if not verbose else None
         self.load_seconds = perf_counter() - start
         self._vocab = self.llm._model.vocab
         self._piece_buf = ctypes.create_string_buffer(256)
@@ -133,6 +188,7 @@ class LocalBackend:
         self._eos_text = self._token_bytes(self.llm.token_eos(), special=True).decode("utf-8", "replace")
         self._bos_text = self._token_bytes(self._bos, special=True).decode("utf-8", "replace")
         self._formatter: Any = None
+        self._folds_system: bool | None = None
 
     # --- tokens
 
@@ -155,37 +211,138 @@ class LocalBackend:
     def tokenize(self, text: str, *, special: bool, add_bos: bool) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
 
-    def render(self, messages: list[Message]) -> str:
-        """The chat template applied to ``messages``, ending with the assistant's turn."""
+    def _formatter_for_template(self):
         if self._formatter is None:
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
             self._formatter = Jinja2ChatFormatter(
                 template=self.template.source, eos_token=self._eos_text, bos_token=self._bos_text
             )
-        try:
-            result = self._formatter(messages=[{"role": m.role, "content": m.content} for m in messages])
-        except Exception as exc:  # jinja2 raises many kinds; the template is data from the file
-            raise BackendError(
-                f"the chat template ({self.template.name}) failed: {exc}; try --chat-format chatml, or --raw"
-            ) from None
-        return result.prompt
+        return self._formatter
 
-    def prompt_tokens(self, prompt: Prompt) -> list[int]:
-        if isinstance(prompt, str):
-            return self.tokenize(prompt, special=False, add_bos=True)
-        tokens = self.tokenize(self.render(prompt), special=True, add_bos=False)
+    def _apply_template(self, messages: list[Message]) -> str:
+        try:
+            formatter = self._formatter_for_template()
+            return formatter(messages=[{"role": m.role, "content": m.content} for m in messages]).prompt
+        except Exception as exc:  # jinja2 raises many kinds; the template is data from the file
+            suggestion = fallback_name(self.info.architecture)
+            raise BackendError(
+                f"the chat template ({self.template.name}) failed: {exc}; "
+                f"try --chat-format {suggestion if suggestion != self.template.name else 'chatml'}, or --raw"
+            ) from None
+
+    @property
+    def folds_system(self) -> bool:
+        """Whether the template refuses a system message (Gemma 2's raises), found once by
+        rendering a probe; such templates get the system prompt in the first user turn."""
+        if self._folds_system is None:
+            try:
+                self._apply_template([Message("system", "s"), Message("user", "u")])
+                self._folds_system = False
+            except BackendError:
+                try:
+                    self._apply_template([Message("user", "u")])
+                except BackendError:
+                    self._folds_system = False  # the template is broken anyway: report its own error
+                else:
+                    self._folds_system = True
+        return self._folds_system
+
+    def _template_messages(self, messages: list[Message]) -> list[Message]:
+        if not messages or messages[0].role != "system" or not self.folds_system:
+            return messages
+        system, rest = messages[0].content, messages[1:]
+        if rest and rest[0].role == "user":
+            return [replace(rest[0], content=f"{system}\n\n{rest[0].content}"), *rest[1:]]
+        return [Message("user", system), *rest]
+
+    def render(self, messages: list[Message]) -> str:
+        """The chat template applied to ``messages``, ending with the assistant's turn."""
+        return self._apply_template(self._template_messages(messages))
+
+    def render_pieces(self, messages: list[Message]) -> list[tuple[str, bool]]:
+        """The rendered prompt as ``(text, is_content)`` pieces: what the template wrote
+        (which may hold control tokens) and what the messages hold (which is data).
+
+        Found by rendering once with a placeholder per message; when the template
+        transforms content (``| trim``), the transformed content is used if it reproduces
+        the real rendering, else the content as given (safe either way)."""
+        messages = self._template_messages(messages)
+        plain = self._apply_template(messages)
+        marked = self._apply_template([replace(m, content=content_mark(i)) for i, m in enumerate(messages)])
+        pieces: list[tuple[str, bool]] = []
+        for transform in (lambda text: text, str.strip):
+            pieces = split_marked(marked, [transform(m.content) for m in messages])
+            if "".join(text for text, _ in pieces) == plain:
+                break
+        return pieces
+
+    def _is_control(self, token: int) -> bool:
+        llama_cpp = self._llama_cpp
+        attr = llama_cpp.llama_token_get_attr(self._vocab, token)
+        return bool(attr & (llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN))
+
+    def _template_fragments(self, text: str) -> list[str | int]:
+        """Split template text at the control tokens llama.cpp finds in it."""
+        out: list[str | int] = []
+        pos = 0
+        for token in self.tokenize(text, special=True, add_bos=False):
+            if not self._is_control(token):
+                continue
+            marker = self._token_bytes(token, special=True).decode("utf-8", "replace")
+            at = text.find(marker, pos)
+            if not marker or at < 0:
+                continue
+            out += [text[pos:at], token]
+            pos = at + len(marker)
+        out.append(text[pos:])
+        return out
+
+    def chat_tokens(self, messages: list[Message]) -> list[int]:
+        """Tokens of the rendered chat: control tokens only where the template wrote them.
+
+        A message containing "<end_of_turn>" or "<|im_end|>" is tokenized as those
+        characters, never as the control token (which would let pasted text end a turn
+        or forge one). Text runs between control tokens are tokenized whole, exactly as
+        llama.cpp tokenizes the rendered string, so benign prompts get the same tokens."""
+        fragments: list[str | int] = []
+        for text, is_content in self.render_pieces(messages):
+            fragments += [text] if is_content else self._template_fragments(text)
+        tokens: list[int] = []
+        run = ""
+        for fragment in [*fragments, -1]:
+            if isinstance(fragment, str):
+                run += fragment
+                continue
+            if run:
+                tokens += self.tokenize(run, special=False, add_bos=False)
+                run = ""
+            if fragment >= 0:
+                tokens.append(fragment)
         if self._add_bos and (not tokens or tokens[0] != self._bos):
             tokens.insert(0, self._bos)
         return tokens
 
+    def prompt_tokens(self, prompt: Prompt) -> list[int]:
+        if isinstance(prompt, str):
+            return self.tokenize(prompt, special=False, add_bos=True)
+        return self.chat_tokens(prompt)
+
     def count_tokens(self, prompt: Prompt) -> int:
         return len(self.prompt_tokens(prompt))
 
+    @property
+    def is_base_model(self) -> bool:
+        """A GGUF without a chat template is taken for a base (completion) model."""
+        return self.info.chat_template is None
+
     def stop_strings(self, prompt: Prompt, params: SamplingParams) -> tuple[str, ...]:
+        stops = params.stop
+        if not stops and params.natural_end and (isinstance(prompt, str) or self.is_base_model):
+            stops = (NATURAL_END,)
         if isinstance(prompt, str):
-            return params.stop
-        return tuple(dict.fromkeys((*params.stop, *self.template.stops)))
+            return stops
+        return tuple(dict.fromkeys((*stops, *self.template.stops)))
 
     # --- generation
 
@@ -306,16 +463,21 @@ class LocalBackend:
             sampler.close()
             stream.t_end = perf_counter()
 
+    def offload_report(self) -> str:
+        """Layers on the GPU as llama.cpp reported them at load, not as requested."""
+        if not self.gpu_supported:
+            return "0 (this llama.cpp build is CPU-only)"
+        if self.offloaded is not None:
+            return f"{self.offloaded[0]}/{self.offloaded[1]}"
+        requested = "all" if self.gpu_layers < 0 else str(self.gpu_layers)
+        return f"{requested} requested (llama.cpp's own log above says how many it offloaded)"
+
     def describe(self) -> dict[str, object]:
-        n_layers = self.info.block_count or 0
-        offloaded = 0
-        if self.gpu_supported:
-            offloaded = n_layers + 1 if self.gpu_layers < 0 else min(self.gpu_layers, n_layers + 1)
         return {
             "model": self.model_name,
             "path": str(self.path),
             "backend": "llama.cpp " + ("GPU offload" if self.gpu_supported else "CPU only"),
-            "gpu_layers": f"{offloaded}/{n_layers + 1}",
+            "gpu_layers": self.offload_report(),
             "ctx": self.n_ctx,
             "threads": self.threads,
             "batch": self.batch,

@@ -60,7 +60,7 @@ def _starter_hashes(models: list[tuple[Path, str]]) -> dict[Path, str]:
     """The starter model is joined from its package: its hash comes from the package."""
     from localassist import starter
 
-    return {path: starter.expected_sha256() for path, source in models if source == "starter"}
+    return {path: starter.expected_sha256_of(path) for path, source in models if source == "starter"}
 
 
 def _report_verification(paths: list[Path], expected: dict[Path, str]) -> None:
