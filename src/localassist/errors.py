@@ -98,6 +98,18 @@ class BackendError(LocalAssistError):
     """The inference engine failed while generating."""
 
 
+class DocumentError(LocalAssistError):
+    """A document cannot be used: binary, empty, encrypted, no text (scanned), unreadable, malformed."""
+
+    exit_code = ExitCode.USAGE
+
+
+class DocumentNotFoundError(DocumentError):
+    """The document the user named does not exist."""
+
+    exit_code = ExitCode.MODEL_NOT_AVAILABLE  # 3: what was named is not on this machine
+
+
 def exit_code_for(error: BaseException) -> ExitCode:
     """The single place where an exception becomes a process exit code."""
     if isinstance(error, LocalAssistError):
