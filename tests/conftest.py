@@ -81,4 +81,15 @@ def backend(starter_model):
     loaded.close()
 
 
-sys.path.insert(0, str(Path(__file__).parent))  # tests/fakehub.py
+@pytest.fixture(scope="session")
+def vocab(starter_model):
+    """llama.cpp's own tokenizer for the starter model (vocab only, no weights): the
+    oracle for token counts, independent of localassist's code."""
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=str(starter_model), vocab_only=True, verbose=False)
+    yield llm
+    llm.close()
+
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/fakehub.py, tests/chatformats.py

@@ -12,6 +12,9 @@ import time
 
 import pytest
 
+import chatformats
+from chatformats import n_tokens
+
 pytestmark = pytest.mark.model
 
 COUNTING = "1, 2, 3, 4, 5, 6, 7, 8,"  # a base model keeps counting: a long, steady answer
@@ -24,6 +27,10 @@ def test_piped_stdout_is_only_the_answer(cli, model_env):
     assert "\x1b" not in result.stdout  # no ANSI codes, no spinner
     assert result.stdout.endswith("\n")
     assert result.stderr == ""  # no llama.cpp logs, no status lines
+    # and the answer is all there is: the same run's text as --json reports it, plus the final newline
+    as_json = cli("ask", "The capital of France is", "-T", "0", "-n", "12", "--json", env=model_env)
+    text = json.loads(as_json.stdout)["text"]
+    assert result.stdout == text + ("" if text.endswith("\n") else "\n")
 
 
 def test_temperature_zero_is_deterministic_and_seeded_runs_repeat(cli, model_env):
@@ -32,17 +39,19 @@ def test_temperature_zero_is_deterministic_and_seeded_runs_repeat(cli, model_env
     assert first.stdout == second.stdout and first.stdout.strip()
     a = cli("ask", "--raw", "Once upon a time", "-T", "1", "--seed", "7", "-n", "10", env=model_env)
     b = cli("ask", "--raw", "Once upon a time", "-T", "1", "--seed", "7", "-n", "10", env=model_env)
+    assert a.returncode == b.returncode == 0 and a.stdout.strip()
     assert a.stdout == b.stdout
 
 
-def test_json_output_fields(cli, model_env):
+def test_json_output_fields(cli, model_env, vocab):
     result = cli("ask", "--raw", COUNTING, "-T", "0", "-n", "6", "--json", env=model_env)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert result.stdout.count("\n") == 1
     assert data["finish_reason"] == "length"
     assert data["usage"]["completion_tokens"] == 6
-    assert data["usage"]["prompt_tokens"] > 10
+    # --raw: the text as it is after BOS, counted by llama.cpp's tokenizer
+    assert data["usage"]["prompt_tokens"] == n_tokens(vocab, COUNTING, bos=True, special=False)
     assert data["usage"]["total_tokens"] == data["usage"]["prompt_tokens"] + 6
     assert data["model"].endswith(".gguf")
     assert "9" in data["text"]
@@ -51,14 +60,23 @@ def test_json_output_fields(cli, model_env):
         assert timings[key] > 0, key
 
 
-def test_stdin_is_the_input_and_args_the_instruction(cli, model_env):
-    piped = cli("ask", "Repeat the input.", "-T", "0", "-n", "4", "--json", input="alpha beta gamma\n", env=model_env)
-    alone = cli("ask", "Repeat the input.", "-T", "0", "-n", "4", "--json", env=model_env)
-    assert piped.returncode == alone.returncode == 0
-    # the piped document is really in the prompt: more prompt tokens than the instruction alone
-    assert json.loads(piped.stdout)["usage"]["prompt_tokens"] > json.loads(alone.stdout)["usage"]["prompt_tokens"] + 5
-    only_stdin = cli("ask", "-T", "0", "-n", "3", input="Hello there", env=model_env)
-    assert only_stdin.returncode == 0 and only_stdin.stdout.strip()
+def test_stdin_is_the_input_and_args_the_instruction(cli, model_env, vocab):
+    def prompt_tokens(*args, input=None):
+        result = cli("ask", *args, "-T", "0", "-n", "1", "--json", input=input, env=model_env)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)["usage"]["prompt_tokens"]
+
+    def expected(user_text):  # the user's turn in Gemma's format, counted by llama.cpp
+        return n_tokens(vocab, chatformats.gemma([("user", user_text)]))
+
+    # both: joined through the default input_template (README), the piped text's last newline dropped
+    joined = "Repeat the input.\n\n<input>\nalpha beta gamma\n</input>"
+    assert prompt_tokens("Repeat the input.", input="alpha beta gamma\n") == expected(joined)
+    assert prompt_tokens("Repeat the input.") == expected("Repeat the input.")
+    assert prompt_tokens(input="Hello there") == expected("Hello there")
+    # the log keeps the user's text exactly ("\n" and "\n\n" can be one token each: counts alone can't tell)
+    logged = [row["prompt"] for row in json.loads(cli("logs", "--json").stdout)]
+    assert logged == [joined, "Repeat the input.", "Hello there"]
 
 
 def test_stop_string_ends_the_answer(cli, model_env):
@@ -86,9 +104,9 @@ def test_stats_and_verbose_go_to_stderr(cli, model_env):
 
 
 def test_starter_model_is_the_default(cli):
-    result = cli("ask", "--raw", "Hello", "-T", "0", "-n", "3")
+    result = cli("ask", "--raw", "Hello", "-T", "0", "-n", "3", "--json")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip()
+    assert json.loads(result.stdout)["model"] == "starter"
 
 
 def _start(args, env):

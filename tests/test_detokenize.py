@@ -62,15 +62,6 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def vocab(starter_model):
-    import llama_cpp
-
-    llm = llama_cpp.Llama(model_path=str(starter_model), vocab_only=True, verbose=False)
-    yield llm
-    llm.close()
-
-
 def _piece(llm, token: int) -> bytes:
     import ctypes
 
