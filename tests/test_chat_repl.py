@@ -11,6 +11,9 @@ import sys
 import pexpect
 import pytest
 
+import chatformats
+from chatformats import n_tokens
+
 pytestmark = pytest.mark.model
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[=>]|\r")
@@ -65,12 +68,16 @@ def test_multi_turn_set_clear_regen_and_exit(model_env, tmp_path):
 
     assert "max_tokens = 5" in repl.send("/set max_tokens 5")
     repl.send("Say something")
-    assert stats(repl)["answer"] <= 5
+    said = stats(repl)
+    assert said["answer"] <= 5
     assert "must be a number between 0 and 2" in repl.send("/set temperature 7")
     assert "unknown command /frob" in repl.send("/frob")
     assert "exchanges       3" in repl.send("/show")
 
     repl.send("/regen")
+    again = stats(repl)
+    # the same question sent again, not after the old answer: all of it but one token is in the KV cache
+    assert (again["prompt"], again["cached"]) == (said["prompt"], said["prompt"] - 1)
     assert "exchanges       3" in repl.send("/show")
     repl.send("/undo")
     assert "exchanges       2" in repl.send("/show")
@@ -144,7 +151,7 @@ def test_history_is_persisted(model_env, isolated_home):
     assert "/show" in history.read_text()
 
 
-def test_piped_input_without_a_terminal_answers_once(model_env):
+def test_piped_input_without_a_terminal_answers_once(model_env, cli):
     proc = subprocess.run(
         [sys.executable, "-m", "localassist", "chat", "-T", "0", "-n", "6"],
         input=b"Hello there",
@@ -154,9 +161,13 @@ def test_piped_input_without_a_terminal_answers_once(model_env):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() and b"\x1b" not in proc.stdout
+    # one exchange: the piped text was the question, and stdout is its answer
+    rows = json.loads(cli("logs", "--json").stdout)
+    assert [r["prompt"] for r in rows] == ["Hello there"]
+    assert proc.stdout.decode().rstrip("\n") == rows[0]["response"].rstrip("\n")
 
 
-def test_piped_context_then_the_terminal(model_env):
+def test_piped_context_then_the_terminal(model_env, cli, vocab):
     """`cat notes | localassist chat`: the notes become context, the terminal keeps the chat."""
     env = {**os.environ, **model_env, "PROMPT_TOOLKIT_NO_CPR": "1", "TERM": "xterm-256color"}
     command = f"printf 'The secret word is pineapple.' | {sys.executable} -m localassist chat -T 0 -n 6"
@@ -169,7 +180,15 @@ def test_piped_context_then_the_terminal(model_env):
     assert used and int(used.group(1)) > 10  # the pinned context is counted before any exchange
     child.sendline("What is the secret word?")
     child.expect_exact(PROMPT_READY)
+    child.sendline("/stats")
+    child.expect_exact(PROMPT_READY)
+    sent = int(re.search(r"prompt (\d+) tok", ANSI.sub("", child.before)).group(1))
     child.sendeof()
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
+    # the question came from the terminal, and the piped notes went to the model with it
+    rows = json.loads(cli("logs", "--json").stdout)
+    assert [r["prompt"] for r in rows] == ["What is the secret word?"]
+    question_alone = n_tokens(vocab, chatformats.gemma([("user", "What is the secret word?")]))
+    assert sent >= question_alone + n_tokens(vocab, "The secret word is pineapple.", special=False)

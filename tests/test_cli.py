@@ -20,7 +20,9 @@ def test_help_and_version():
     assert result.exit_code == 0
     for command in ("ask", "models", "info", "config"):
         assert command in result.stdout
-    assert runner.invoke(app, ["--version"]).stdout.startswith("localassist ")
+    from importlib.metadata import version
+
+    assert runner.invoke(app, ["--version"]).stdout == f"localassist {version('localassist')}\n"  # the installed one
 
 
 def test_config_set_show_path_unset(isolated_home):
