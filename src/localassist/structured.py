@@ -60,3 +60,12 @@ def parse_json_answer(text: str, finish_reason: str) -> Any:
                 "the JSON answer was cut off at --max-tokens before it was complete; raise --max-tokens"
             ) from None
         raise BackendError(f"the answer is not valid JSON (finish: {finish_reason})") from None
+
+
+def check_complete(text: str, finish_reason: str, is_json: bool) -> None:
+    """A constrained answer must be whole before it is printed: valid JSON for a schema,
+    and for a grammar, not cut off by --max-tokens."""
+    if is_json:
+        parse_json_answer(text, finish_reason)
+    elif finish_reason == "length":
+        raise BackendError("the answer was cut off at --max-tokens before the grammar was complete; raise --max-tokens")

@@ -305,6 +305,8 @@ class LocalBackend:
         characters, never as the control token (which would let pasted text end a turn
         or forge one). Text runs between control tokens are tokenized whole, exactly as
         llama.cpp tokenizes the rendered string, so benign prompts get the same tokens."""
+        if not messages:  # nothing to render (templates index messages[0])
+            return [self._bos] if self._add_bos else []
         fragments: list[str | int] = []
         for text, is_content in self.render_pieces(messages):
             fragments += [text] if is_content else self._template_fragments(text)

@@ -113,6 +113,8 @@ def ask(
     log_enabled = settings.log and not no_log
     conversation_id = None
     history = None
+    if raw and (continue_ or cid):
+        raise UsageError("--raw is a plain completion with no conversation: it cannot be combined with -c/--cid")
     if continue_ or cid:
         from localassist.cli.logging_ import load_history
 
@@ -124,20 +126,25 @@ def ask(
     from localassist.cli.engine import load_model
 
     backend = load_model(settings, settings.model, verbose)
-    notice = None
+    notices: list[str] = []
     if raw:
         text_prompt = f"{settings.system}\n\n{user_text}" if settings.system else user_text
         stream = backend.stream(text_prompt, params)
     else:
-        session = ChatSession(backend, params, settings.system, MemoryPolicy.parse(settings.memory))
-        session.conversation.turns = (history.messages() if history else []) + shots
+        explicit = frozenset(k for k, source in settings.sources.items() if source == "flag")
+        session = ChatSession(backend, params, settings.system, MemoryPolicy.parse(settings.memory), explicit=explicit)
+        # few-shot examples first, then the conversation so far, then the new message
+        notices.append(session.restore(shots + (history.messages() if history else [])) or "")
         turn = session.ask(user_text)
-        stream, notice = turn.stream, turn.notice
-    if notice:
+        stream = turn.stream
+        notices.append(turn.notice or "")
+    for notice in filter(None, notices):
         warn(notice)
 
+    # A constrained answer is printed only once it is whole: never half a JSON on stdout.
+    structured = params.grammar is not None and not as_json
     interrupted = False
-    if as_json:
+    if as_json or structured:
         try:
             for _ in stream:
                 pass
@@ -146,7 +153,7 @@ def ask(
     else:
         from localassist.cli.render import make_writer
 
-        writer = make_writer(markdown=stdout_is_terminal() and not plain and params.grammar is None)
+        writer = make_writer(markdown=stdout_is_terminal() and not plain)
         try:
             try:
                 for piece in stream:
@@ -163,25 +170,38 @@ def ask(
             from localassist.structured import parse_json_answer
 
             result["data"] = parse_json_answer(completion.text, completion.finish_reason)
-        try:
-            sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
-            sys.stdout.flush()
-        except BrokenPipeError:
-            exit_broken_pipe()
-    from localassist.cli.engine import stats_line
-    from localassist.cli.logging_ import record
+        _write_stdout(json.dumps(result, ensure_ascii=False) + "\n")
+    elif structured and not interrupted:
+        from localassist.structured import check_complete
 
+        check_complete(completion.text, completion.finish_reason, schema is not None)
+        _write_stdout(completion.text + ("" if completion.text.endswith("\n") else "\n"))
+    from localassist.cli.engine import stats_line
+    from localassist.cli.logging_ import record, with_log
+
+    continued = conversation_id
     conversation_id = record(settings, log_enabled, conversation_id, user_text, completion, params, settings.system)
+    if continued and conversation_id and settings.sources.get("system") == "flag":
+        with_log(
+            settings,
+            log_enabled,
+            lambda store: store.set_system(conversation_id, settings.system),
+            "the conversation keeps its old system prompt",
+        )
     if stats or verbose:
         warn(stats_line(completion) + (f" | conversation {conversation_id}" if conversation_id else ""))
     backend.close()
     if interrupted:
-        warn("interrupted")
+        warn("interrupted" + (" (the unfinished structured answer was not printed)" if structured else ""))
         raise typer.Exit(ExitCode.INTERRUPTED)
-    if schema is not None and not as_json:
-        from localassist.structured import parse_json_answer
 
-        parse_json_answer(completion.text, completion.finish_reason)
+
+def _write_stdout(text: str) -> None:
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        exit_broken_pipe()
 
 
 def parse_params(pairs: list[str] | None) -> dict[str, str]:

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 import typer
 
 from localassist.cli import options
-from localassist.cli.console import err_console, stdout_is_terminal
-from localassist.errors import ContextOverflowError, LocalAssistError
+from localassist.cli.console import debug_enabled, err_console, stdout_is_terminal, visible
+from localassist.errors import LocalAssistError
 
 COMMANDS = {
     "/help": "list these commands",
@@ -91,11 +91,12 @@ def chat(
         history, settings = load_history(settings, cid)
     backend = load_model(settings, settings.model, verbose)
     params = SamplingParams.from_settings(settings)
+    explicit = frozenset(k for k, source in settings.sources.items() if source == "flag")
     markdown = stdout_is_terminal() and not plain
 
     if piped is not None and tty_in is None:
         # No terminal at all: the piped text is the question; answer once and leave.
-        session = ChatSession(backend, params, settings.system, policy)
+        session = ChatSession(backend, params, settings.system, policy, explicit=explicit)
         if not piped.strip():
             raise LocalAssistError("nothing to answer: stdin was empty and there is no terminal to chat on")
         log = ChatLog(settings, settings.log and not no_log)
@@ -103,16 +104,16 @@ def chat(
         backend.close()
         return
 
-    session = ChatSession(backend, params, settings.system, policy, context=piped)
-    log = ChatLog(settings, settings.log and not no_log, history.id if history else None)
+    session = ChatSession(backend, params, settings.system, policy, context=piped, explicit=explicit)
+    log = ChatLog(settings, settings.log and not no_log, history)
     if history:
-        session.conversation.turns = history.messages()
-        session._refresh_used()
-        err_console().print(f"[dim]resumed {history.id}: {len(history.exchanges)} exchanges[/dim]")
-    if session.used_tokens > session.budget:
-        raise ContextOverflowError(session.used_tokens, params.max_tokens, backend.n_ctx)
+        # the memory policy decides what of a long conversation goes to the model, as on every turn
+        notice = session.restore(history.messages())
+        say(f"resumed {history.id}: {len(history.shown())} exchanges", style="dim")
+        if notice:
+            say(notice, style="dim")
     if piped:
-        err_console().print(f"[dim]context: {len(piped):,} characters from stdin, {session.used_tokens:,} tokens[/dim]")
+        say(f"context: {len(piped):,} characters from stdin, {session.used_tokens:,} tokens", style="dim")
     repl = Repl(session, settings, markdown, tty_in, log)
     try:
         repl.run()
@@ -130,29 +131,75 @@ def _open_tty():
 
 
 class ChatLog:
-    """Logs each finished exchange of a chat into one conversation of the SQLite log."""
+    """Keeps the SQLite log equal to the conversation on screen: each exchange is logged
+    as it finishes, /regen supersedes the answer it replaces, /undo and /clear hide
+    exchanges, /load replaces them with the transcript, /system is recorded."""
 
-    def __init__(self, settings, enabled: bool, conversation_id: str | None = None) -> None:
+    def __init__(self, settings, enabled: bool, history=None) -> None:
         self.settings = settings
         self.enabled = enabled
-        self.conversation_id = conversation_id
+        self.conversation_id = history.id if history else None
+        # logged exchange ids in screen order; None where logging failed (nothing to mark)
+        self.ids: list[int | None] = [ex.id for ex in history.shown()] if history else []
 
-    def add(self, session, completion) -> None:
-        from localassist.cli.logging_ import record
+    def _run(self, action, lost: str):
+        from localassist.cli.logging_ import with_log
+
+        return with_log(self.settings, self.enabled, action, lost)
+
+    def add(self, session, completion, regenerated: bool = False) -> None:
+        from localassist.cli.logging_ import record_exchange
 
         if completion is None:
             return
-        prompt = session.conversation.turns[-2].content
-        cid = record(
+        replaces = self.ids.pop() if regenerated and self.ids else None
+        logged = record_exchange(
             self.settings,
             self.enabled,
             self.conversation_id,
-            prompt,
+            session.conversation.turns[-2].content,
             completion,
             session.params,
-            session.conversation.system,
+            session.user_system,
+            replaces=replaces if self.conversation_id else None,
         )
-        self.conversation_id = cid or self.conversation_id
+        if logged:
+            self.conversation_id = logged.conversation_id
+        self.ids.append(logged.exchange_id if logged else None)
+
+    def undo(self) -> None:
+        last = self.ids.pop() if self.ids else None
+        if last is not None:
+            self._run(lambda store: store.set_status([last], "undone"), "the log still shows that exchange")
+
+    def clear(self) -> None:
+        self.ids = []
+        if self.conversation_id:
+            cid = self.conversation_id
+            self._run(lambda store: store.clear(cid), "the log still shows the conversation")
+
+    def system(self, text: str | None) -> None:
+        if self.conversation_id:
+            cid = self.conversation_id
+            self._run(lambda store: store.set_system(cid, text), "the log keeps the old system prompt")
+
+    def load(self, session) -> None:
+        messages, cid = session.conversation.turns, self.conversation_id
+        imported = self._run(
+            lambda store: store.log_imported(
+                cid, messages, model=session.backend.model_name, system=session.user_system
+            ),
+            "the log does not show the loaded transcript",
+        )
+        if imported:
+            self.conversation_id, self.ids = imported.conversation_id, list(imported.exchange_ids)
+
+
+def say(text: str, style: str | None = None) -> None:
+    """One line on stderr. User and model text is never read as Rich markup."""
+    from localassist.cli.console import visible
+
+    err_console().print(visible(text), style=style)
 
 
 def _answer(session, turn, markdown: bool):
@@ -160,7 +207,7 @@ def _answer(session, turn, markdown: bool):
     from localassist.cli.render import make_writer
 
     if turn.notice:
-        err_console().print(f"[dim]{turn.notice}[/dim]")
+        say(turn.notice, style="dim")
     writer = make_writer(markdown)
     interrupted = False
     try:
@@ -171,7 +218,7 @@ def _answer(session, turn, markdown: bool):
     writer.close()
     completion = session.finish(turn, interrupted=interrupted)
     if interrupted:
-        err_console().print("[dim](interrupted: the partial answer is kept; /regen to try again)[/dim]")
+        say("(interrupted: the partial answer is kept; /regen to try again)", style="dim")
     return completion
 
 
@@ -190,8 +237,10 @@ class Repl:
 
         history: Any = InMemoryHistory()
         if self.settings.history:
-            path = self.settings.paths.data_dir / "chat_history"
-            path.parent.mkdir(parents=True, exist_ok=True)
+            from localassist.files import create_private_file, private_dir
+
+            # what the user typed: 0600 in a 0700 folder, before prompt_toolkit appends to it
+            path = create_private_file(private_dir(self.settings.paths.data_dir) / "chat_history")
             history = FileHistory(str(path))
         bindings = KeyBindings()
 
@@ -215,7 +264,7 @@ class Repl:
             kwargs["input"] = create_input(self.tty_in)
         return PromptSession(
             history=history,
-            completer=slash_completer(),
+            completer=slash_completer(self.settings),
             complete_while_typing=False,
             key_bindings=bindings,
             multiline=True,
@@ -229,8 +278,10 @@ class Repl:
         return f" {s.backend.model_name} · {_k(s.used_tokens)}/{_k(s.backend.n_ctx)} tok · memory {s.memory} · /help "
 
     def run(self) -> None:
+        from rich.text import Text
+
         prompt = self._prompt_session()
-        err_console().print(f"[dim]{self.session.backend.model_name}: /help for commands, Ctrl-D to leave[/dim]")
+        say(f"{self.session.backend.model_name}: /help for commands, Ctrl-D to leave", style="dim")
         while True:
             try:
                 text = prompt.prompt(">>> ")
@@ -248,39 +299,52 @@ class Repl:
                 else:
                     self.log.add(self.session, _answer(self.session, self.session.ask(text), self.markdown))
             except LocalAssistError as exc:
-                err_console().print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+                err_console().print(Text.assemble(("error: ", "red"), visible(str(exc))))
+            except KeyboardInterrupt:
+                say("(interrupted)", style="dim")
+            except Exception as exc:  # one failed turn or command must not end the session
+                if debug_enabled():
+                    raise
+                err_console().print(
+                    Text.assemble(("internal error: ", "red"), visible(f"{type(exc).__name__}: {exc}")),
+                    Text(" (the conversation is kept; LOCALASSIST_DEBUG=1 shows the traceback)", style="dim"),
+                )
 
     def command(self, line: str) -> bool | None:
+        from rich.text import Text
+
         name, _, arg = line.partition(" ")
         arg = arg.strip()
         s = self.session
-        say = err_console().print
         if name in ("/exit", "/quit", "/bye"):
             return False
         if name in ("/help", "/?"):
             for cmd, text in COMMANDS.items():
-                say(f"  [bold]{cmd:<8}[/bold] {text}")
+                err_console().print(Text.assemble(("  " + cmd.ljust(8), "bold"), " ", text))
             say(
-                '  [dim]Enter sends · Esc-Enter or Alt-Enter: new line · """ starts/ends a block · '
-                "Ctrl-R searches history · Ctrl-C stops an answer · Ctrl-D leaves[/dim]"
+                '  Enter sends · Esc-Enter or Alt-Enter: new line · """ starts/ends a block · '
+                "Ctrl-R searches history · Ctrl-C stops an answer · Ctrl-D leaves",
+                style="dim",
             )
         elif name == "/set":
             key, _, value = arg.partition(" ")
             if not key or not value.strip():
                 say("usage: /set PARAM VALUE, e.g. /set temperature 0.2 (/show lists the current values)")
                 return None
-            say(f"[dim]{key} = {s.set(key, value.strip())}[/dim]")
+            say(f"{key} = {s.set(key, value.strip())}", style="dim")
         elif name == "/show":
             for key, value in s.show().items():
                 say(f"  {key:<15} {value}")
         elif name == "/system":
             s.set_system(arg)
-            say(f"[dim]system prompt {'set' if arg else 'removed'}[/dim]")
+            self.log.system(s.user_system)
+            say(f"system prompt {'set' if arg else 'removed'}", style="dim")
         elif name == "/clear":
             s.clear()
-            say("[dim]conversation cleared (settings kept)[/dim]")
+            self.log.clear()
+            say("conversation cleared (settings kept)", style="dim")
         elif name == "/regen":
-            self.log.add(s, _answer(s, s.regen(), self.markdown))
+            self.log.add(s, _answer(s, s.regen(), self.markdown), regenerated=True)
         elif name == "/template":
             if not arg:
                 say("usage: /template NAME [KEY=VALUE ...] (`localassist templates list`); /template off")
@@ -288,28 +352,30 @@ class Repl:
             tname, *pairs = arg.split()
             if tname == "off":
                 s.use_template(None)
-                say("[dim]template off[/dim]")
+                say("template off", style="dim")
                 return None
             from localassist.cli.ask import parse_params
             from localassist.templates import load_template
 
             s.use_template(load_template(tname, self.settings.paths.config_dir), parse_params(pairs))
-            say(f"[dim]template {tname}: your messages now go through it[/dim]")
+            say(f"template {tname}: your messages now go through it", style="dim")
         elif name == "/undo":
             question = s.undo()
-            say(f"[dim]removed: {question.content[:60]!r}[/dim]")
+            self.log.undo()
+            say(f"removed: {question.content[:60]!r}", style="dim")
         elif name == "/save":
             if not arg:
                 say("usage: /save FILE.md or /save FILE.json")
                 return None
             s.save(Path(arg).expanduser())
-            say(f"[dim]saved {arg}[/dim]")
+            say(f"saved {arg}", style="dim")
         elif name == "/load":
             if not arg:
                 say("usage: /load FILE.json")
                 return None
             count = s.load(Path(arg).expanduser())
-            say(f"[dim]loaded {count} messages from {arg}[/dim]")
+            self.log.load(s)
+            say(f"loaded {count} messages from {arg}", style="dim")
         elif name == "/model":
             from localassist.cli.engine import load_model
 
@@ -317,7 +383,7 @@ class Repl:
                 say(f"model: {s.backend.model_name} (usage: /model NAME)")
                 return None
             s.switch_backend(load_model(self.settings, arg))
-            say(f"[dim]now chatting with {s.backend.model_name}; the conversation is kept[/dim]")
+            say(f"now chatting with {s.backend.model_name}; the conversation is kept", style="dim")
         elif name == "/stats":
             from localassist.cli.engine import stats_line
 
@@ -340,8 +406,23 @@ def _k(n: int) -> str:
     return f"{n / 1000:.1f}k" if n >= 1000 else str(n)
 
 
-def slash_completer():
-    """Tab completion: command names, /set parameters and memory policies, model names, files."""
+def model_names(settings) -> list[str]:
+    """What /model can switch to: the models on this machine (starter, HF cache,
+    models_dirs), then the catalog's other names (which say how to pull them)."""
+    from localassist.catalog import load_catalog
+    from localassist.errors import LocalAssistError
+    from localassist.models import list_models
+
+    try:
+        local = [m.name for m in list_models(settings)] if settings is not None else []
+    except (LocalAssistError, OSError):
+        local = []
+    return list(dict.fromkeys([*local, *load_catalog()]))
+
+
+def slash_completer(settings=None):
+    """Tab completion: command names, /set parameters and memory policies, model names
+    (local, cached and catalog), file paths."""
     from prompt_toolkit.completion import Completer, Completion, PathCompleter
     from prompt_toolkit.document import Document
 
@@ -373,9 +454,7 @@ def slash_completer():
                     if choice.startswith(word):
                         yield Completion(choice, start_position=-len(word))
             elif cmd == "/model":
-                from localassist.catalog import load_catalog
-
-                for name in load_catalog():
+                for name in model_names(settings):
                     if name.startswith(rest):
                         yield Completion(name, start_position=-len(rest))
             elif cmd in ("/save", "/load"):

@@ -35,9 +35,21 @@ def warn(message: str) -> None:
 
 @lru_cache(maxsize=1)
 def err_console() -> Console:
+    """The stderr console. Markup and emoji codes are off: messages hold the user's and
+    the model's text, and "[/x]" or ":smile:" in it must print as typed, never be parsed."""
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, markup=False, emoji=False)
+
+
+# C0 controls and DEL, except tab and newline, shown as their Unicode control pictures
+_CONTROLS = {c: 0x2400 + c for c in range(32) if c not in (9, 10)} | {127: 0x2421}
+
+
+def visible(text: str) -> str:
+    """``text`` safe to echo on a terminal: an escape sequence pasted into a prompt (or
+    written by a model) is shown as "␛[2J", not obeyed."""
+    return text.translate(_CONTROLS)
 
 
 def stdout_is_terminal() -> bool:

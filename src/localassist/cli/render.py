@@ -56,11 +56,22 @@ def split_finished_blocks(text: str) -> tuple[list[str], str]:
 
 
 class PlainWriter:
+    """The text as it comes. On a pipe, byte for byte (the pipe contract); on a terminal
+    (--plain), control characters are shown, not obeyed."""
+
     def __init__(self, out: TextIO | None = None) -> None:
         self.out = out or sys.stdout
         self.last = ""
+        try:
+            self.terminal = self.out.isatty()
+        except (AttributeError, ValueError):
+            self.terminal = False
 
     def write(self, piece: str) -> None:
+        if self.terminal:
+            from localassist.cli.console import visible
+
+            piece = visible(piece)
         self.out.write(piece)
         self.out.flush()
         self.last = piece or self.last
@@ -119,7 +130,9 @@ class MarkdownWriter:
 
         from rich.live import Live
 
-        self.pending += piece
+        from localassist.cli.console import visible
+
+        self.pending += visible(piece)  # a model's escape sequence is shown, never obeyed
         blocks, self.pending = split_finished_blocks(self.pending)
         if blocks:
             if self.live is not None:
