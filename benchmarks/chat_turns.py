@@ -26,10 +26,10 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ.setdefault("LOCALASSIST_HOME", tempfile.mkdtemp(prefix="la-bench-"))
-    from localassist.backends.local import load_backend
-    from localassist.chat import ChatSession
-    from localassist.generation import SamplingParams
-    from localassist.models import resolve_model
+    from localassist.conversation.session import ChatSession
+    from localassist.engine.local import load_backend
+    from localassist.engine.types import SamplingParams
+    from localassist.models.resolve import resolve_model
     from localassist.settings import load_settings
 
     flags = {"threads": args.threads} if args.threads else {}

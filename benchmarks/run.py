@@ -45,8 +45,8 @@ def machine() -> str:
 
 
 def load(model: str, threads: int, ctx: int = 4096, flash_attn: bool | None = None):
-    from localassist.backends.local import load_backend
-    from localassist.models import resolve_model
+    from localassist.engine.local import load_backend
+    from localassist.models.resolve import resolve_model
     from localassist.settings import load_settings
 
     settings = load_settings({"threads": threads, "ctx": ctx, "flash_attn": flash_attn})
@@ -55,7 +55,7 @@ def load(model: str, threads: int, ctx: int = 4096, flash_attn: bool | None = No
 
 def decode_localassist(backend, n: int) -> float:
     """tokens 2..n per second through the same streaming path ask and chat use."""
-    from localassist.generation import SamplingParams
+    from localassist.engine.types import SamplingParams
 
     backend.llm.reset()
     stream = backend.stream(COUNTING, SamplingParams(temperature=0, max_tokens=n, ignore_eos=True))
@@ -96,7 +96,7 @@ def decode(backend, n: int, runs: int) -> dict[str, dict[str, float]]:
 
 def prompt_processing(backend, n: int, runs: int) -> dict[str, float]:
     """Prompt tokens per second for an n-token prompt (nothing cached)."""
-    from localassist.generation import SamplingParams
+    from localassist.engine.types import SamplingParams
 
     text = " ".join(f"w{i}" for i in range(n * 2))
     tokens = backend.tokenize(text, special=False, add_bos=True)[:n]
@@ -113,8 +113,8 @@ def prompt_processing(backend, n: int, runs: int) -> dict[str, float]:
 
 
 def chat_ttft(backend, turns: int, runs: int) -> dict[str, dict[str, float]]:
-    from localassist.chat import ChatSession
-    from localassist.generation import SamplingParams
+    from localassist.conversation.session import ChatSession
+    from localassist.engine.types import SamplingParams
 
     first, last, cached = [], [], []
     for _ in range(runs):

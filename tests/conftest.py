@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from localassist import starter
+from localassist.models import bundled as starter
 
 
 @pytest.fixture(autouse=True)
@@ -71,8 +71,8 @@ def model_env(starter_model: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def backend(starter_model):
     """The real starter model loaded in-process (1024-token context), shared by a module."""
-    from localassist.backends.local import load_backend
-    from localassist.models import ResolvedModel
+    from localassist.engine.local import load_backend
+    from localassist.models.resolve import ResolvedModel
     from localassist.settings import load_settings
 
     settings = load_settings({"ctx": 1024, "threads": 2})

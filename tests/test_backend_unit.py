@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from localassist.backends.local import physical_cores, resolve_gpu_layers
+from localassist.engine.local import physical_cores, resolve_gpu_layers
 
 
 def test_gpu_layers_auto_follows_the_build():

@@ -8,10 +8,10 @@ import pytest
 
 import chatformats
 from chatformats import n_tokens
-from localassist.chat import ChatSession
+from localassist.conversation.memory import MemoryPolicy
+from localassist.conversation.session import ChatSession
+from localassist.engine.types import Message, SamplingParams
 from localassist.errors import InvalidSettingError, UsageError
-from localassist.generation import Message, SamplingParams
-from localassist.memory import MemoryPolicy
 
 pytestmark = pytest.mark.model
 

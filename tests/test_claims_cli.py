@@ -16,8 +16,8 @@ import pytest
 
 import chatformats
 from chatformats import n_tokens
-from localassist import starter
-from localassist.models import ResolvedModel
+from localassist.models import bundled as starter
+from localassist.models.resolve import ResolvedModel
 from localassist.settings import load_settings
 
 # The finish reason `ask --json` reports after Ctrl-C (README: "interrupted").
@@ -52,8 +52,8 @@ def test_chat_format_chatml_sends_chatml_turns(cli, model_env, vocab):
 @pytest.mark.model
 @pytest.mark.parametrize("name", ["gemma", "chatml", "llama3", "phi3"])
 def test_each_builtin_chat_format_renders_its_family_turns(starter_model, vocab, name):
-    from localassist.backends.local import load_backend
-    from localassist.generation import Message
+    from localassist.engine.local import load_backend
+    from localassist.engine.types import Message
 
     chat = [("system", SYSTEM), ("user", QUESTION), ("assistant", "Blue."), ("user", "Another?")]
     # BOS: the model's own in the text where the format asks for it, else llama.cpp adds it

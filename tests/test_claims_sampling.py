@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from localassist.generation import SamplingParams
+from localassist.engine.types import SamplingParams
 
 pytestmark = pytest.mark.model
 

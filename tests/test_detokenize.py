@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from localassist.detokenize import IncrementalDetokenizer
+from localassist.engine.detokenize import IncrementalDetokenizer
 
 
 def run(pieces: list[bytes], stops=()) -> tuple[str, bool]:

@@ -74,9 +74,9 @@ def test_create_private_file_keeps_content_and_tightens_the_mode(tmp_path, open_
 
 
 def test_config_templates_and_last_used_are_0600_in_0700_dirs(isolated_home, open_umask):
+    from localassist.conversation.prompt_templates import editable_path
+    from localassist.models.last_used import last_used, record_use
     from localassist.settings import app_paths, set_config_value
-    from localassist.templates import editable_path
-    from localassist.usage import last_used, record_use
 
     set_config_value("system", "my private system prompt")
     paths = app_paths()

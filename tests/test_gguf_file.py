@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from localassist.errors import ModelInvalidError
-from localassist.gguf_file import FILE_TYPES, GGML_TYPES, read_gguf
+from localassist.models.gguf_file import FILE_TYPES, GGML_TYPES, read_gguf
 
 
 @pytest.fixture(scope="module")

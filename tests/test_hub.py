@@ -19,10 +19,10 @@ import pexpect
 import pytest
 
 from fakehub import FakeFile, FakeHub, FakeRepo
-from localassist.catalog import lookup
 from localassist.errors import ModelNotAvailableError, UsageError
-from localassist.hub import RemoteFile, choose_files
-from localassist.models import resolve_model
+from localassist.models.catalog import lookup
+from localassist.models.hub import RemoteFile, choose_files
+from localassist.models.resolve import resolve_model
 from localassist.settings import load_settings
 
 QWEN = "Qwen/Qwen2.5-0.5B-Instruct-GGUF"

@@ -6,9 +6,9 @@ import pytest
 
 import chatformats
 from chatformats import n_tokens
+from localassist.conversation.memory import Conversation, MemoryPolicy, fit
+from localassist.engine.types import Message
 from localassist.errors import ContextOverflowError, UsageError
-from localassist.generation import Message
-from localassist.memory import Conversation, MemoryPolicy, fit
 
 pytestmark = pytest.mark.model
 

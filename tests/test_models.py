@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from localassist import starter
-from localassist.catalog import load_catalog
 from localassist.errors import ModelInvalidError, ModelNotAvailableError
-from localassist.models import list_models, quant_from_filename, resolve_model
+from localassist.models import bundled as starter
+from localassist.models.catalog import load_catalog
+from localassist.models.resolve import list_models, quant_from_filename, resolve_model
 from localassist.settings import load_settings, set_config_value
 
 

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from localassist.conversation.prompt import build_messages, build_user_text, decode_stdin
+from localassist.engine.types import Message
 from localassist.errors import UsageError
-from localassist.generation import Message
-from localassist.prompt import build_messages, build_user_text, decode_stdin
 from localassist.settings import DEFAULT_INPUT_TEMPLATE
 
 

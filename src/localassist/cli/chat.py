@@ -69,10 +69,10 @@ def chat(
     flags = options.setting_flags(locals())
     if no_history:
         flags["history"] = False
-    from localassist.chat import ChatSession
-    from localassist.generation import SamplingParams
-    from localassist.memory import MemoryPolicy
-    from localassist.prompt import decode_stdin
+    from localassist.conversation.memory import MemoryPolicy
+    from localassist.conversation.prompt import decode_stdin
+    from localassist.conversation.session import ChatSession
+    from localassist.engine.types import SamplingParams
     from localassist.settings import load_settings
 
     settings = load_settings(flags)
@@ -355,7 +355,7 @@ class Repl:
                 say("template off", style="dim")
                 return None
             from localassist.cli.ask import parse_params
-            from localassist.templates import load_template
+            from localassist.conversation.prompt_templates import load_template
 
             s.use_template(load_template(tname, self.settings.paths.config_dir), parse_params(pairs))
             say(f"template {tname}: your messages now go through it", style="dim")
@@ -409,9 +409,9 @@ def _k(n: int) -> str:
 def model_names(settings) -> list[str]:
     """What /model can switch to: the models on this machine (starter, HF cache,
     models_dirs), then the catalog's other names (which say how to pull them)."""
-    from localassist.catalog import load_catalog
     from localassist.errors import LocalAssistError
-    from localassist.models import list_models
+    from localassist.models.catalog import load_catalog
+    from localassist.models.resolve import list_models
 
     try:
         local = [m.name for m in list_models(settings)] if settings is not None else []
@@ -426,7 +426,7 @@ def slash_completer(settings=None):
     from prompt_toolkit.completion import Completer, Completion, PathCompleter
     from prompt_toolkit.document import Document
 
-    from localassist.chat import SETTABLE
+    from localassist.conversation.session import SETTABLE
 
     class _Completer(Completer):
         paths = PathCompleter(expanduser=True)

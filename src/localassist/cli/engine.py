@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING
 from localassist.cli.console import err_console, warn
 
 if TYPE_CHECKING:  # imported lazily: `localassist --help` must not pay for them
-    from localassist.generation import Completion
+    from localassist.engine.types import Completion
     from localassist.settings import Settings
 
 
 def load_model(settings: Settings, spec: str | None, verbose: bool = False):
     """Resolve ``spec`` (or the default) and load it; the core raises on any problem."""
-    from localassist.backends.local import load_backend
-    from localassist.models import resolve_model
+    from localassist.engine.local import load_backend
+    from localassist.models.resolve import resolve_model
 
     resolved = resolve_model(spec, settings)
     if sys.stderr.isatty() and not verbose:
@@ -25,7 +25,7 @@ def load_model(settings: Settings, spec: str | None, verbose: bool = False):
         backend = load_backend(resolved, settings, verbose=verbose)
     if verbose:
         warn("  ".join(f"{k}={v}" for k, v in backend.describe().items()))
-    from localassist.usage import record_use
+    from localassist.models.last_used import record_use
 
     record_use(settings.paths.data_dir, resolved.path)
     return backend

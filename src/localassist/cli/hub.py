@@ -34,7 +34,7 @@ def pull(
     if offline:
         _verify_spec(model)
         return
-    from localassist import hub
+    from localassist.models import hub
 
     plan = hub.plan_pull(model, file=file, token=_token())
     parts = f"{len(plan.files)} files" if len(plan.files) > 1 else Path(plan.files[0].path).name
@@ -49,7 +49,7 @@ def pull(
 
 
 def _verify_spec(spec: str) -> None:
-    from localassist.models import resolve_model, split_parts
+    from localassist.models.resolve import resolve_model, split_parts
     from localassist.settings import load_settings
 
     resolved = resolve_model(spec, load_settings())
@@ -58,14 +58,14 @@ def _verify_spec(spec: str) -> None:
 
 def _starter_hashes(models: list[tuple[Path, str]]) -> dict[Path, str]:
     """The starter model is joined from its package: its hash comes from the package."""
-    from localassist import starter
+    from localassist.models import bundled as starter
 
     return {path: starter.expected_sha256_of(path) for path, source in models if source == "starter"}
 
 
 def _report_verification(paths: list[Path], expected: dict[Path, str]) -> None:
     """One table of hashes; a mismatch or a missing file (a split model's part) is an error (exit 6)."""
-    from localassist import hub
+    from localassist.models import hub
 
     rows, bad = [], 0
     for v in hub.verify_cached(paths, expected):
@@ -85,7 +85,7 @@ def verify() -> None:
     Every part of a split model, in every snapshot of the HF cache. Needs no network.
     The starter model is checked against its package's hash.
     """
-    from localassist.models import cached_gguf_files, cached_repos, list_models
+    from localassist.models.resolve import cached_gguf_files, cached_repos, list_models
     from localassist.settings import load_settings
 
     bundled = [(m.path, m.source) for m in list_models(load_settings()) if m.source == "starter"]
@@ -106,9 +106,9 @@ def rm(
       localassist rm qwen2.5:1.5b
       localassist rm bartowski/Llama-3.2-3B-Instruct-GGUF --yes
     """
-    from localassist.catalog import lookup
-    from localassist.hub import remove_cached
-    from localassist.models import parse_repo_spec
+    from localassist.models.catalog import lookup
+    from localassist.models.hub import remove_cached
+    from localassist.models.resolve import parse_repo_spec
 
     entry = lookup(model)
     repo_spec = parse_repo_spec(model)
@@ -128,7 +128,7 @@ def rm(
 def _resolved_files(model: str) -> tuple[str, list[Path]]:
     """The cached files ``model`` resolves to (every part of a split model); nothing to
     remove is an error, never a reason to remove more."""
-    from localassist.models import resolve_model, split_parts
+    from localassist.models.resolve import resolve_model, split_parts
     from localassist.settings import load_settings
 
     try:
@@ -140,7 +140,7 @@ def _resolved_files(model: str) -> tuple[str, list[Path]]:
 
 def _confirm_whole_repo(repo: str, yes: bool) -> None:
     """List what removing ``repo`` deletes (stderr) and ask, default No; --yes skips the question."""
-    from localassist.hub import cached_contents
+    from localassist.models.hub import cached_contents
 
     contents = cached_contents(repo)
     if not contents:
@@ -169,7 +169,7 @@ def search(
     \b
       localassist search qwen
     """
-    from localassist import hub
+    from localassist.models import hub
 
     results = hub.search(query, limit=limit, token=_token())
     if as_json:

@@ -9,15 +9,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from localassist.cli.console import error
 
 if TYPE_CHECKING:
-    from localassist.generation import Completion, SamplingParams
+    from localassist.conversation.log_store import Logged, LogStore
+    from localassist.engine.types import Completion, SamplingParams
     from localassist.settings import Settings
-    from localassist.store import Logged, LogStore
 
 T = TypeVar("T")
 
 
 def open_store(settings: Settings) -> LogStore:
-    from localassist.store import LogStore, log_path
+    from localassist.conversation.log_store import LogStore, log_path
 
     return LogStore(log_path(settings.paths.data_dir))
 

@@ -78,8 +78,8 @@ def show(
     ] = False,
 ) -> None:
     """Print a conversation as chat shows it, as Markdown or JSON (`logs show ID --format md > talk.md`)."""
+    from localassist.conversation.log_store import export_json, export_markdown
     from localassist.errors import UsageError
-    from localassist.store import export_json, export_markdown
 
     if format not in ("md", "json"):
         raise UsageError(f"--format must be md or json (got {format!r})")
@@ -127,8 +127,8 @@ def off() -> None:
 @app.command()
 def status() -> None:
     """Whether logging is on, where the database is, how much it holds."""
+    from localassist.conversation.log_store import log_path
     from localassist.settings import load_settings
-    from localassist.store import log_path
 
     settings = load_settings()
     path = log_path(settings.paths.data_dir)
@@ -144,7 +144,7 @@ def status() -> None:
 @app.command()
 def path() -> None:
     """Print the log database's path."""
+    from localassist.conversation.log_store import log_path
     from localassist.settings import load_settings
-    from localassist.store import log_path
 
     typer.echo(str(log_path(load_settings().paths.data_dir)))

@@ -20,9 +20,9 @@ def models(
         return
     from datetime import datetime
 
-    from localassist.models import list_models
+    from localassist.models.last_used import last_used
+    from localassist.models.resolve import list_models
     from localassist.settings import load_settings
-    from localassist.usage import last_used
 
     settings = load_settings()
     found = list_models(settings)
@@ -65,7 +65,7 @@ def models(
 
 
 def _catalog(as_json: bool) -> None:
-    from localassist.catalog import load_catalog
+    from localassist.models.catalog import load_catalog
 
     entries = list(load_catalog().values())
     if as_json:
@@ -86,9 +86,9 @@ def info(
     \b
       localassist info starter
     """
-    from localassist.chat_templates import choose_template
-    from localassist.gguf_file import ArrayInfo, read_gguf
-    from localassist.models import resolve_model
+    from localassist.engine.chat_templates import choose_template
+    from localassist.models.gguf_file import ArrayInfo, read_gguf
+    from localassist.models.resolve import resolve_model
     from localassist.settings import load_settings
 
     resolved = resolve_model(model, load_settings())

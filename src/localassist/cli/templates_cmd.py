@@ -23,7 +23,7 @@ def _config_dir():
 @app.command("list")
 def list_() -> None:
     """Built-in and your own templates (yours shadow built-ins of the same name)."""
-    from localassist.templates import list_templates
+    from localassist.conversation.prompt_templates import list_templates
 
     rows = [
         [t.name, "built-in" if t.builtin else "user", " ".join(f"{p}" for p in t.params) or "-", t.description]
@@ -35,7 +35,7 @@ def list_() -> None:
 @app.command()
 def show(name: Annotated[str, typer.Argument(help="Template name.")]) -> None:
     """Print a template's file."""
-    from localassist.templates import load_template
+    from localassist.conversation.prompt_templates import load_template
 
     template = load_template(name, _config_dir())
     typer.echo(f"# {template.path}", err=True)
@@ -45,8 +45,8 @@ def show(name: Annotated[str, typer.Argument(help="Template name.")]) -> None:
 @app.command()
 def edit(name: Annotated[str, typer.Argument(help="Template name (new or existing).")]) -> None:
     """Open your copy of a template in $EDITOR (a built-in one is copied first)."""
+    from localassist.conversation.prompt_templates import editable_path, load_template
     from localassist.errors import UsageError
-    from localassist.templates import editable_path, load_template
 
     path = editable_path(name, _config_dir())
     editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"

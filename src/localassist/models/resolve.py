@@ -12,10 +12,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from localassist import starter
-from localassist.catalog import CatalogEntry, load_catalog, lookup
 from localassist.errors import ModelInvalidError, ModelNotAvailableError
-from localassist.gguf_file import FILE_TYPES
+from localassist.models import bundled as starter
+from localassist.models.catalog import CatalogEntry, load_catalog, lookup
+from localassist.models.gguf_file import FILE_TYPES
 from localassist.settings import Settings
 
 _REPO_RE = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)(?::(?P<quant>[\w.-]+))?$")

@@ -19,12 +19,12 @@ from dataclasses import replace
 from time import perf_counter
 from typing import Any
 
-from localassist.chat_templates import ChatTemplate, choose_template, content_mark, fallback_name, split_marked
-from localassist.detokenize import IncrementalDetokenizer
+from localassist.engine.chat_templates import ChatTemplate, choose_template, content_mark, fallback_name, split_marked
+from localassist.engine.detokenize import IncrementalDetokenizer
+from localassist.engine.types import Message, Prompt, SamplingParams, TextStream
 from localassist.errors import BackendError, ContextOverflowError, ModelInvalidError, UsageError
-from localassist.generation import Message, Prompt, SamplingParams, TextStream
-from localassist.gguf_file import GGUFInfo, read_gguf
-from localassist.models import ResolvedModel
+from localassist.models.gguf_file import GGUFInfo, read_gguf
+from localassist.models.resolve import ResolvedModel
 from localassist.settings import Settings
 
 DEFAULT_CTX_CAP = 8192

@@ -10,9 +10,9 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from localassist.conversation.memory import Conversation, FitReport, MemoryPolicy, fit
+from localassist.engine.types import Backend, Completion, Message, SamplingParams, TextStream
 from localassist.errors import UsageError
-from localassist.generation import Backend, Completion, Message, SamplingParams, TextStream
-from localassist.memory import Conversation, FitReport, MemoryPolicy, fit
 from localassist.settings import parse_value
 
 SETTABLE = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "max_tokens", "seed", "system", "memory")

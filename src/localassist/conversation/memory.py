@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from localassist.engine.types import Message
 from localassist.errors import ContextOverflowError, UsageError
-from localassist.generation import Message
 
 Counter = Callable[[list[Message]], int]
 Summarizer = Callable[[list[Message]], str]

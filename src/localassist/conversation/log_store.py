@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from localassist.engine.types import Completion, Message
 from localassist.errors import LocalAssistError, UsageError
 from localassist.files import create_private_file, private_dir
-from localassist.generation import Completion, Message
 
 STATUSES = ("active", "superseded", "undone", "cleared")
 

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from localassist.catalog import CatalogEntry, lookup
 from localassist.errors import (
     AccessDeniedError,
     DownloadError,
@@ -35,7 +34,8 @@ from localassist.errors import (
     ModelNotAvailableError,
     UsageError,
 )
-from localassist.models import (
+from localassist.models.catalog import CatalogEntry, lookup
+from localassist.models.resolve import (
     expected_sha256,
     hf_cache_dir,
     parse_repo_spec,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
+from localassist.engine.types import Message
 from localassist.errors import UsageError
-from localassist.generation import Message
 
 _PLACEHOLDER = re.compile(r"\{(instruction|input)\}")
 

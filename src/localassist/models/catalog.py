@@ -41,7 +41,7 @@ def catalog_path() -> Path:
     if packaged.is_file():
         return packaged
     # Running from a source checkout (editable install): the repo's models/ folder.
-    return Path(__file__).resolve().parents[2] / "models" / "catalog.toml"
+    return Path(__file__).resolve().parents[3] / "models" / "catalog.toml"
 
 
 @lru_cache(maxsize=1)

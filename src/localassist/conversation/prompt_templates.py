@@ -14,8 +14,8 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from localassist.engine.types import Message
 from localassist.errors import UsageError
-from localassist.generation import Message
 from localassist.settings import SPECS, Settings, parse_value
 
 if sys.version_info >= (3, 11):
@@ -102,7 +102,7 @@ class Template:
 
 
 def builtin_dir() -> Path:
-    return Path(str(files("localassist").joinpath("templates")))
+    return Path(str(files("localassist.conversation").joinpath("builtin_templates")))
 
 
 def user_dir(config_dir: Path) -> Path:

@@ -1,1 +1,0 @@
-"""Inference backends. Each implements :class:`localassist.generation.Backend`."""
