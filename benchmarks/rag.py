@@ -360,6 +360,18 @@ def floor_table(embedder: rag.LlamaEmbedder | None) -> None:
             f"  coverage floor {floor:.2f}: answerable and retrieved: found {kept}/{retrieved}; "
             f"unanswerable: not found {rejected}/{unanswerable}"
         )
+    if embedder is not None:
+        for cosine_floor in (0.4, 0.45, 0.5):
+            kept = sum(
+                1
+                for r in rows
+                if r[2] == "answerable" and r[3] == "retrieved" and (r[0] >= 0.3 or r[1] >= cosine_floor)
+            )
+            rejected = sum(1 for r in rows if r[2] == "unanswerable" and r[0] < 0.3 and not r[1] >= cosine_floor)
+            print(
+                f"  coverage 0.30 or cosine {cosine_floor:.2f}: answerable and retrieved: found {kept}/{retrieved}; "
+                f"unanswerable: not found {rejected}/{unanswerable}"
+            )
     shutil.rmtree(work)
 
 

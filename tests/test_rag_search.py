@@ -10,7 +10,7 @@ import pytest
 from fixtures.rag.make_corpus import PLANTED
 from fixtures.rag.support import QUESTIONS, HashEmbedder, copy_corpus, recall_at
 from localassist.rag import create_index, sources_footer
-from localassist.rag.search import _fuse, match_expression, query_terms
+from localassist.rag.search import _fuse, cosine_floor_for, match_expression, query_terms
 
 
 @pytest.fixture
@@ -147,3 +147,15 @@ def test_hybrid_with_the_hash_embedder_keeps_recall_and_reports_cosines(tmp_path
 def test_k_limits_the_hits_and_ranks_are_1_based(index):
     hits = index.search("euros", k=3).hits
     assert [h.rank for h in hits] == [1, 2, 3]
+
+
+def test_a_cosine_floor_can_make_a_hit_without_query_terms_count(tmp_path, folder):
+    embedder = HashEmbedder("all-MiniLM-L6-v2@test")
+    with create_index(tmp_path / "data", "cos", folder) as index:
+        index.sync(embedder)
+        question = QUESTIONS["unanswerable"][0]
+        assert not index.search(question, embedder).found  # the measured floor: 0.45
+        best = max(h.cosine for h in index.search(question, embedder, min_coverage=0).hits if h.cosine is not None)
+        assert index.search(question, embedder, min_cosine=best).found
+        assert not index.search(question, embedder, min_cosine=best + 0.01).found
+    assert cosine_floor_for("all-MiniLM-L6-v2@abc:123") == 0.45 and cosine_floor_for("gemma@x:1") is None

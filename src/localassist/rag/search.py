@@ -1,5 +1,6 @@
 """Hybrid retrieval: BM25 over FTS5 and cosine over the vectors, fused by reciprocal
-rank fusion, near-duplicates collapsed, weak hits dropped by a relevance floor.
+rank fusion, near-duplicates collapsed, and "not found" when no hit reaches the
+relevance floor.
 
 The user's words never reach FTS5 as query syntax: the query is cut into words here
 and each one is quoted, so ``NOT``, ``*``, ``"`` or ``col:`` in a question are just text.
@@ -25,14 +26,25 @@ if TYPE_CHECKING:
 CANDIDATES = 50  # from each of BM25 and vectors, before fusion
 RRF_K = 60  # the constant of reciprocal rank fusion (Cormack et al. 2009)
 DUPLICATE_COSINE = 0.98  # two chunks this close say the same thing: keep the better one
-# The relevance floor: the result is "not found" unless one of the top k hits holds query
-# terms that carry at least this share of the query's IDF weight. 0.3 separates the
-# answerable from the unanswerable questions of tests/fixtures/rag/questions.json
-# (benchmarks/rag.py --floor prints the table it was read from). A cosine floor is off by
-# default: cosines are on a different scale for every embedding model, and the starter
-# model's do not separate the two sets at all; min_cosine_z (standard deviations above
-# the query's mean cosine over the index) can be set once measured for a real model.
+# The relevance floor. The result is "not found" unless one of the top k hits holds query
+# terms that carry at least MIN_COVERAGE of the query's IDF weight, or (with vectors) has
+# a cosine of at least the embedding model's floor. Both were read off the table that
+# benchmarks/rag.py prints for tests/fixtures/rag/questions.json (34 answerable, 10
+# unanswerable questions): coverage 0.3 leaves every unanswerable one out and keeps 30 of
+# the 34 answerable ones (the unanswerable reach 0.27); with all-MiniLM-L6-v2 a cosine of
+# 0.45 brings back 3 of the other 4 (0.54–0.59) while the unanswerable stay below 0.37.
+# Cosines are on a different scale for every model, so models not measured get no cosine
+# floor (the starter model's cosines do not separate the two sets at all).
 MIN_COVERAGE = 0.3
+COSINE_FLOORS = {"all-minilm-l6-v2": 0.45}  # lower-case model-name fragment -> floor
+
+
+def cosine_floor_for(model_id: str) -> float | None:
+    """The measured cosine floor for an embedding model (by its name), or None."""
+    name = model_id.split("@", 1)[0].lower()
+    return next((floor for fragment, floor in COSINE_FLOORS.items() if fragment in name), None)
+
+
 _TERM = re.compile(r"[^\W_]+")
 _MAX_TERMS = 32
 _STOPWORD_TEXT = """
@@ -93,16 +105,19 @@ def search(
     *,
     k: int = 5,
     min_coverage: float = MIN_COVERAGE,
-    min_cosine_z: float | None = None,
+    min_cosine: float | None = None,
     candidates: int = CANDIDATES,
 ) -> SearchResult:
     """The ``k`` best chunks for ``query``. With no embedder (or an index built without
-    one) it is BM25 alone, said in ``notices``. Pass ``min_coverage=0`` to turn the
-    relevance floor off. Raises EmbedderError when the embedder is not the index's."""
+    one) it is BM25 alone, said in ``notices``. ``min_cosine`` defaults to the model's
+    measured floor (:data:`COSINE_FLOORS`; none for other models); ``min_coverage=0``
+    turns the relevance floor off. Raises EmbedderError when the embedder is not the
+    index's, or gives a query vector of another size."""
     started = time.perf_counter()
     meta = index.meta()
     notices: list[str] = []
     model_id = meta.get("model_id") or ""
+    cosine_floor = cosine_floor_for(model_id) if min_cosine is None else min_cosine
     use_vectors = bool(model_id) and embedder is not None
     if embedder is not None and model_id and embedder.model_id != model_id:
         raise EmbedderError(
@@ -116,9 +131,9 @@ def search(
     terms = query_terms(query)
     try:
         bm25 = _bm25(index.db, terms, candidates)
-        vector_rank, cosines, matrix, z = ([], {}, None, {})
+        vector_rank, cosines, matrix = ([], {}, None)
         if use_vectors:
-            vector_rank, cosines, matrix, z = _vector(index, embedder, query, candidates)
+            vector_rank, cosines, matrix = _vector(index, embedder, query, candidates)
         fused = _fuse([list(bm25), vector_rank])
         ranked = _assemble(index.db, fused, bm25, cosines, matrix, k)
         coverage = _coverage(index.db, terms, {hit.text_hash: hit.text for hit in ranked}, _chunk_total(index))
@@ -126,7 +141,7 @@ def search(
         raise index.explain(error) from None
     ranked = [replace(hit, coverage=coverage.get(hit.text_hash, 0.0)) for hit in ranked]
     found = any(hit.coverage >= min_coverage for hit in ranked) or (
-        min_cosine_z is not None and any(z.get(hit.text_hash, -math.inf) >= min_cosine_z for hit in ranked)
+        cosine_floor is not None and any((hit.cosine or -1.0) >= cosine_floor for hit in ranked)
     )
     mode = "hybrid" if use_vectors else "bm25"
     return SearchResult(query, ranked if found else [], mode, notices, ranked, time.perf_counter() - started)
@@ -160,17 +175,15 @@ def _vector(index: Index, embedder: Embedder, query: str, n: int):
         )
     norm = float(np.linalg.norm(q))
     if norm == 0 or not len(matrix.ids):
-        return [], {}, matrix, {}
+        return [], {}, matrix
     q /= norm
     scores = matrix.data @ q
     m = min(n, len(scores))
     rows = np.argpartition(-scores, m - 1)[:m]
     rows = rows[np.argsort(-scores[rows], kind="stable")]
-    mean, std = float(scores.mean()), float(scores.std())
     ranking = [matrix.text_hash(int(row)) for row in rows]
     cosines = {h: float(scores[row]) for h, row in zip(ranking, rows, strict=True)}
-    z = {h: (c - mean) / std if std > 0 else 0.0 for h, c in cosines.items()}
-    return ranking, cosines, matrix, z
+    return ranking, cosines, matrix
 
 
 def _fuse(rankings: list[list[str]]) -> list[tuple[str, float]]:

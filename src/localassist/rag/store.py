@@ -323,13 +323,13 @@ class Index:
         *,
         k: int = 5,
         min_coverage: float | None = None,
-        min_cosine_z: float | None = None,
+        min_cosine: float | None = None,
     ) -> SearchResult:
         """Hybrid search. See :func:`localassist.rag.search.search`."""
         from localassist.rag.search import MIN_COVERAGE, search
 
         floor = MIN_COVERAGE if min_coverage is None else min_coverage
-        return search(self, query, embedder, k=k, min_coverage=floor, min_cosine_z=min_cosine_z)
+        return search(self, query, embedder, k=k, min_coverage=floor, min_cosine=min_cosine)
 
 
 def create_index(
