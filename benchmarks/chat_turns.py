@@ -26,25 +26,19 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ.setdefault("LOCALASSIST_HOME", tempfile.mkdtemp(prefix="la-bench-"))
-    from localassist.conversation.session import ChatSession
-    from localassist.engine.local import load_backend
+    from localassist.assistant import Assistant, open_backend
     from localassist.engine.types import SamplingParams
-    from localassist.models.resolve import resolve_model
     from localassist.settings import load_settings
 
     flags = {"threads": args.threads} if args.threads else {}
-    settings = load_settings(flags)
-    backend = load_backend(resolve_model(args.model, settings), settings)
-    session = ChatSession(backend, SamplingParams(temperature=0, max_tokens=args.answer_tokens, seed=1))
+    backend = open_backend(load_settings(flags), args.model)
+    session = Assistant(backend, SamplingParams(temperature=0, max_tokens=args.answer_tokens, seed=1))
     rows = []
     for turn in range(1, args.turns + 1):
         question = (
             f"Question {turn:02d}: please describe, in a few short sentences, item number {turn:02d} of the list."
         )
-        t = session.ask(question)
-        for _ in t.stream:
-            pass
-        c = session.finish(t)
+        c = session.finish(session.send(question))
         rows.append(
             {
                 "turn": turn,

@@ -45,23 +45,23 @@ def machine() -> str:
 
 
 def load(model: str, threads: int, ctx: int = 4096, flash_attn: bool | None = None):
-    from localassist.engine.local import load_backend
-    from localassist.models.resolve import resolve_model
+    from localassist.assistant import open_backend
     from localassist.settings import load_settings
 
-    settings = load_settings({"threads": threads, "ctx": ctx, "flash_attn": flash_attn})
-    return load_backend(resolve_model(model, settings), settings)
+    return open_backend(load_settings({"threads": threads, "ctx": ctx, "flash_attn": flash_attn}), model)
 
 
 def decode_localassist(backend, n: int) -> float:
     """tokens 2..n per second through the same streaming path ask and chat use."""
-    from localassist.engine.types import SamplingParams
+    from localassist.engine.types import ChatRequest, SamplingParams
 
     backend.llm.reset()
-    stream = backend.stream(COUNTING, SamplingParams(temperature=0, max_tokens=n, ignore_eos=True))
-    for _piece in stream:
+    stream = backend.chat(
+        ChatRequest(prompt=COUNTING, sampling=SamplingParams(temperature=0, max_tokens=n, ignore_eos=True))
+    )
+    for _event in stream:
         pass
-    c = stream.completion()
+    c = stream.result()
     assert c.completion_tokens == n, c
     return c.timings.generation_tokens_per_s
 
@@ -96,34 +96,30 @@ def decode(backend, n: int, runs: int) -> dict[str, dict[str, float]]:
 
 def prompt_processing(backend, n: int, runs: int) -> dict[str, float]:
     """Prompt tokens per second for an n-token prompt (nothing cached)."""
-    from localassist.engine.types import SamplingParams
+    from localassist.engine.types import ChatRequest, SamplingParams
 
     text = " ".join(f"w{i}" for i in range(n * 2))
-    tokens = backend.tokenize(text, special=False, add_bos=True)[:n]
+    tokens = backend.tokenize(text, add_bos=True)[:n]
     prompt = backend.llm.detokenize(tokens[1:]).decode("utf-8", "replace")
     samples = []
     for _ in range(runs):
         backend.llm.reset()
-        stream = backend.stream(prompt, SamplingParams(temperature=0, max_tokens=1, ignore_eos=True))
-        for _piece in stream:
-            pass
-        c = stream.completion()
+        request = ChatRequest(prompt=prompt, sampling=SamplingParams(temperature=0, max_tokens=1, ignore_eos=True))
+        c = backend.chat(request).result()
         samples.append(c.prompt_tokens / c.timings.ttft_s)
     return stats(samples)
 
 
 def chat_ttft(backend, turns: int, runs: int) -> dict[str, dict[str, float]]:
-    from localassist.conversation.session import ChatSession
+    from localassist.assistant import Assistant
     from localassist.engine.types import SamplingParams
 
     first, last, cached = [], [], []
     for _ in range(runs):
         backend.llm.reset()
-        session = ChatSession(backend, SamplingParams(temperature=0, max_tokens=32, seed=1))
+        session = Assistant(backend, SamplingParams(temperature=0, max_tokens=32, seed=1))
         for turn in range(1, turns + 1):
-            t = session.ask(f"Question {turn:02d}: please describe, in a few short sentences, item {turn:02d}.")
-            for _piece in t.stream:
-                pass
+            t = session.send(f"Question {turn:02d}: please describe, in a few short sentences, item {turn:02d}.")
             c = session.finish(t)
             if turn == 1:
                 first.append(c.timings.ttft_s * 1000)

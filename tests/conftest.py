@@ -71,12 +71,9 @@ def model_env(starter_model: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def backend(starter_model):
     """The real starter model loaded in-process (1024-token context), shared by a module."""
-    from localassist.engine.local import load_backend
-    from localassist.models.resolve import ResolvedModel
-    from localassist.settings import load_settings
+    from localassist.engine.local import LoadOptions, LocalBackend
 
-    settings = load_settings({"ctx": 1024, "threads": 2})
-    loaded = load_backend(ResolvedModel(starter_model, "starter", "path"), settings)
+    loaded = LocalBackend(starter_model, "starter", LoadOptions(ctx=1024, threads=2))
     yield loaded
     loaded.close()
 

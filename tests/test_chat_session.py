@@ -1,4 +1,4 @@
-"""ChatSession with the real model: memory across turns, KV reuse, commands, transcripts."""
+"""The Assistant (chat session) with the real model: memory across turns, KV reuse, commands, transcripts."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 
 import chatformats
 from chatformats import n_tokens
+from localassist.assistant import Assistant
 from localassist.conversation.memory import MemoryPolicy
-from localassist.conversation.session import ChatSession
 from localassist.engine.types import Message, SamplingParams
 from localassist.errors import InvalidSettingError, UsageError
 
@@ -18,17 +18,18 @@ pytestmark = pytest.mark.model
 
 @pytest.fixture
 def session(backend):
-    return ChatSession(backend, SamplingParams(temperature=0, max_tokens=12), system="You are terse.")
+    return Assistant(backend, SamplingParams(temperature=0, max_tokens=12), system="You are terse.")
 
 
 def answer(session, text, interrupt_after=None):
-    turn = session.ask(text)
+    turn = session.send(text)
     pieces = []
-    for piece in turn.stream:
+    for piece in turn.stream.text():
         pieces.append(piece)
         if interrupt_after is not None and len(pieces) >= interrupt_after:
+            turn.cancel()
             break
-    return session.finish(turn, interrupted=interrupt_after is not None)
+    return session.finish(turn)
 
 
 def test_follow_up_turns_evaluate_only_new_tokens(session, vocab):
@@ -64,7 +65,7 @@ def test_regen_undo_clear(session):
     story = answer(session, "Tell me a story")
     regen = session.regen()
     assert regen.user.content == "Tell me a story"
-    "".join(regen.stream)
+    "".join(regen.stream.text())
     again = session.finish(regen)
     # the same question again, not a new one after the old answer: the same prompt
     assert again.prompt_tokens == story.prompt_tokens
@@ -81,11 +82,12 @@ def test_regen_undo_clear(session):
 
 def test_interrupted_answer_is_kept_and_marked(session):
     # the REPL stops reading the stream on Ctrl-C (tested for real in test_chat_repl); here, after 3 pieces
-    turn = session.ask("List the numbers from 1 to 300, separated by commas.")
-    stream = iter(turn.stream)
+    turn = session.send("List the numbers from 1 to 300, separated by commas.")
+    stream = turn.stream.text()
     shown = "".join(next(stream) for _ in range(3))
-    completion = session.finish(turn, interrupted=True)
-    assert completion.finish_reason == "interrupted"
+    turn.cancel()
+    completion = session.finish(turn)
+    assert completion.finish_reason == "cancelled"
     last = session.conversation.turns[-1]
     assert last.role == "assistant" and last.interrupted and shown and last.content == shown
 
@@ -114,7 +116,7 @@ def test_save_and_load_round_trip(session, tmp_path):
     session.save(md)
     assert "## You" in md.read_text() and "*(interrupted)*" in md.read_text()
 
-    other = ChatSession(session.backend, session.params, memory=MemoryPolicy())
+    other = Assistant(session.backend, session.params, memory=MemoryPolicy())
     assert other.load(path) == 4
     assert other.conversation.turns == session.conversation.turns
     assert other.conversation.system == "You are terse."
@@ -125,7 +127,7 @@ def test_save_and_load_round_trip(session, tmp_path):
 
 
 def test_piped_context_is_pinned_in_the_system_prompt(backend):
-    session = ChatSession(backend, SamplingParams(temperature=0, max_tokens=8), context="Paris is in France.")
+    session = Assistant(backend, SamplingParams(temperature=0, max_tokens=8), context="Paris is in France.")
     assert "Paris is in France." in session.conversation.system
     session.set_system("Answer in French.")
     assert session.conversation.system.startswith("Answer in French.")
@@ -135,14 +137,14 @@ def test_piped_context_is_pinned_in_the_system_prompt(backend):
 
 
 def test_summary_policy_with_the_model_writing_the_summary(backend):
-    session = ChatSession(backend, SamplingParams(temperature=0, max_tokens=600), memory=MemoryPolicy("summary"))
+    session = Assistant(backend, SamplingParams(temperature=0, max_tokens=600), memory=MemoryPolicy("summary"))
     # budget = 1024 - 600 = 424 tokens: a few long exchanges overflow it
     for i in range(6):
         session.conversation.turns += [
             Message("user", f"Fact {i}: the sky is " + "blue " * 40),
             Message("assistant", "Noted. " * 10),
         ]
-    turn = session.ask("What colour did I mention?")
+    turn = session.send("What colour did I mention?")
     assert turn.notice and turn.notice.startswith("summarized")
     assert session.conversation.summary
     assert turn.stream.prompt_tokens <= session.budget  # what is sent fits: summary + recent turns

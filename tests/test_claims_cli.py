@@ -17,11 +17,9 @@ import pytest
 import chatformats
 from chatformats import n_tokens
 from localassist.models import bundled as starter
-from localassist.models.resolve import ResolvedModel
-from localassist.settings import load_settings
 
 # The finish reason `ask --json` reports after Ctrl-C (README: "interrupted").
-INTERRUPTED_REASON = "interrupted"
+INTERRUPTED_REASON = "cancelled"
 COUNTING = "1, 2, 3, 4, 5, 6, 7, 8,"
 QUESTION = "Name a colour."
 SYSTEM = "Be brief."
@@ -52,7 +50,7 @@ def test_chat_format_chatml_sends_chatml_turns(cli, model_env, vocab):
 @pytest.mark.model
 @pytest.mark.parametrize("name", ["gemma", "chatml", "llama3", "phi3"])
 def test_each_builtin_chat_format_renders_its_family_turns(starter_model, vocab, name):
-    from localassist.engine.local import load_backend
+    from localassist.engine.local import LoadOptions, LocalBackend
     from localassist.engine.types import Message
 
     chat = [("system", SYSTEM), ("user", QUESTION), ("assistant", "Blue."), ("user", "Another?")]
@@ -64,10 +62,9 @@ def test_each_builtin_chat_format_renders_its_family_turns(starter_model, vocab,
         "phi3": (chatformats.phi3(chat), True),
     }[name]
     expected = chatformats.tokens(vocab, text, bos=add_bos)
-    settings = load_settings({"chat_format": name, "ctx": 256, "threads": 2})
-    backend = load_backend(ResolvedModel(starter_model, "starter", "path"), settings)
+    backend = LocalBackend(starter_model, "starter", LoadOptions(chat_format=name, ctx=256, threads=2))
     try:
-        assert backend.prompt_tokens([Message(role, text) for role, text in chat]) == expected
+        assert backend.chat_tokens([Message(role, text) for role, text in chat]) == expected
     finally:
         backend.close()
 

@@ -18,6 +18,14 @@ from localassist.engine.types import SamplingParams
 pytestmark = pytest.mark.model
 
 PROMPT = "Once upon a time"
+
+
+def complete(backend, prompt: str, params) -> str:
+    from localassist.engine.types import ChatRequest
+
+    return backend.chat(ChatRequest(prompt=prompt, sampling=params)).result().text
+
+
 SEEDS = (1, 2, 3)
 N = 24
 # a moderate change of each parameter (from the defaults top_k 40, top_p 0.95, min_p 0.05, repeat_penalty 1)
@@ -28,7 +36,7 @@ GREEDY_EQUIVALENT = {"top_k": 1, "top_p": 0.0, "min_p": 1.0}
 
 def sample(backend, **params) -> str:
     params = {"temperature": 1.0, "max_tokens": N, **params}
-    return "".join(backend.stream(PROMPT, SamplingParams(**params)))
+    return complete(backend, PROMPT, SamplingParams(**params))
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +77,8 @@ def test_keeping_only_the_top_token_is_greedy(backend, reference, name):
 def test_repeat_penalty_lowers_repetition(backend, reference):
     """Greedy counting repeats ", " after every number; a strong penalty must break that."""
     counting = "1, 2, 3, 4, 5, 6, 7, 8,"
-    plain = "".join(backend.stream(counting, SamplingParams(temperature=0, max_tokens=N)))
-    penalized = "".join(backend.stream(counting, SamplingParams(temperature=0, max_tokens=N, repeat_penalty=2.0)))
+    plain = complete(backend, counting, SamplingParams(temperature=0, max_tokens=N))
+    penalized = complete(backend, counting, SamplingParams(temperature=0, max_tokens=N, repeat_penalty=2.0))
     assert plain.count(",") > penalized.count(",")
 
 

@@ -13,14 +13,14 @@ import textwrap
 import pytest
 
 from localassist.conversation.log_store import MIGRATIONS, LogError, LogStore, _statements, export_json, export_markdown
-from localassist.engine.types import Completion, Message, Timings
+from localassist.engine.types import Done, Message, Timings, Usage
 from localassist.errors import UsageError
 
 MIGRATED = ["001_conversations_and_exchanges", "002_full_text_search", "003_exchange_status_system_imported"]
 
 
-def completion(text: str, model: str = "m", finish: str = "stop") -> Completion:
-    return Completion(text, model, finish, 10, 4, 5, Timings(0.5, 0.01, 100.0, 50.0, 0.2))
+def completion(text: str, model: str = "m", finish: str = "stop") -> Done:
+    return Done(text, model, finish, Usage(10, 4, 5), Timings(0.5, 0.01, 100.0, 50.0, 0.2))
 
 
 @pytest.fixture
@@ -98,10 +98,10 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     script = textwrap.dedent(f"""
         import sys
         from localassist.conversation.log_store import LogStore
-        from localassist.engine.types import Completion, Timings
+        from localassist.engine.types import Done, Timings, Usage
         s = LogStore(__import__("pathlib").Path({str(path)!r}))
         for i in range(40):
-            c = Completion(f"answer {{sys.argv[1]}}-{{i}}", "m", "stop", 1, 0, 1, Timings(0, 0, 0, 0, 0))
+            c = Done(f"answer {{sys.argv[1]}}-{{i}}", "m", "stop", Usage(1, 0, 1), Timings(0, 0, 0, 0, 0))
             s.log_exchange(None, f"prompt {{sys.argv[1]}}-{{i}}", c, {{}})
     """)
     procs = [subprocess.Popen([sys.executable, "-c", script, str(n)]) for n in range(4)]

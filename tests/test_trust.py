@@ -14,9 +14,9 @@ import pytest
 
 from localassist.conversation.memory import MemoryPolicy
 from localassist.conversation.prompt import decode_stdin
-from localassist.engine.chat_templates import ChatTemplate
+from localassist.engine.chat_templates import ChatTemplate, TemplateRenderer
 from localassist.engine.detokenize import IncrementalDetokenizer
-from localassist.engine.types import Message, SamplingParams
+from localassist.engine.types import ChatRequest, Message, SamplingParams
 from localassist.errors import BackendError, InvalidSettingError, UsageError
 from localassist.settings import parse_float, parse_int, parse_value
 
@@ -98,7 +98,7 @@ def test_pasted_control_tokens_in_user_text_are_plain_text(backend, vocab):
     end_of_turn, start_of_turn = (
         vocab.tokenize(t.encode(), add_bos=False, special=True)[0] for t in ("<end_of_turn>", "<start_of_turn>")
     )
-    tokens = backend.prompt_tokens([Message("user", injected)])
+    tokens = backend.chat_tokens([Message("user", injected)])
     # Gemma's turns for one user message: one <end_of_turn>, two <start_of_turn> (user, model), by hand
     assert tokens.count(end_of_turn) == 1
     assert tokens.count(start_of_turn) == 2
@@ -115,7 +115,7 @@ def test_benign_chat_tokens_match_llama_cpp_tokenizing_the_rendered_text(backend
         Message("user", "And 3+3? Use <b>bold</b> and [brackets]."),
     ]
     oracle = vocab.tokenize(backend.render(messages).encode(), add_bos=False, special=True)
-    assert backend.prompt_tokens(messages) == oracle
+    assert backend.chat_tokens(messages) == oracle
 
 
 # --- 17: a failed load says why
@@ -143,14 +143,14 @@ def test_load_error_names_llama_cpp_reason(cli, tmp_path):
 
 @pytest.mark.model
 def test_gpu_layers_report_reads_llama_cpp_log_not_the_request(backend, monkeypatch):
-    from localassist.backends import local
+    from localassist.engine.llama_log import LLAMA_LOG
 
     assert "CPU-only" in backend.describe()["gpu_layers"]  # this build: nothing was offloaded
     # a GPU build logs what it offloaded; the report must come from that line
     monkeypatch.setattr(backend, "gpu_supported", True)
     monkeypatch.setattr(backend, "gpu_layers", -1)  # "all" requested
-    local._LOG._record(2, "load_tensors: offloaded 12/19 layers to GPU\n")
-    monkeypatch.setattr(backend, "offloaded", local._LOG.offloaded)
+    LLAMA_LOG._record(2, "load_tensors: offloaded 12/19 layers to GPU\n")
+    monkeypatch.setattr(backend, "offloaded", LLAMA_LOG.offloaded)
     assert backend.describe()["gpu_layers"] == "12/19"
     monkeypatch.setattr(backend, "offloaded", None)  # not captured (-v): say it was only requested
     assert backend.describe()["gpu_layers"].startswith("all requested")
@@ -161,10 +161,10 @@ def test_gpu_layers_report_reads_llama_cpp_log_not_the_request(backend, monkeypa
 
 @pytest.fixture
 def gemma2(backend):
-    saved = backend.template, backend._formatter, backend._folds_system
-    backend.template, backend._formatter, backend._folds_system = ChatTemplate("gguf", GEMMA2_TEMPLATE), None, None
+    saved = backend.renderer
+    backend.renderer = TemplateRenderer(ChatTemplate("gguf", GEMMA2_TEMPLATE), "gemma2", "<bos>", "<eos>")
     yield backend
-    backend.template, backend._formatter, backend._folds_system = saved
+    backend.renderer = saved
 
 
 @pytest.mark.model
@@ -172,9 +172,10 @@ def test_gemma2_system_prompt_is_folded_into_the_first_user_turn(gemma2, vocab):
     messages = [Message("system", "Answer in French."), Message("user", "Hello")]
     expected = "<bos><start_of_turn>user\nAnswer in French.\n\nHello<end_of_turn>\n<start_of_turn>model\n"
     assert gemma2.render(messages) == expected
-    assert gemma2.count_tokens(messages) == len(vocab.tokenize(expected.encode(), add_bos=False, special=True))
-    stream = gemma2.stream(messages, SamplingParams(temperature=0, max_tokens=2))
-    assert len(list(stream)) >= 0 and stream.completion().completion_tokens >= 1
+    expected_tokens = len(vocab.tokenize(expected.encode(), add_bos=False, special=True))
+    assert gemma2.count(messages) == expected_tokens
+    done = gemma2.chat(ChatRequest(tuple(messages), sampling=SamplingParams(temperature=0, max_tokens=2))).result()
+    assert done.prompt_tokens == expected_tokens and done.completion_tokens >= 1
 
 
 @pytest.mark.model
@@ -192,9 +193,8 @@ def test_batch_threads_follow_cpu_affinity(starter_model):
         pytest.skip("no CPU affinity on this platform")
     code = (
         "import os, json; os.sched_setaffinity(0, {0});"
-        "from localassist.engine.local import load_backend; from localassist.models.resolve import ResolvedModel;"
-        "from localassist.settings import load_settings; from pathlib import Path;"
-        f"b = load_backend(ResolvedModel(Path({str(starter_model)!r}), 's', 'path'), load_settings({{'ctx': 256}}));"
+        "from localassist.engine.local import LocalBackend, LoadOptions; from pathlib import Path;"
+        f"b = LocalBackend(Path({str(starter_model)!r}), 's', LoadOptions(ctx=256));"
         "p = b.llm.context_params; print(json.dumps([p.n_threads, p.n_threads_batch]))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

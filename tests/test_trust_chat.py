@@ -16,9 +16,9 @@ import pytest
 
 import chatformats
 from chatformats import n_tokens
+from localassist.assistant import Assistant
 from localassist.conversation.log_store import LogStore, log_path
-from localassist.conversation.session import ChatSession
-from localassist.engine.types import Completion, SamplingParams, Timings
+from localassist.engine.types import Done, SamplingParams, Timings, Usage
 from test_chat_repl import ANSI, PROMPT_READY, Repl
 
 pytestmark = pytest.mark.model
@@ -81,37 +81,31 @@ def test_markup_like_and_control_text_never_breaks_the_repl(model_env, isolated_
 
 
 def test_an_unexpected_failure_in_a_turn_keeps_the_session(backend, isolated_home, monkeypatch):
+    import io
+
     from prompt_toolkit.input import create_pipe_input
     from prompt_toolkit.output import DummyOutput
 
-    from localassist.cli import chat as chat_cli
+    from localassist.cli.env import Environment, using
+    from localassist.cli.repl import Repl
     from localassist.settings import load_settings
 
     settings = load_settings({"history": False, "log": False})
-    session = ChatSession(backend, SamplingParams(temperature=0, max_tokens=2))
+    session = Assistant(backend, SamplingParams(temperature=0, max_tokens=2))
     failures = iter([RuntimeError("boom")])
-    real_ask = session.ask
+    real_send = session.send
 
-    def flaky_ask(text):
+    def flaky_send(text):
         for exc in failures:
             raise exc
-        return real_ask(text)
+        return real_send(text)
 
-    monkeypatch.setattr(session, "ask", flaky_ask)
-    lines = []
-    monkeypatch.setattr(chat_cli, "say", lambda text, style=None: lines.append(text))
-    printed = []
-    monkeypatch.setattr(chat_cli, "err_console", lambda: type("C", (), {"print": lambda self, *a: printed.append(a)})())
-    with create_pipe_input() as pipe:
+    monkeypatch.setattr(session, "send", flaky_send)
+    err = io.StringIO()
+    with using(Environment(stdin=None, stdout=io.StringIO(), stderr=err)), create_pipe_input() as pipe:
         pipe.send_text("first\rsecond\r\x04")  # Ctrl-D at the end: EOF ends the REPL
-        repl = chat_cli.Repl(session, settings, False, None, chat_cli.ChatLog(settings, False))
-        monkeypatch.setattr(
-            repl,
-            "_prompt_session",
-            lambda: __import__("prompt_toolkit").PromptSession(input=pipe, output=DummyOutput()),
-        )
-        repl.run()  # ends at the end of input (EOF), not at the failure
-    assert any("RuntimeError: boom" in "".join(str(p) for p in args) for args in printed)
+        Repl(session, settings, False, pt_input=pipe, pt_output=DummyOutput()).run()
+    assert "internal error: RuntimeError: boom" in err.getvalue()
     assert [m.content for m in session.conversation.turns if m.role == "user"] == ["second"]
 
 
@@ -124,7 +118,7 @@ def _seed_long_conversation(home, n=12, words=60):
     cid = None
     for i in range(n):
         text = f"Exchange {i}: " + " ".join(["filler"] * words)
-        done = Completion(text, "starter", "stop", 0, 0, 0, timings)
+        done = Done(text, "starter", "stop", Usage(0, 0, 0), timings)
         cid = store.log_exchange(cid, f"Question {i}? " + " ".join(["more"] * words), done, {}).conversation_id
     store.close()
     return cid
@@ -195,10 +189,9 @@ def test_regen_sends_the_templated_message_once(backend):
     from localassist.conversation.prompt_templates import load_template
     from localassist.settings import app_paths
 
-    session = ChatSession(backend, SamplingParams(temperature=0, max_tokens=2))
+    session = Assistant(backend, SamplingParams(temperature=0, max_tokens=2))
     session.use_template(load_template("translate", app_paths().config_dir), {"language": "French"})
-    first = session.ask("Hello")
-    list(first.stream)
+    first = session.send("Hello")
     session.finish(first)
     again = session.regen()
     assert again.user.content == first.user.content
@@ -210,7 +203,7 @@ def test_explicit_flags_beat_template_options_in_chat(backend):
     from localassist.settings import app_paths
 
     params = SamplingParams(temperature=0.5, max_tokens=5)
-    session = ChatSession(backend, params, system="Mine", explicit=frozenset({"max_tokens", "system"}))
+    session = Assistant(backend, params, system="Mine", explicit=frozenset({"max_tokens", "system"}))
     session.use_template(load_template("summarize", app_paths().config_dir))
     assert session.params.max_tokens == 5  # the flag wins over the template's 400
     assert session.params.temperature == 0.2  # the template's option beats the setting
@@ -282,6 +275,7 @@ def test_model_tab_completion_offers_local_models(model_env, tmp_path, starter_m
     os.symlink(starter_model, folder / "zebra-model-q4_k_m.gguf")
     repl = Repl("-n", "2", env={**model_env, "LOCALASSIST_MODELS_DIRS": str(folder)})
     repl.child.send("/model zeb\t")
-    repl.child.expect_exact("zebra-model-q4_k_m")
-    repl.child.send("\x15")  # Ctrl-U: clear the line
+    repl.child.expect_exact("ra-model-q4_k_m")  # the rest of the name, completed
+    shown = repl.send("")  # Enter sends the completed command
+    assert "now chatting with zebra-model-q4_k_m" in shown
     assert repl.exit() == 0

@@ -11,18 +11,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from localassist.errors import ConfigError, InvalidSettingError, UsageError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
+from localassist.files import TOMLDecodeError, load_toml
 
 ENV_PREFIX = "LOCALASSIST_"
 DEFAULT_INPUT_TEMPLATE = "{instruction}\n\n<input>\n{input}\n</input>"
@@ -282,9 +277,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
+        return load_toml(path)
+    except TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from localassist.cli.console import note, out
 from localassist.cli.tables import print_table
 
 app = typer.Typer(
@@ -22,7 +23,7 @@ def show(as_json: Annotated[bool, typer.Option("--json", help="One JSON object."
     settings = load_settings()
     values = settings_as_dict(settings)
     if as_json:
-        typer.echo(
+        out(
             json.dumps(
                 {
                     k: {"value": list(v) if isinstance(v, tuple) else v, "source": settings.sources[k]}
@@ -41,7 +42,7 @@ def path() -> None:
     """Print the config file's path (it may not exist yet)."""
     from localassist.settings import app_paths
 
-    typer.echo(str(app_paths().config_file))
+    out(str(app_paths().config_file))
 
 
 @app.command("set")
@@ -53,7 +54,7 @@ def set_(
     from localassist.settings import set_config_value
 
     parsed = set_config_value(key, value)
-    typer.echo(f"{key} = {json.dumps(list(parsed) if isinstance(parsed, tuple) else parsed)}", err=True)
+    note(f"{key} = {json.dumps(list(parsed) if isinstance(parsed, tuple) else parsed)}")
 
 
 @app.command()
@@ -62,4 +63,4 @@ def unset(key: Annotated[str, typer.Argument(help="Setting name.")]) -> None:
     from localassist.settings import unset_config_value
 
     removed = unset_config_value(key)
-    typer.echo(f"{key} removed" if removed else f"{key} was not set", err=True)
+    note(f"{key} removed" if removed else f"{key} was not set")

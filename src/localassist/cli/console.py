@@ -1,10 +1,10 @@
-"""stderr helpers. stdout belongs to the answer; everything else comes here."""
+"""Output helpers. stdout belongs to the answer (``out``); everything else goes to
+stderr (``warn``, ``error``, ``err_console``). Both are the current environment's
+streams (``cli.env``), so tests can run commands in-process."""
 
 from __future__ import annotations
 
 import os
-import sys
-from functools import lru_cache
 from typing import TYPE_CHECKING, NoReturn
 
 import typer
@@ -21,25 +21,64 @@ def debug_enabled() -> bool:
     return os.environ.get("LOCALASSIST_DEBUG", "").lower() in {"1", "true", "yes", "on"}
 
 
+def _stderr():
+    from localassist.cli.env import current
+
+    return current().stderr
+
+
+def out(text: str, nl: bool = True) -> None:
+    """The command's result, on stdout."""
+    from localassist.cli.env import current
+
+    stream = current().stdout
+    stream.write(text + ("\n" if nl else ""))
+    stream.flush()
+
+
 def error(message: str) -> None:
     """One line on stderr (newlines folded so the contract holds for any message)."""
     text = " ".join(str(message).split("\n"))
-    sys.stderr.write(f"{PROG}: error: {text}\n")
-    sys.stderr.flush()
+    stream = _stderr()
+    stream.write(f"{PROG}: error: {text}\n")
+    stream.flush()
 
 
 def warn(message: str) -> None:
-    sys.stderr.write(f"{PROG}: {message}\n")
-    sys.stderr.flush()
+    stream = _stderr()
+    stream.write(f"{PROG}: {message}\n")
+    stream.flush()
 
 
-@lru_cache(maxsize=1)
+def note(message: str) -> None:
+    """A plain status line on stderr, without the program name (`config set` echoes)."""
+    stream = _stderr()
+    stream.write(message + "\n")
+    stream.flush()
+
+
+_consoles: dict[int, Console] = {}
+
+
 def err_console() -> Console:
-    """The stderr console. Markup and emoji codes are off: messages hold the user's and
-    the model's text, and "[/x]" or ":smile:" in it must print as typed, never be parsed."""
+    """The stderr console (one per stream). Markup and emoji codes are off: messages hold
+    the user's and the model's text, and "[/x]" or ":smile:" in it must print as typed."""
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False, markup=False, emoji=False)
+    from localassist.cli.env import current
+
+    env = current()
+    console = _consoles.get(id(env.stderr))
+    if console is None or console.file is not env.stderr:
+        console = _consoles[id(env.stderr)] = Console(
+            file=env.stderr,
+            force_terminal=env.stderr_isatty,
+            no_color=not env.colors,
+            highlight=False,
+            markup=False,
+            emoji=False,
+        )
+    return console
 
 
 # C0 controls and DEL, except tab and newline, shown as their Unicode control pictures
@@ -53,15 +92,25 @@ def visible(text: str) -> str:
 
 
 def stdout_is_terminal() -> bool:
-    return sys.stdout.isatty()
+    from localassist.cli.env import current
+
+    return bool(current().stdout_isatty)
+
+
+def stderr_is_terminal() -> bool:
+    from localassist.cli.env import current
+
+    return bool(current().stderr_isatty)
 
 
 def exit_broken_pipe() -> NoReturn:
     """The reader went away (``| head -1``): stop quietly, and keep Python's own
     flush at shutdown from printing a second BrokenPipeError."""
+    from localassist.cli.env import current
+
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
+        os.dup2(devnull, current().stdout.fileno())
+    except (OSError, ValueError, AttributeError):
         pass
     raise typer.Exit(ExitCode.BROKEN_PIPE)

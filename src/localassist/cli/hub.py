@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from localassist.cli.console import warn
+from localassist.cli.console import out, stderr_is_terminal, warn
+from localassist.cli.env import current
 from localassist.cli.tables import human_count, human_size, print_table
 from localassist.errors import DownloadError, ExitCode, ModelNotAvailableError, UsageError
 
@@ -40,12 +41,35 @@ def pull(
     parts = f"{len(plan.files)} files" if len(plan.files) > 1 else Path(plan.files[0].path).name
     warn(f"{plan.repo}: {parts}, {human_size(plan.size)} ({plan.reason})")
     try:
-        paths = hub.download(plan, token=_token(), progress=sys.stderr.isatty(), on_wait=warn)
+        with download_bar() as progress:
+            paths = hub.download(plan, token=_token(), progress=progress, on_wait=warn)
     except KeyboardInterrupt:
         warn("interrupted: run the same pull again to resume")
         raise typer.Exit(ExitCode.INTERRUPTED) from None
     warn(f"ready: localassist ask -m {plan.name if plan.name != plan.repo else f'{plan.repo}:{plan.quant}'} ...")
-    typer.echo(str(paths[0]))
+    out(str(paths[0]))
+
+
+@contextlib.contextmanager
+def download_bar():
+    """A rich progress bar on a terminal stderr (a task per file); nothing on a pipe."""
+    if not stderr_is_terminal():
+        yield None
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+    from localassist.cli.console import err_console
+
+    tasks: dict[str, object] = {}
+    columns = ("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err_console(), transient=False) as bar:
+
+        def update(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total or None, completed=done)
+            bar.update(tasks[name], completed=done)
+
+        yield update
 
 
 def _verify_spec(spec: str) -> None:
@@ -152,7 +176,7 @@ def _confirm_whole_repo(repo: str, yes: bool) -> None:
         warn(f"  {name} ({human_size(size)})")
     if yes:
         return
-    if not sys.stdin.isatty():
+    if not current().stdin_isatty:
         raise UsageError(f"rm {repo} removes the whole repo; pass --yes to do it without a terminal to confirm on")
     if not typer.confirm(f"Remove all of {repo}?", default=False, err=True):
         warn("nothing removed")
@@ -173,7 +197,7 @@ def search(
 
     results = hub.search(query, limit=limit, token=_token())
     if as_json:
-        typer.echo(json.dumps([r.__dict__ for r in results], indent=2))
+        out(json.dumps([r.__dict__ for r in results], indent=2))
         return
     if not results:
         warn(f"no GGUF repos match {query!r}")

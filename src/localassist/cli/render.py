@@ -10,7 +10,6 @@ the answer's height.
 from __future__ import annotations
 
 import re
-import sys
 from typing import TextIO
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
@@ -60,7 +59,9 @@ class PlainWriter:
     (--plain), control characters are shown, not obeyed."""
 
     def __init__(self, out: TextIO | None = None) -> None:
-        self.out = out or sys.stdout
+        from localassist.cli.env import current
+
+        self.out = out or current().stdout
         self.last = ""
         try:
             self.terminal = self.out.isatty()
@@ -87,10 +88,15 @@ class MarkdownWriter:
 
     REFRESH_S = 0.05
 
-    def __init__(self) -> None:
+    def __init__(self, out: TextIO | None = None) -> None:
         from rich.console import Console
 
-        self.console = Console(highlight=False)
+        from localassist.cli.env import current
+
+        env = current()
+        self.console = Console(
+            file=out or env.stdout, force_terminal=True, no_color=not env.colors, width=env.width, highlight=False
+        )
         self.pending = ""  # text after the last block printed for good
         self.printed_blocks = 0
         self.live = None
@@ -164,5 +170,5 @@ class MarkdownWriter:
         self.pending = ""
 
 
-def make_writer(markdown: bool) -> PlainWriter | MarkdownWriter:
-    return MarkdownWriter() if markdown else PlainWriter()
+def make_writer(markdown: bool, out: TextIO | None = None) -> PlainWriter | MarkdownWriter:
+    return MarkdownWriter(out) if markdown else PlainWriter(out)

@@ -6,9 +6,10 @@ Columns are measured in terminal cells, not characters: CJK and most emoji take 
 
 from __future__ import annotations
 
-import sys
 import unicodedata
 from collections.abc import Sequence
+
+from localassist.cli.console import out
 
 
 def cell_width(text: str) -> int:
@@ -42,7 +43,7 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> Non
     widths = [max(cell_width(row[i]) for row in cells) for i in range(len(headers))]
     for row in cells:
         line = "  ".join(cell + " " * (widths[i] - cell_width(cell)) for i, cell in enumerate(row)).rstrip()
-        sys.stdout.write(line + "\n")
+        out(line)
 
 
 def human_size(size: int) -> str:

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from localassist.cli.console import note, out
 from localassist.cli.tables import print_table
 
 app = typer.Typer(help="Prompt templates for `ask -t NAME` and `/template NAME` in chat.", no_args_is_help=True)
@@ -38,8 +39,8 @@ def show(name: Annotated[str, typer.Argument(help="Template name.")]) -> None:
     from localassist.conversation.prompt_templates import load_template
 
     template = load_template(name, _config_dir())
-    typer.echo(f"# {template.path}", err=True)
-    typer.echo(template.path.read_text(), nl=False)
+    note(f"# {template.path}")
+    out(template.path.read_text(), nl=False)
 
 
 @app.command()
@@ -55,4 +56,4 @@ def edit(name: Annotated[str, typer.Argument(help="Template name (new or existin
     except OSError as exc:
         raise UsageError(f"cannot start the editor {editor!r}: {exc.strerror}; set EDITOR") from None
     load_template(name, _config_dir())  # report a broken file now, not at the next ask
-    typer.echo(str(path), err=True)
+    note(str(path))

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from localassist.engine.types import Completion, Message
+from localassist.conversation.transcript import CUT_SHORT
+from localassist.engine.types import Done, Message
 from localassist.errors import LocalAssistError, UsageError
 from localassist.files import create_private_file, private_dir
 
@@ -126,7 +127,7 @@ class Exchange:
         if self.finish_reason != "unprompted":
             out.append(Message("user", self.prompt))
         if self.finish_reason != "unanswered":
-            out.append(Message("assistant", self.response, interrupted=self.finish_reason == "interrupted"))
+            out.append(Message("assistant", self.response, interrupted=self.finish_reason in CUT_SHORT))
         return out
 
 
@@ -237,7 +238,7 @@ class LogStore:
         self,
         conversation_id: str | None,
         prompt: str,
-        completion: Completion,
+        completion: Done,
         params: dict[str, Any],
         system: str | None = None,
         *,
@@ -510,7 +511,7 @@ def _clear(db: sqlite3.Connection, cid: str) -> int:
 
 def _pairs(messages: Sequence[Message]) -> list[tuple[str, str, str]]:
     """Transcript messages as (prompt, response, finish_reason) exchanges. finish_reason is
-    'imported' or 'interrupted' for an answered question, 'unanswered' for a question with
+    'imported' or 'cancelled' for an answered question, 'unanswered' for a question with
     no answer after it, 'unprompted' for an answer with no question before it."""
     out: list[tuple[str, str, str]] = []
     question: str | None = None
@@ -523,7 +524,7 @@ def _pairs(messages: Sequence[Message]) -> list[tuple[str, str, str]]:
             if question is None:
                 out.append(("", m.content, "unprompted"))
             else:
-                out.append((question, m.content, "interrupted" if m.interrupted else "imported"))
+                out.append((question, m.content, "cancelled" if m.interrupted else "imported"))
             question = None
         else:
             raise ValueError(f"a transcript holds user and assistant messages, not {m.role!r}")
@@ -577,29 +578,27 @@ def log_path(data_dir: Path) -> Path:
 def export_markdown(conv: StoredConversation, include_hidden: bool = False) -> str:
     """The conversation as chat shows it; with ``include_hidden``, every exchange, the
     hidden ones marked with their status. A system prompt changed midway is shown where it changed."""
-    lines = [
-        f"# {conv.title}",
-        "",
-        f"- conversation: `{conv.id}`",
-        f"- model: {conv.model}",
-        f"- started: {time.strftime('%Y-%m-%d %H:%M', time.localtime(conv.created))}",
-        "",
+    from localassist.conversation.transcript import CUT_SHORT, Block, markdown
+
+    facts = [
+        f"conversation: `{conv.id}`",
+        f"model: {conv.model}",
+        f"started: {time.strftime('%Y-%m-%d %H:%M', time.localtime(conv.created))}",
     ]
     shown = conv.shown(include_hidden)
     system = shown[0].system if shown else conv.system
-    if system:
-        lines += [f"**System:** {system}", ""]
+    blocks = [Block("system", system)] if system else []
     for ex in shown:
         if ex.system != system:
             system = ex.system
-            lines += [f"**System:** {system or '(none)'}", ""]
-        mark = "" if ex.status == "active" else f" *({ex.status})*"
+            blocks.append(Block("system", system or ""))
+        mark = None if ex.status == "active" else ex.status
         if ex.finish_reason != "unprompted":
-            lines += [f"## You{mark}", "", ex.prompt.rstrip(), ""]
+            blocks.append(Block("user", ex.prompt, mark))
         if ex.finish_reason != "unanswered":
-            interrupted = " *(interrupted)*" if ex.finish_reason == "interrupted" else ""
-            lines += [f"## Assistant{mark}", "", ex.response.rstrip() + interrupted, ""]
-    return "\n".join(lines).rstrip() + "\n"
+            cut = " *(interrupted)*" if ex.finish_reason in CUT_SHORT else ""
+            blocks.append(Block("assistant", ex.response.rstrip() + cut, mark))
+    return markdown(conv.title, facts, blocks)
 
 
 def export_json(conv: StoredConversation, include_hidden: bool = False) -> str:

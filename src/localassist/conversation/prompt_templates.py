@@ -8,7 +8,6 @@ Built-in templates ship in the package; a file of the same name in
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass, field, replace
 from importlib.resources import files
 from pathlib import Path
@@ -16,12 +15,8 @@ from typing import Any
 
 from localassist.engine.types import Message
 from localassist.errors import UsageError
+from localassist.files import TOMLDecodeError, load_toml
 from localassist.settings import SPECS, Settings, parse_value
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -111,9 +106,8 @@ def user_dir(config_dir: Path) -> Path:
 
 def _parse(name: str, path: Path, builtin: bool) -> Template:
     try:
-        with path.open("rb") as fh:
-            raw = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
+        raw = load_toml(path)
+    except TOMLDecodeError as exc:
         raise UsageError(f"template {path} is not valid TOML: {exc}") from None
     except OSError as exc:
         raise UsageError(f"cannot read template {path}: {exc.strerror}") from None

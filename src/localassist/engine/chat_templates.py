@@ -8,9 +8,12 @@ its family was trained on.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
-from localassist.errors import UsageError
+from localassist.engine.types import Message
+from localassist.errors import BackendError, UsageError
 
 GEMMA = (
     "{{ bos_token }}"
@@ -110,3 +113,80 @@ def choose_template(gguf_template: str | None, architecture: str, override: str 
     if gguf_template:
         return ChatTemplate("gguf", gguf_template)
     return BUILTIN[_BY_ARCH.get(architecture, "chatml")]
+
+
+class TemplateRenderer:
+    """Renders messages with one chat template (Jinja, as llama-cpp-python does), folds a
+    system prompt into the first user turn for templates that refuse one, and says which
+    parts of the result are the template's markup and which are message content."""
+
+    def __init__(self, template: ChatTemplate, architecture: str, bos_text: str, eos_text: str) -> None:
+        self.template = template
+        self.architecture = architecture
+        self._bos_text, self._eos_text = bos_text, eos_text
+        self._formatter: Any = None
+        self._folds_system: bool | None = None
+
+    def _apply(self, messages: Sequence[Message], tools: Sequence[dict] | None = None) -> str:
+        if self._formatter is None:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            self._formatter = Jinja2ChatFormatter(
+                template=self.template.source, eos_token=self._eos_text, bos_token=self._bos_text
+            )
+        try:
+            as_dicts = [m.as_openai() for m in messages]
+            return self._formatter(messages=as_dicts, tools=list(tools) if tools else None).prompt
+        except Exception as exc:  # jinja2 raises many kinds; the template is data from the file
+            suggestion = fallback_name(self.architecture)
+            raise BackendError(
+                f"the chat template ({self.template.name}) failed: {exc}; "
+                f"try --chat-format {suggestion if suggestion != self.template.name else 'chatml'}, or --raw"
+            ) from None
+
+    @property
+    def folds_system(self) -> bool:
+        """Whether the template refuses a system message (Gemma 2's raises), found once by
+        rendering a probe; such templates get the system prompt in the first user turn."""
+        if self._folds_system is None:
+            try:
+                self._apply([Message("system", "s"), Message("user", "u")])
+                self._folds_system = False
+            except BackendError:
+                try:
+                    self._apply([Message("user", "u")])
+                except BackendError:
+                    self._folds_system = False  # the template is broken anyway: report its own error
+                else:
+                    self._folds_system = True
+        return self._folds_system
+
+    def _fold(self, messages: Sequence[Message]) -> list[Message]:
+        messages = list(messages)
+        if not messages or messages[0].role != "system" or not self.folds_system:
+            return messages
+        system, rest = messages[0].content, messages[1:]
+        if rest and rest[0].role == "user":
+            return [replace(rest[0], content=f"{system}\n\n{rest[0].content}"), *rest[1:]]
+        return [Message("user", system), *rest]
+
+    def render(self, messages: Sequence[Message], tools: Sequence[dict] | None = None) -> str:
+        """The chat template applied to ``messages``, ending with the assistant's turn."""
+        return self._apply(self._fold(messages), tools)
+
+    def pieces(self, messages: Sequence[Message], tools: Sequence[dict] | None = None) -> list[tuple[str, bool]]:
+        """The rendered prompt as ``(text, is_content)`` pieces: what the template wrote
+        (which may hold control tokens) and what the messages hold (which is data).
+
+        Found by rendering once with a placeholder per message; when the template
+        transforms content (``| trim``), the transformed content is used if it reproduces
+        the real rendering, else the content as given (safe either way)."""
+        messages = self._fold(messages)
+        plain = self._apply(messages, tools)
+        marked = self._apply([replace(m, content=content_mark(i)) for i, m in enumerate(messages)], tools)
+        pieces: list[tuple[str, bool]] = []
+        for transform in (lambda text: text, str.strip):
+            pieces = split_marked(marked, [transform(m.content) for m in messages])
+            if "".join(text for text, _ in pieces) == plain:
+                break
+        return pieces

@@ -8,10 +8,18 @@ llama.cpp's parser before generation starts (``LocalBackend.check_grammar``).
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from localassist.errors import BackendError, UsageError
+
+if TYPE_CHECKING:
+    from localassist.engine.types import ResponseFormat
+
+_FD2_LOCK = threading.Lock()  # fd 2 is the process's: one grammar check borrows it at a time
 
 
 def load_schema(value: str) -> dict[str, Any]:
@@ -69,3 +77,33 @@ def check_complete(text: str, finish_reason: str, is_json: bool) -> None:
         parse_json_answer(text, finish_reason)
     elif finish_reason == "length":
         raise BackendError("the answer was cut off at --max-tokens before the grammar was complete; raise --max-tokens")
+
+
+def response_format_grammar(response_format: ResponseFormat) -> str:
+    """The grammar for OpenAI's ``response_format``: any JSON object, or a JSON schema."""
+    if response_format.type == "json_object":
+        schema: dict[str, Any] = {"type": "object"}
+    elif response_format.type == "json_schema" and response_format.schema is not None:
+        schema = response_format.schema
+    else:
+        raise UsageError(f"response_format {response_format.type!r} is not supported (json_object, json_schema)")
+    return schema_to_grammar(schema)
+
+
+def parse_grammar(llama_cpp: Any, vocab: Any, grammar: str) -> None:
+    """Parse ``grammar`` with llama.cpp's own parser; a bad one is a usage error that
+    quotes llama.cpp's complaint. llama.cpp writes the complaint straight to fd 2, so fd 2
+    is pointed at a temporary file for the parse (under a lock: fd 2 is per process)."""
+    with _FD2_LOCK, tempfile.TemporaryFile() as captured:
+        saved = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        captured.seek(0)
+        complaint = " ".join(captured.read().decode("utf-8", "replace").split())
+    if not sampler:
+        raise UsageError(f"the grammar does not parse: {complaint or 'parse error'}")
+    llama_cpp.llama_sampler_free(sampler)

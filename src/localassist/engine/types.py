@@ -1,28 +1,56 @@
-"""Types shared by every backend and every front end (ask, chat, server).
+"""The one contract every front end (ask, chat, the server, documents, RAG, tools) and
+every backend (llama.cpp in-process, a remote OpenAI-compatible engine) share.
 
-A backend turns a prompt (chat messages, or raw text with ``--raw``) into a
-:class:`TextStream`: an iterator of text pieces that, once exhausted or
-interrupted, yields a :class:`Completion` with usage and timings.
+It speaks OpenAI's vocabulary: a :class:`ChatRequest` of messages (roles system, user,
+assistant, tool; tool calls and their ids), tools, a response format or grammar, and
+sampling; and a :class:`ChatStream` of events: :class:`TextDelta`, :class:`ToolCallDelta`,
+then one :class:`Done` with ``finish_reason`` in ``stop | length | tool_calls |
+cancelled``, usage and timings. ``ChatStream.cancel()`` stops generation from any
+thread (Ctrl-C, a closed pipe and a disconnected HTTP client all use it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from time import perf_counter
-from typing import Protocol
+from typing import Any, Protocol
 
-from localassist.settings import Settings
+FINISH_REASONS = ("stop", "length", "tool_calls", "cancelled")
+ROLES = ("system", "user", "assistant", "tool")
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A call the model asked for; ``arguments`` is JSON text, as OpenAI carries it."""
+
+    id: str
+    name: str
+    arguments: str
 
 
 @dataclass(frozen=True)
 class Message:
-    role: str  # system | user | assistant
-    content: str
-    interrupted: bool = False  # an answer cut short by Ctrl-C (kept, and marked)
+    role: str  # system | user | assistant | tool
+    content: str = ""
+    interrupted: bool = False  # an answer cut short (kept, and marked)
+    tool_calls: tuple[ToolCall, ...] = ()  # assistant: the calls it made
+    tool_call_id: str | None = None  # tool: the call this is the result of
+    name: str | None = None  # tool: the tool's name
 
-
-Prompt = list[Message] | str  # str = raw completion, no chat template
+    def as_openai(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                for c in self.tool_calls
+            ]
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        if self.name is not None:
+            out["name"] = self.name
+        return out
 
 
 @dataclass(frozen=True)
@@ -35,14 +63,14 @@ class SamplingParams:
     seed: int = -1
     max_tokens: int = 512
     stop: tuple[str, ...] = ()
-    grammar: str | None = None  # GBNF; the sampler can only produce text it accepts
     ignore_eos: bool = False  # benchmarks: generate exactly max_tokens
     # No stop strings were given: a base model (or a raw completion) ends at a blank line,
     # since it rarely emits EOS and would otherwise ramble on to max_tokens.
     natural_end: bool = False
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> SamplingParams:
+    def from_settings(cls, settings: Any) -> SamplingParams:
+        """From a ``Settings`` (duck-typed: the engine does not depend on settings)."""
         return cls(
             temperature=settings.temperature,
             top_k=settings.top_k,
@@ -55,6 +83,67 @@ class SamplingParams:
             natural_end=settings.sources.get("stop", "default") == "default",
         )
 
+    def record(self) -> dict[str, Any]:
+        """The values worth logging (defaults and empties left out)."""
+        internal = ("ignore_eos", "natural_end")
+        return {k: v for k, v in asdict(self).items() if k not in internal and v not in ((), None)}
+
+
+@dataclass(frozen=True)
+class ResponseFormat:
+    """OpenAI's ``response_format``: ``json_object`` (any JSON) or ``json_schema``."""
+
+    type: str  # text | json_object | json_schema
+    schema: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """Everything one generation needs. ``prompt`` (a plain completion, no chat template)
+    or ``messages``; a ``grammar`` (GBNF) or a ``response_format`` constrains the answer."""
+
+    messages: tuple[Message, ...] = ()
+    prompt: str | None = None
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    tools: tuple[dict[str, Any], ...] = ()
+    tool_choice: str | dict[str, Any] = "auto"
+    response_format: ResponseFormat | None = None
+    grammar: str | None = None
+
+    @property
+    def raw(self) -> bool:
+        return self.prompt is not None
+
+
+# --- events
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+    tokens: tuple[int, ...] = ()  # the token ids that produced it (local engines)
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a tool call, keyed by ``index``: id and name once, then argument text."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
 
 @dataclass(frozen=True)
 class Timings:
@@ -66,17 +155,34 @@ class Timings:
 
 
 @dataclass(frozen=True)
-class Completion:
+class Done:
+    """The last event: the whole answer, why it ended, what it cost."""
+
     text: str
     model: str
-    finish_reason: str  # stop | length | interrupted
-    prompt_tokens: int
-    cached_tokens: int
-    completion_tokens: int
+    finish_reason: str  # stop | length | tool_calls | cancelled
+    usage: Usage
     timings: Timings
+    tool_calls: tuple[ToolCall, ...] = ()
 
-    def as_dict(self) -> dict:
-        return {
+    @property
+    def prompt_tokens(self) -> int:
+        return self.usage.prompt_tokens
+
+    @property
+    def cached_tokens(self) -> int:
+        return self.usage.cached_tokens
+
+    @property
+    def completion_tokens(self) -> int:
+        return self.usage.completion_tokens
+
+    @property
+    def cancelled(self) -> bool:
+        return self.finish_reason == "cancelled"
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
             "text": self.text,
             "model": self.model,
             "finish_reason": self.finish_reason,
@@ -84,55 +190,46 @@ class Completion:
                 "prompt_tokens": self.prompt_tokens,
                 "cached_prompt_tokens": self.cached_tokens,
                 "completion_tokens": self.completion_tokens,
-                "total_tokens": self.prompt_tokens + self.completion_tokens,
+                "total_tokens": self.usage.total_tokens,
             },
             "timings": asdict(self.timings),
         }
+        if self.tool_calls:
+            out["tool_calls"] = [asdict(c) for c in self.tool_calls]
+        return out
+
+
+Event = TextDelta | ToolCallDelta | Done
 
 
 @dataclass
-class TextStream:
-    """Iterate for text pieces; ``completion()`` afterwards, also after an interrupt.
-
-    The producing generator updates the counters as it goes, so whatever stopped the
-    iteration (the end, Ctrl-C, a closed pipe) the completion reflects what was really
-    generated and shown.
-    """
+class StreamState:
+    """What a producing generator has done so far, so a stream stopped at any point
+    (the end, cancel, Ctrl-C, a closed pipe) still yields an honest :class:`Done`."""
 
     model: str
     prompt_tokens: int
-    cached_tokens: int
-    load_s: float
-    source: Iterator[str] | None = None
-    parts: list[str] = field(default_factory=list)
+    cached_tokens: int = 0
+    load_s: float = 0.0
     completion_tokens: int = 0
+    parts: list[str] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)
     finish_reason: str | None = None
     t_start: float = field(default_factory=perf_counter)
     t_first: float | None = None
     t_end: float | None = None
 
-    def __iter__(self) -> Iterator[str]:
-        assert self.source is not None
-        for piece in self.source:
-            self.parts.append(piece)
-            yield piece
-
-    @property
-    def text(self) -> str:
-        return "".join(self.parts)
-
-    def completion(self) -> Completion:
+    def done(self, finish_reason: str | None = None) -> Done:
         end = self.t_end or perf_counter()
         evaluated = self.prompt_tokens - self.cached_tokens
         prompt_s = (self.t_first - self.t_start) if self.t_first else None
         gen_s = (end - self.t_first) if self.t_first else None
-        return Completion(
-            text=self.text,
+        reason = finish_reason or self.finish_reason or "cancelled"
+        return Done(
+            text="".join(self.parts),
             model=self.model,
-            finish_reason=self.finish_reason or "interrupted",
-            prompt_tokens=self.prompt_tokens,
-            cached_tokens=self.cached_tokens,
-            completion_tokens=self.completion_tokens,
+            finish_reason=reason,
+            usage=Usage(self.prompt_tokens, self.cached_tokens, self.completion_tokens),
             timings=Timings(
                 load_s=round(self.load_s, 4),
                 ttft_s=round(prompt_s, 4) if prompt_s is not None else None,
@@ -142,20 +239,107 @@ class TextStream:
                 ),
                 total_s=round(end - self.t_start, 4),
             ),
+            tool_calls=tuple(self.tool_calls),
         )
 
 
+class ChatStream:
+    """Iterate for events; the last one is a :class:`Done`. ``cancel()`` may be called
+    from any thread: the producer stops before its next token. After any stop (the
+    end, cancel, an exception such as Ctrl-C in the consumer) ``result()`` gives the
+    :class:`Done` for what was really generated."""
+
+    def __init__(self, state: StreamState, produce: Callable[[ChatStream], Iterator[Event]]) -> None:
+        self.state = state
+        self._cancel = threading.Event()
+        self._events = produce(self)
+        self._done: Done | None = None
+
+    @property
+    def model(self) -> str:
+        return self.state.model
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.state.prompt_tokens
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def __iter__(self) -> Iterator[Event]:
+        for event in self._events:
+            if isinstance(event, Done):
+                self._done = event
+            yield event
+
+    def text(self) -> Iterator[str]:
+        """Just the text pieces."""
+        for event in self:
+            if isinstance(event, TextDelta) and event.text:
+                yield event.text
+
+    def close(self) -> None:
+        """Stop for good (the consumer went away): the producer's cleanup runs now."""
+        self._cancel.set()
+        self._events.close()
+
+    def result(self) -> Done:
+        """The final event; iterates what is left (nothing, if cancelled or broken off)."""
+        if self._done is None:
+            if self.state.t_end is None and not self.cancelled:
+                for _ in self:
+                    pass
+            if self._done is None:
+                self.close()
+                self._done = self.state.done("cancelled")
+        return self._done
+
+
+def collect(stream: ChatStream) -> Done:
+    """Run a stream to its end; Ctrl-C cancels it (and is re-raised)."""
+    try:
+        return stream.result()
+    except KeyboardInterrupt:
+        stream.cancel()
+        stream.result()
+        raise
+
+
+# --- backends
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """What a backend is and can do."""
+
+    model: str
+    n_ctx: int
+    remote: bool = False
+    tools: bool = False
+    grammar: bool = True
+    embeddings: bool = False
+    details: dict[str, Any] = field(default_factory=dict)  # for -v and /show
+
+
 class Backend(Protocol):
-    """What ask, chat, documents and the server need from an inference engine."""
+    """What ask, chat, documents, RAG and the server need from an inference engine."""
 
     model_name: str
     n_ctx: int
     load_seconds: float
 
-    def count_tokens(self, prompt: Prompt) -> int: ...
+    def chat(self, request: ChatRequest) -> ChatStream: ...
 
-    def stream(self, prompt: Prompt, params: SamplingParams) -> TextStream: ...
+    def tokenize(self, text: str, *, special: bool = False) -> list[int]: ...
 
-    def describe(self) -> dict[str, object]: ...
+    def count(self, messages: Sequence[Message]) -> int: ...
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+    def info(self) -> BackendInfo: ...
 
     def close(self) -> None: ...

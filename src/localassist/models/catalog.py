@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import fnmatch
-import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
 
 from localassist.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from localassist.files import TOMLDecodeError, load_toml
 
 
 @dataclass(frozen=True)
@@ -48,9 +43,8 @@ def catalog_path() -> Path:
 def load_catalog() -> dict[str, CatalogEntry]:
     path = catalog_path()
     try:
-        with path.open("rb") as fh:
-            raw = tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raw = load_toml(path)
+    except (OSError, TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read the model catalog {path}: {exc}") from None
     return {name: CatalogEntry(name=name, **fields) for name, fields in raw.items()}
 

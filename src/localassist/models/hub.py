@@ -342,17 +342,39 @@ def _link(blob: Path, pointer: Path) -> None:
         shutil.copyfile(blob, pointer)
 
 
+Progress = Callable[[str, int, int], None]  # (file name, bytes done, bytes in all)
+
+
+class _CountingFile:
+    """The partial file, counting what ``http_get`` writes into it for the progress callback."""
+
+    def __init__(self, fh: Any, name: str, total: int, progress: Progress) -> None:
+        self._fh, self._name, self._total, self._progress = fh, name, total, progress
+        self._done = fh.tell()
+        progress(name, self._done, total)
+
+    def write(self, data: bytes) -> int:
+        written = self._fh.write(data)
+        self._done += len(data)
+        self._progress(self._name, self._done, self._total)
+        return written
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fh, name)
+
+
 def download(
     plan: PullPlan,
     token: str | None = None,
-    progress: bool = True,
+    progress: Progress | None = None,
     on_wait: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """Download (or resume) every file of ``plan``; return the snapshot paths.
+    ``progress`` hears every write (the CLI draws the bar: this module never prints);
     ``on_wait`` hears when another pull holds a file's lock and this one waits for it."""
-    from huggingface_hub.utils import build_hf_headers, disable_progress_bars, enable_progress_bars
+    from huggingface_hub.utils import build_hf_headers, disable_progress_bars
 
-    (disable_progress_bars if not progress else enable_progress_bars)()
+    disable_progress_bars()
     disable_agent_detection()
     root = repo_cache_dir(plan.repo)
     blobs = root / "blobs"
@@ -369,7 +391,7 @@ def download(
         blob = blobs / (f.sha256 or f"{plan.revision}-{Path(f.path).name}")
         with _blob_lock(hf_cache_dir() / ".locks" / root.name / f"{blob.name}.lock", f.path, on_wait):
             if not _have(blobs, f):  # checked again: a pull we waited for may have finished it
-                _fetch(plan, f, blob, headers)
+                _fetch(plan, f, blob, headers, progress)
             pointer = snapshot / f.path
             _link(blob, pointer)
         paths.append(pointer)
@@ -396,7 +418,7 @@ def _blob_lock(path: Path, name: str, on_wait: Callable[[str], None] | None) -> 
         lock.release()
 
 
-def _fetch(plan: PullPlan, f: RemoteFile, blob: Path, headers: dict[str, str]) -> None:
+def _fetch(plan: PullPlan, f: RemoteFile, blob: Path, headers: dict[str, str], progress: Progress | None) -> None:
     """Download one file into ``<blob>.incomplete`` (resuming what is there), check its
     sha256, and move it to ``blob``. Only called with the blob's lock held."""
     from huggingface_hub import hf_hub_url
@@ -407,13 +429,14 @@ def _fetch(plan: PullPlan, f: RemoteFile, blob: Path, headers: dict[str, str]) -
         partial.unlink()  # not a prefix of this file: resuming would ask for a range past its end, forever
     url = hf_hub_url(plan.repo, f.path, revision=plan.revision, endpoint=endpoint())
     try:
-        with partial.open("ab") as fh:
+        with partial.open("ab") as raw:
+            fh = _CountingFile(raw, Path(f.path).name, f.size, progress) if progress else raw
             _hub_errors(
                 plan.repo,
                 lambda: http_get(
                     url,
                     fh,
-                    resume_size=fh.tell(),
+                    resume_size=raw.tell(),
                     headers=headers,
                     expected_size=f.size,
                     displayed_filename=Path(f.path).name,

@@ -1,0 +1,485 @@
+"""The application service: one model, one conversation, and every rule ask, chat,
+documents and the server share — prompt templates and few-shot examples, a schema or
+grammar for the answer, the conversation and its memory policy, the context budget,
+and the log. Front ends build the input, render the events, and map errors; nothing
+here reads or writes the terminal.
+
+    assistant = Assistant(backend, SamplingParams(temperature=0))
+    turn = assistant.send("Hello")
+    for piece in turn.stream.text(): ...
+    done = assistant.finish(turn)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from localassist.conversation.exchange_log import ExchangeLog
+from localassist.conversation.memory import Conversation, FitReport, MemoryPolicy, fit
+from localassist.engine.types import Backend, ChatRequest, ChatStream, Done, Message, ResponseFormat, SamplingParams
+from localassist.errors import UsageError
+from localassist.settings import parse_value
+
+SETTABLE = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "max_tokens", "seed", "system", "memory")
+SUMMARY_INSTRUCTION = (
+    "Summarize the conversation below in a few sentences. Keep names, numbers, decisions "
+    "and open questions; write nothing else."
+)
+
+
+@dataclass
+class Turn:
+    """One exchange in progress: iterate ``stream`` (or ``stream.text()``), then
+    ``Assistant.finish`` it. ``user`` is None for a plain completion."""
+
+    user: Message | None
+    stream: ChatStream
+    notice: str | None = None
+    regenerated: bool = False
+    prompt: str = ""  # what is logged as the question: the message, or the completion's prompt
+
+    def cancel(self) -> None:
+        self.stream.cancel()
+
+
+class Assistant:
+    def __init__(
+        self,
+        backend: Backend,
+        sampling: SamplingParams | None = None,
+        system: str | None = None,
+        memory: MemoryPolicy | None = None,
+        context: str | None = None,
+        explicit: frozenset[str] = frozenset(),
+        log: ExchangeLog | None = None,
+    ) -> None:
+        """``explicit``: the parameters the user gave as flags (and ``system`` when -s was
+        given); a template's options and system prompt never override those. ``context``:
+        a document pinned in the system prompt (piped into chat)."""
+        self.backend = backend
+        self.base_params = sampling or SamplingParams()
+        self.explicit = set(explicit)
+        self.memory = memory or MemoryPolicy()
+        self.context = context
+        self.log = log
+        self.conversation = Conversation(self._system_with_context(system))
+        self.user_system = system
+        self.last: Done | None = None
+        self.template: Any = None
+        self.template_params: dict[str, str] = {}
+        self._system_before_template: str | None = None
+        self._refresh_used()
+
+    # --- state
+
+    def _system_with_context(self, system: str | None) -> str | None:
+        if not self.context:
+            return system
+        document = f"The user shared this document as context:\n<context>\n{self.context.rstrip()}\n</context>"
+        return f"{system}\n\n{document}" if system else document
+
+    @property
+    def params(self) -> SamplingParams:
+        """The effective sampling parameters: explicit flag or /set > template option > setting."""
+        if self.template is None:
+            return self.base_params
+        changes = {
+            key: parse_value(key, value, "config")
+            for key, value in self.template.options.items()
+            if key in SamplingParams.__dataclass_fields__ and key not in self.explicit
+        }
+        return replace(self.base_params, **changes)
+
+    @property
+    def n_ctx(self) -> int:
+        return self.backend.n_ctx
+
+    @property
+    def budget(self) -> int:
+        return self.backend.n_ctx - self.params.max_tokens
+
+    def _refresh_used(self) -> None:
+        """Tokens the conversation takes now. Templates such as Gemma's emit the system
+        prompt with the first user turn, so an empty conversation is counted with an
+        empty user turn to show what the system prompt and context really cost."""
+        if self.conversation.turns:
+            self.used_tokens = self.backend.count(self.conversation.messages())
+        elif self.conversation.system:
+            self.used_tokens = self.backend.count(self.conversation.messages([Message("user", "")]))
+        else:
+            self.used_tokens = 0
+
+    def _summarize(self, messages: list[Message]) -> str:
+        transcript = "\n\n".join(f"{m.role}: {m.content}" for m in messages)
+        request = ChatRequest(
+            messages=(Message("system", SUMMARY_INSTRUCTION), Message("user", transcript)),
+            sampling=replace(self.params, temperature=0.2, max_tokens=min(256, self.params.max_tokens), stop=()),
+        )
+        return self.backend.chat(request).result().text.strip()
+
+    def _fit(self, new: list[Message]) -> FitReport:
+        return fit(
+            self.conversation,
+            new,
+            self.budget,
+            self.backend.count,
+            self.memory,
+            summarize=self._summarize,
+            max_tokens=self.params.max_tokens,
+        )
+
+    # --- turns
+
+    def send(self, text: str, *, response_format: ResponseFormat | None = None, grammar: str | None = None) -> Turn:
+        """Start answering ``text`` (through the template, if one is on); the conversation is
+        fitted to the context first. Errors (overflow, a bad grammar) are raised here."""
+        if self.template is not None:
+            _, _, text = self.template.render(text, self.template_params)
+        return self._answer(Message("user", text), response_format, grammar)
+
+    def _answer(
+        self,
+        user: Message,
+        response_format: ResponseFormat | None = None,
+        grammar: str | None = None,
+        regenerated: bool = False,
+    ) -> Turn:
+        report = self._fit([user])
+        request = ChatRequest(
+            messages=tuple(self.conversation.messages([user])),
+            sampling=self.params,
+            response_format=response_format,
+            grammar=grammar,
+        )
+        return Turn(user, self.backend.chat(request), report.notice(), regenerated, user.content)
+
+    def complete(self, prompt: str, *, grammar: str | None = None) -> Turn:
+        """A plain completion of ``prompt``: no chat template, no conversation (the system
+        prompt, if any, goes first as text)."""
+        text = f"{self.user_system}\n\n{prompt}" if self.user_system else prompt
+        stream = self.backend.chat(ChatRequest(prompt=text, sampling=self.params, grammar=grammar))
+        return Turn(None, stream, prompt=prompt)
+
+    def finish(self, turn: Turn) -> Done:
+        """Record the exchange (in the conversation and the log) once its stream is over;
+        a cancelled answer is kept, marked. Call it after a Ctrl-C too."""
+        done = turn.stream.result()
+        self.last = done
+        if turn.user is None:
+            if self.log is not None:
+                self.log.exchange(turn.prompt, done, self.params.record(), self.user_system)
+            return done
+        answer = Message("assistant", done.text, interrupted=done.cancelled)
+        self.conversation.turns += [turn.user, answer]
+        self._refresh_used()
+        if self.log is not None:
+            self.log.exchange(turn.user.content, done, self.params.record(), self.user_system, turn.regenerated)
+        return done
+
+    def restore(self, messages: list[Message]) -> str | None:
+        """Reopen a conversation (``chat --resume``, ``ask -c``): its messages, fitted to
+        the context under the memory policy; returns the policy's notice, if it acted."""
+        self.conversation.turns = list(messages)
+        notice = self._fit([]).notice() if messages else None
+        self._refresh_used()
+        return notice
+
+    # --- commands
+
+    def use_template(self, template: Any, params: dict[str, str] | None = None) -> None:
+        """Send later messages through ``template`` (None: back to plain messages).
+
+        Its options apply where the user gave no flag, its system prompt replaces the
+        current one unless the user set one, and its few-shot examples open the
+        conversation when it is still empty."""
+        if template is not None:
+            system, shots, _ = template.render("check", dict(params or {}))  # fails now on missing params
+        if self.template is not None and "system" not in self.explicit:
+            self._set_system(self._system_before_template)  # the previous template's prompt goes with it
+        self.template, self.template_params = template, dict(params or {})
+        if template is None:
+            return
+        self._system_before_template = self.user_system
+        if system and "system" not in self.explicit:
+            self._set_system(system)
+        if not self.conversation.turns:
+            self.conversation.turns = list(shots)
+        self._refresh_used()
+
+    def regen(self) -> Turn:
+        """Drop the last answer and answer the same question again (the message as sent:
+        a template is not applied twice)."""
+        if len(self.conversation.turns) < 2 or self.conversation.turns[-1].role != "assistant":
+            raise UsageError("nothing to regenerate yet")
+        user = self.conversation.turns[-2]
+        self.conversation.turns = self.conversation.turns[:-2]
+        return self._answer(user, regenerated=True)
+
+    def undo(self) -> Message:
+        """Drop the last exchange; return its question."""
+        exchanges = self.conversation.exchanges()
+        if not exchanges:
+            raise UsageError("nothing to undo")
+        self.conversation.turns = [m for group in exchanges[:-1] for m in group]
+        self._refresh_used()
+        if self.log is not None:
+            self.log.undo()
+        return exchanges[-1][0]
+
+    def clear(self) -> None:
+        self.conversation = Conversation(self.conversation.system)
+        self._refresh_used()
+        if self.log is not None:
+            self.log.clear()
+
+    def set(self, name: str, value: str) -> object:
+        """``/set``: validated exactly like the flag of the same name."""
+        name = name.replace("-", "_")
+        if name not in SETTABLE:
+            raise UsageError(f"/set takes one of {', '.join(SETTABLE)} (got {name!r})")
+        if name == "memory":
+            self.memory = MemoryPolicy.parse(value)
+            return self.memory
+        if name == "system":
+            self.set_system(value)
+            return value
+        parsed = parse_value(name, value, "chat")
+        self.base_params = replace(self.base_params, **{name: parsed})
+        self.explicit.add(name)  # typed by the user: a template's option no longer overrides it
+        return parsed
+
+    def set_system(self, text: str | None) -> None:
+        """``/system``: the user's own system prompt, which a template does not override."""
+        self.explicit.add("system")
+        self._set_system(text)
+        if self.log is not None:
+            self.log.system(self.user_system)
+
+    def _set_system(self, text: str | None) -> None:
+        self.user_system = text or None
+        self.conversation.system = self._system_with_context(self.user_system)
+        self._refresh_used()
+
+    def switch_backend(self, backend: Backend) -> None:
+        old, self.backend = self.backend, backend
+        old.close()
+        self._refresh_used()
+
+    def show(self) -> dict[str, object]:
+        info = self.backend.info()
+        return {
+            "model": info.model + (" (remote)" if info.remote else ""),
+            "ctx": info.n_ctx,
+            "context used": f"{self.used_tokens:,}/{info.n_ctx:,} tokens",
+            "memory": str(self.memory),
+            "system": self.user_system or "-",
+            "exchanges": len(self.conversation.exchanges()),
+            **{k: getattr(self.params, k) for k in SETTABLE if hasattr(self.params, k)},
+        }
+
+    # --- transcripts
+
+    def save(self, path: Path) -> None:
+        """Markdown for ``.md``, JSON (loadable with ``load``) for anything else; 0600."""
+        from localassist.files import write_private_text
+
+        if path.suffix.lower() in (".md", ".markdown"):
+            text = self.markdown()
+        else:
+            text = json.dumps(
+                {
+                    "version": 1,
+                    "model": self.backend.model_name,
+                    "system": self.user_system,
+                    "summary": self.conversation.summary,
+                    "memory": str(self.memory),
+                    "messages": [
+                        {"role": m.role, "content": m.content, **({"interrupted": True} if m.interrupted else {})}
+                        for m in self.conversation.turns
+                    ],
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+        try:
+            write_private_text(path.expanduser(), text.rstrip("\n") + "\n")
+        except OSError as exc:
+            raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+    def load(self, path: Path) -> int:
+        """Restore a JSON transcript written by ``save``; return how many messages."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            messages = [
+                Message(str(m["role"]), str(m["content"]), interrupted=bool(m.get("interrupted")))
+                for m in data["messages"]
+            ]
+        except FileNotFoundError:
+            raise UsageError(f"{path} does not exist") from None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UsageError(f"{path} is not a transcript saved with /save FILE.json ({exc})") from None
+        if any(m.role not in ("user", "assistant") for m in messages):
+            raise UsageError(f"{path}: messages must have role user or assistant")
+        system = data.get("system") if isinstance(data.get("system"), str) else None
+        self.conversation = Conversation(self._system_with_context(system), data.get("summary"), messages)
+        self.user_system = system
+        self._refresh_used()
+        if self.log is not None:
+            self.log.replace_with(messages, self.backend.model_name, self.user_system)
+        return len(messages)
+
+    def markdown(self) -> str:
+        from localassist.conversation.transcript import Block, markdown
+
+        blocks = [Block("system", self.user_system)] if self.user_system else []
+        if self.conversation.summary:
+            blocks.append(Block("summary", self.conversation.summary))
+        for m in self.conversation.turns:
+            text = m.content.rstrip() + (" *(interrupted)*" if m.interrupted else "")
+            blocks.append(Block("user" if m.role == "user" else "assistant", text))
+        return markdown(f"Chat with {self.backend.model_name}", [], blocks)
+
+
+# --- one-shot questions (`ask`, the Python API)
+
+
+@dataclass(frozen=True)
+class Question:
+    """What `ask` was given, before any model work: the instruction (arguments), the
+    piped input, a prompt template and its parameters, a schema or grammar for the
+    answer, plain completion, and the conversation to continue ("" = the latest)."""
+
+    instruction: str = ""
+    piped: str | None = None
+    template: str | None = None
+    params: dict[str, str] = field(default_factory=dict)
+    json_schema: str | None = None  # a path or inline JSON
+    grammar_file: str | None = None
+    raw: bool = False
+    conversation: str | None = None
+
+
+@dataclass
+class Prepared:
+    """A question resolved against the settings: the message to send, what goes before
+    it, and the settings with the template's options and the conversation's model."""
+
+    settings: Any
+    user_text: str
+    shots: list[Message]
+    schema: dict[str, Any] | None
+    grammar: str | None
+    history: Any  # StoredConversation | None
+    raw: bool
+
+
+def prepare(settings: Any, question: Question) -> Prepared:
+    """Everything that can fail before a model is loaded fails here."""
+    from localassist.conversation.prompt import build_user_text
+
+    shots: list[Message] = []
+    schema = None
+    if question.template:
+        from localassist.conversation.prompt_templates import load_template
+
+        tpl = load_template(question.template, settings.paths.config_dir)
+        settings = tpl.apply_options(settings)
+        piped = question.piped if question.piped and question.piped.strip() else None
+        system, shots, user_text = tpl.render(piped or question.instruction, question.params)
+        if piped and question.instruction:
+            user_text = f"{user_text}\n\n{question.instruction}"
+        if system and settings.sources.get("system") != "flag":
+            settings = replace(settings, system=system)
+        schema = tpl.schema
+    else:
+        if question.params:
+            raise UsageError("-p/--param goes with -t/--template")
+        user_text = build_user_text(question.instruction, question.piped, settings.input_template)
+    if question.json_schema and question.grammar_file:
+        raise UsageError("--json-schema and --grammar cannot be combined")
+    grammar = None
+    if question.json_schema:
+        from localassist.engine.structured import load_schema
+
+        schema = load_schema(question.json_schema)
+    if schema is None and question.grammar_file:
+        from localassist.engine.structured import load_grammar
+
+        grammar = load_grammar(question.grammar_file)
+    history = None
+    if question.conversation is not None:
+        if question.raw:
+            raise UsageError("--raw is a plain completion with no conversation: it cannot be combined with -c/--cid")
+        from localassist.conversation.exchange_log import load_conversation
+
+        history = load_conversation(settings.paths.data_dir, question.conversation or None)
+        if settings.sources.get("system") != "flag" and history.system:
+            settings = replace(settings, system=history.system)
+        if settings.sources.get("model") == "default":
+            settings = replace(settings, model=_still_available(history.model, settings))
+    return Prepared(settings, user_text, shots, schema, grammar, history, question.raw)
+
+
+def _still_available(model: str, settings: Any) -> str | None:
+    """The conversation's model if it can still be resolved here, else the default."""
+    from localassist.errors import LocalAssistError
+    from localassist.models.resolve import resolve_model
+
+    try:
+        resolve_model(model, settings)
+    except LocalAssistError:
+        return None
+    return model
+
+
+def start(assistant: Assistant, prepared: Prepared) -> tuple[Turn, list[str]]:
+    """Begin answering a prepared question; returns the turn and the memory notices."""
+    if prepared.raw:
+        return assistant.complete(prepared.user_text, grammar=prepared.grammar), []
+    history = prepared.history.messages() if prepared.history else []
+    notices = [assistant.restore(prepared.shots + history)]  # few-shot examples, then the conversation
+    if prepared.history and prepared.settings.sources.get("system") == "flag" and assistant.log is not None:
+        assistant.log.system(prepared.settings.system)  # -s on a continued conversation: its new system prompt
+    response_format = ResponseFormat("json_schema", prepared.schema) if prepared.schema is not None else None
+    turn = assistant.send(prepared.user_text, response_format=response_format, grammar=prepared.grammar)
+    notices.append(turn.notice)
+    return turn, [n for n in notices if n]
+
+
+def for_settings(backend: Backend, settings: Any, **kwargs: Any) -> Assistant:
+    """An assistant with the settings' sampling, system prompt and memory policy; the
+    flags the user gave are explicit (a template does not override them)."""
+    explicit = frozenset(k for k, source in settings.sources.items() if source == "flag")
+    return Assistant(
+        backend,
+        SamplingParams.from_settings(settings),
+        system=settings.system,
+        memory=MemoryPolicy.parse(settings.memory),
+        explicit=explicit,
+        **kwargs,
+    )
+
+
+def open_backend(
+    settings: Any,
+    spec: str | None = None,
+    *,
+    verbose: bool = False,
+    loading: Callable[[str], AbstractContextManager[Any]] = lambda _name: nullcontext(),
+) -> Backend:
+    """Resolve ``spec`` (or the configured default) and load it; ``loading(name)`` wraps
+    the load (the CLI shows a spinner)."""
+    from localassist.engine.local import LoadOptions, LocalBackend
+    from localassist.models.last_used import record_use
+    from localassist.models.resolve import resolve_model
+
+    resolved = resolve_model(spec if spec is not None else settings.model, settings)
+    with loading(resolved.name):
+        backend = LocalBackend(resolved.path, resolved.name, LoadOptions.from_settings(settings, verbose=verbose))
+    record_use(settings.paths.data_dir, resolved.path)
+    return backend

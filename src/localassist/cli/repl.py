@@ -1,0 +1,296 @@
+"""The chat REPL: prompt_toolkit for input (history, keys, completion), rich for output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from localassist.cli.console import debug_enabled, err_console, visible
+from localassist.errors import LocalAssistError
+
+if TYPE_CHECKING:
+    from localassist.assistant import Assistant, Turn
+    from localassist.engine.types import Done
+
+COMMANDS = {
+    "/help": "list these commands",
+    "/set": "/set PARAM VALUE: temperature, top_k, top_p, min_p, repeat_penalty, max_tokens, seed, system, memory",
+    "/show": "model, parameters, memory policy, context use",
+    "/system": "/system TEXT: set the system prompt (no text: remove it)",
+    "/clear": "forget the conversation, keep the settings",
+    "/regen": "drop the last answer and generate it again",
+    "/undo": "drop the last exchange",
+    "/save": "/save FILE: the transcript, as Markdown (.md) or JSON (anything else)",
+    "/load": "/load FILE: restore a transcript saved as JSON",
+    "/model": "/model NAME: switch model, keep the conversation",
+    "/stats": "last answer: prompt tokens, cached tokens, speed, time to first token",
+    "/template": "/template NAME [KEY=VALUE ...]: send your messages through a prompt template (off: none)",
+    "/exit": "leave (Ctrl-D does the same)",
+}
+MEMORY_CHOICES = ("buffer", "window:4", "window:8", "summary")
+
+
+def say(text: str, style: str | None = None) -> None:
+    """One line on stderr. User and model text is never read as Rich markup."""
+    err_console().print(visible(text), style=style)
+
+
+def answer(session: Assistant, turn: Turn, markdown: bool) -> Done:
+    """Stream one answer; Ctrl-C stops it, and the partial answer is kept, marked."""
+    from localassist.cli.session import show_answer
+
+    if turn.notice:
+        say(turn.notice, style="dim")
+    done = show_answer(session, turn, markdown=markdown)
+    if done.cancelled:
+        say("(interrupted: the partial answer is kept; /regen to try again)", style="dim")
+    return done
+
+
+class Repl:
+    """Reads lines (prompt_toolkit) and renders answers; every rule is the Assistant's."""
+
+    def __init__(
+        self,
+        session: Assistant,
+        settings: Any,
+        markdown: bool,
+        tty_in: Any = None,
+        pt_input: Any = None,
+        pt_output: Any = None,
+    ) -> None:
+        """``tty_in``: the terminal to read when stdin was piped; ``pt_input``/``pt_output``:
+        prompt_toolkit's input and output, for embedding and tests."""
+        self.session = session
+        self.settings = settings
+        self.markdown = markdown
+        self.tty_in = tty_in
+        self.pt_input, self.pt_output = pt_input, pt_output
+
+    def _prompt_session(self):
+        from prompt_toolkit import PromptSession
+        from prompt_toolkit.history import FileHistory, InMemoryHistory
+        from prompt_toolkit.key_binding import KeyBindings
+
+        history: Any = InMemoryHistory()
+        if self.settings.history:
+            from localassist.files import create_private_file, private_dir
+
+            # what the user typed: 0600 in a 0700 folder, before prompt_toolkit appends to it
+            path = create_private_file(private_dir(self.settings.paths.data_dir) / "chat_history")
+            history = FileHistory(str(path))
+        bindings = KeyBindings()
+
+        @bindings.add("enter")
+        def _submit_or_newline(event) -> None:
+            buffer = event.current_buffer
+            text = buffer.text
+            if text.lstrip().startswith('"""') and not (len(text.strip()) > 3 and text.rstrip().endswith('"""')):
+                buffer.insert_text("\n")  # inside a """ block: Enter continues it
+            else:
+                buffer.validate_and_handle()
+
+        @bindings.add("escape", "enter")
+        def _newline(event) -> None:
+            event.current_buffer.insert_text("\n")
+
+        kwargs: dict[str, Any] = {"input": self.pt_input, "output": self.pt_output}
+        if self.tty_in is not None and self.pt_input is None:
+            from prompt_toolkit.input import create_input
+
+            kwargs["input"] = create_input(self.tty_in)
+        return PromptSession(
+            history=history,
+            completer=slash_completer(self.settings),
+            complete_while_typing=False,
+            key_bindings=bindings,
+            multiline=True,
+            bottom_toolbar=self._toolbar,
+            prompt_continuation="... ",
+            **kwargs,
+        )
+
+    def _toolbar(self) -> str:
+        s = self.session
+        return f" {s.backend.model_name} · {_k(s.used_tokens)}/{_k(s.backend.n_ctx)} tok · memory {s.memory} · /help "
+
+    def run(self) -> None:
+        from rich.text import Text
+
+        prompt = self._prompt_session()
+        say(f"{self.session.backend.model_name}: /help for commands, Ctrl-D to leave", style="dim")
+        while True:
+            try:
+                text = prompt.prompt(">>> ")
+            except KeyboardInterrupt:
+                continue  # Ctrl-C on the prompt clears the line
+            except EOFError:
+                return
+            text = _strip_block(text.strip())
+            if not text:
+                continue
+            try:
+                if text.startswith("/"):
+                    if self.command(text) is False:
+                        return
+                else:
+                    answer(self.session, self.session.send(text), self.markdown)
+            except LocalAssistError as exc:
+                err_console().print(Text.assemble(("error: ", "red"), visible(str(exc))))
+            except KeyboardInterrupt:
+                say("(interrupted)", style="dim")
+            except Exception as exc:  # one failed turn or command must not end the session
+                if debug_enabled():
+                    raise
+                err_console().print(
+                    Text.assemble(("internal error: ", "red"), visible(f"{type(exc).__name__}: {exc}")),
+                    Text(" (the conversation is kept; LOCALASSIST_DEBUG=1 shows the traceback)", style="dim"),
+                )
+
+    def command(self, line: str) -> bool | None:
+        from rich.text import Text
+
+        name, _, arg = line.partition(" ")
+        arg = arg.strip()
+        s = self.session
+        if name in ("/exit", "/quit", "/bye"):
+            return False
+        if name in ("/help", "/?"):
+            for cmd, text in COMMANDS.items():
+                err_console().print(Text.assemble(("  " + cmd.ljust(8), "bold"), " ", text))
+            say(
+                '  Enter sends · Esc-Enter or Alt-Enter: new line · """ starts/ends a block · '
+                "Ctrl-R searches history · Ctrl-C stops an answer · Ctrl-D leaves",
+                style="dim",
+            )
+        elif name == "/set":
+            key, _, value = arg.partition(" ")
+            if not key or not value.strip():
+                say("usage: /set PARAM VALUE, e.g. /set temperature 0.2 (/show lists the current values)")
+                return None
+            say(f"{key} = {s.set(key, value.strip())}", style="dim")
+        elif name == "/show":
+            for key, value in s.show().items():
+                say(f"  {key:<15} {value}")
+        elif name == "/system":
+            s.set_system(arg)
+            say(f"system prompt {'set' if arg else 'removed'}", style="dim")
+        elif name == "/clear":
+            s.clear()
+            say("conversation cleared (settings kept)", style="dim")
+        elif name == "/regen":
+            answer(s, s.regen(), self.markdown)
+        elif name == "/template":
+            if not arg:
+                say("usage: /template NAME [KEY=VALUE ...] (`localassist templates list`); /template off")
+                return None
+            tname, *pairs = arg.split()
+            if tname == "off":
+                s.use_template(None)
+                say("template off", style="dim")
+                return None
+            from localassist.cli.options import parse_params
+            from localassist.conversation.prompt_templates import load_template
+
+            s.use_template(load_template(tname, self.settings.paths.config_dir), parse_params(pairs))
+            say(f"template {tname}: your messages now go through it", style="dim")
+        elif name == "/undo":
+            question = s.undo()
+            say(f"removed: {question.content[:60]!r}", style="dim")
+        elif name == "/save":
+            if not arg:
+                say("usage: /save FILE.md or /save FILE.json")
+                return None
+            s.save(Path(arg).expanduser())
+            say(f"saved {arg}", style="dim")
+        elif name == "/load":
+            if not arg:
+                say("usage: /load FILE.json")
+                return None
+            count = s.load(Path(arg).expanduser())
+            say(f"loaded {count} messages from {arg}", style="dim")
+        elif name == "/model":
+            from localassist.cli.session import load_model
+
+            if not arg:
+                say(f"model: {s.backend.model_name} (usage: /model NAME)")
+                return None
+            s.switch_backend(load_model(self.settings, arg))
+            say(f"now chatting with {s.backend.model_name}; the conversation is kept", style="dim")
+        elif name == "/stats":
+            from localassist.cli.session import stats_line
+
+            say(stats_line(s.last) if s.last else "no answer yet")
+        else:
+            say(f"unknown command {name}; /help lists them")
+        return None
+
+
+def _strip_block(text: str) -> str:
+    if text.startswith('"""'):
+        text = text[3:]
+        if text.rstrip().endswith('"""'):
+            text = text.rstrip()[:-3]
+        return text.strip("\n")
+    return text
+
+
+def _k(n: int) -> str:
+    return f"{n / 1000:.1f}k" if n >= 1000 else str(n)
+
+
+def model_names(settings) -> list[str]:
+    """What /model can switch to: the models on this machine (starter, HF cache,
+    models_dirs), then the catalog's other names (which say how to pull them)."""
+    from localassist.errors import LocalAssistError
+    from localassist.models.catalog import load_catalog
+    from localassist.models.resolve import list_models
+
+    try:
+        local = [m.name for m in list_models(settings)] if settings is not None else []
+    except (LocalAssistError, OSError):
+        local = []
+    return list(dict.fromkeys([*local, *load_catalog()]))
+
+
+def slash_completer(settings=None):
+    """Tab completion: command names, /set parameters and memory policies, model names
+    (local, cached and catalog), file paths."""
+    from prompt_toolkit.completion import Completer, Completion, PathCompleter
+    from prompt_toolkit.document import Document
+
+    from localassist.assistant import SETTABLE
+
+    class _Completer(Completer):
+        paths = PathCompleter(expanduser=True)
+
+        def get_completions(self, document, complete_event):
+            text = document.text_before_cursor
+            if not text.startswith("/"):
+                return
+            if " " not in text:
+                for cmd in COMMANDS:
+                    if cmd.startswith(text):
+                        yield Completion(cmd, start_position=-len(text))
+                return
+            cmd, _, rest = text.partition(" ")
+            if cmd == "/set":
+                key, sep, value = rest.partition(" ")
+                if not sep:
+                    choices: tuple[str, ...] = SETTABLE
+                    word = key
+                elif key == "memory":
+                    choices, word = MEMORY_CHOICES, value
+                else:
+                    return
+                for choice in choices:
+                    if choice.startswith(word):
+                        yield Completion(choice, start_position=-len(word))
+            elif cmd == "/model":
+                for name in model_names(settings):
+                    if name.startswith(rest):
+                        yield Completion(name, start_position=-len(rest))
+            elif cmd in ("/save", "/load"):
+                yield from self.paths.get_completions(Document(rest, len(rest)), complete_event)
+
+    return _Completer()

@@ -1,0 +1,118 @@
+"""What ask and chat share on the terminal: reading stdin, loading the model with a
+spinner, streaming an answer (Ctrl-C, a closed pipe), and the closing report."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from localassist.cli.console import err_console, exit_broken_pipe, stderr_is_terminal, stdout_is_terminal, warn
+from localassist.cli.env import current
+from localassist.errors import ExitCode
+
+if TYPE_CHECKING:  # imported lazily: `localassist --help` must not pay for them
+    from localassist.assistant import Assistant, Turn
+    from localassist.engine.types import Backend, Done
+
+
+def read_stdin(decode: Callable[[bytes], str]) -> str | None:
+    data = current().read_stdin()
+    return decode(data) if data is not None else None
+
+
+def load_model(settings: Any, spec: str | None = None, verbose: bool = False) -> Backend:
+    """Resolve and load a model: a spinner on a terminal, the backend report with -v."""
+    from localassist.assistant import open_backend
+
+    spinner = stderr_is_terminal() and not verbose
+
+    def loading(name: str):
+        from contextlib import nullcontext
+
+        return err_console().status(f"Loading {name}...", spinner="dots") if spinner else nullcontext()
+
+    backend = open_backend(settings, spec, verbose=verbose, loading=loading)
+    if verbose:
+        warn("  ".join(f"{k}={v}" for k, v in backend.info().details.items()))
+    return backend
+
+
+def open_assistant(
+    settings: Any, *, verbose: bool = False, log: bool = True, history: Any = None, context: str | None = None
+) -> Assistant:
+    """The model and the assistant around it, logging into ``history``'s conversation."""
+    from localassist.assistant import for_settings
+    from localassist.cli.console import error
+    from localassist.conversation.exchange_log import ExchangeLog
+
+    backend = load_model(settings, settings.model, verbose)
+    exchange_log = ExchangeLog(settings.paths.data_dir, settings.log and log, history, on_error=error)
+    return for_settings(backend, settings, log=exchange_log, context=context)
+
+
+def notices(lines: Iterable[str | None]) -> None:
+    for line in lines:
+        if line:
+            warn(line)
+
+
+def show_answer(assistant: Assistant, turn: Turn, *, markdown: bool = True, quiet: bool = False) -> Done:
+    """Stream the answer to stdout (rendered markdown on a terminal, plain text on a pipe;
+    nothing with ``quiet``), then record it. Ctrl-C cancels the answer and keeps what was
+    shown; a closed pipe (``| head``) cancels it and exits 141."""
+    from localassist.cli.render import make_writer
+
+    writer = None if quiet else make_writer(markdown and stdout_is_terminal(), current().stdout)
+    try:
+        try:
+            for piece in turn.stream.text():
+                if writer is not None:
+                    writer.write(piece)
+        except KeyboardInterrupt:
+            turn.cancel()
+        if writer is not None:
+            writer.close()
+    except BrokenPipeError:
+        turn.cancel()
+        assistant.finish(turn)
+        exit_broken_pipe()
+    return assistant.finish(turn)
+
+
+def write_answer(text: str) -> None:
+    stream = current().stdout
+    try:
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:
+        exit_broken_pipe()
+
+
+def stats_line(done: Done) -> str:
+    t = done.timings
+    parts = [
+        f"model {done.model}",
+        f"prompt {done.prompt_tokens} tok ({done.cached_tokens} cached)",
+        f"answer {done.completion_tokens} tok ({done.finish_reason})",
+    ]
+    if t.ttft_s is not None:
+        parts.append(f"first token {t.ttft_s * 1000:.0f} ms")
+    if t.prompt_tokens_per_s:
+        parts.append(f"prompt {t.prompt_tokens_per_s:.1f} t/s")
+    if t.generation_tokens_per_s:
+        parts.append(f"generation {t.generation_tokens_per_s:.1f} t/s")
+    parts.append(f"load {t.load_s:.2f} s")
+    return " | ".join(parts)
+
+
+def finish(assistant: Assistant, done: Done, *, stats: bool = False, structured: bool = False) -> None:
+    """The closing report on stderr, the model freed, and exit 130 after a Ctrl-C."""
+    if stats:
+        cid = assistant.log.conversation_id if assistant.log is not None else None
+        warn(stats_line(done) + (f" | conversation {cid}" if cid else ""))
+    assistant.backend.close()
+    if done.cancelled:
+        warn("interrupted" + (" (the unfinished structured answer was not printed)" if structured else ""))
+        raise typer.Exit(ExitCode.INTERRUPTED)
