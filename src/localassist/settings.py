@@ -225,6 +225,46 @@ SPECS: dict[str, Spec] = {
         "how piped input and the instruction are joined",
         lambda v: "{instruction}" in v and "{input}" in v,
     ),
+    # localassist serve
+    "serve_host": Spec(str, "127.0.0.1", "a host name or IP address", "address serve listens on", lambda v: bool(v)),
+    "serve_port": Spec(
+        parse_int, 8080, "a whole number between 0 and 65535", "port serve listens on", _between(0, 65535)
+    ),
+    "serve_max_queue": Spec(
+        parse_int, 4, "a whole number between 1 and 10000", "requests waiting per model", _between(1, 10_000)
+    ),
+    "serve_requests_per_minute": Spec(
+        parse_int, 0, "a whole number >= 0 (0 = no limit)", "requests per minute per API key", lambda v: v >= 0
+    ),
+    "serve_tokens_per_minute": Spec(
+        parse_int,
+        0,
+        "a whole number >= 0 (0 = no limit)",
+        "tokens (prompt + completion) per minute per API key",
+        lambda v: v >= 0,
+    ),
+    "serve_timeout": Spec(
+        parse_float, 600.0, "seconds between 1 and 86400", "time limit of one request", _between(1, 86_400)
+    ),
+    "serve_grace": Spec(
+        parse_float,
+        10.0,
+        "seconds between 0 and 3600",
+        "how long SIGTERM lets running requests finish",
+        _between(0, 3600),
+    ),
+    "serve_max_body_mb": Spec(
+        parse_int, 8, "a whole number of MiB between 1 and 1024", "largest request body", _between(1, 1024)
+    ),
+    "serve_log_content": Spec(
+        lambda v: "auto" if str(v).strip().lower() == "auto" else str(_to_bool(v)).lower(),
+        "auto",
+        "auto, true or false",
+        "log prompts and answers of API calls (auto: loopback)",
+    ),
+    "serve_key_file": Spec(
+        _to_optional_str, None, "a file path", "file with API keys (name:key per line)", nullable=True
+    ),
 }
 
 
@@ -253,6 +293,16 @@ class Settings:
     history: bool = True
     log: bool = True
     input_template: str = DEFAULT_INPUT_TEMPLATE
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 8080
+    serve_max_queue: int = 4
+    serve_requests_per_minute: int = 0
+    serve_tokens_per_minute: int = 0
+    serve_timeout: float = 600.0
+    serve_grace: float = 10.0
+    serve_max_body_mb: int = 8
+    serve_log_content: str = "auto"
+    serve_key_file: str | None = None
     paths: Paths = field(default_factory=app_paths, compare=False)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 

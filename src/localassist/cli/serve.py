@@ -1,0 +1,67 @@
+"""`localassist serve`: the models behind an OpenAI-compatible HTTP API."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from localassist.cli import options
+
+SERVER = "Server"
+
+
+def serve(
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help="A model to serve (repeatable) [default: the configured one]."),
+    ] = None,
+    embed: Annotated[
+        list[str] | None,
+        typer.Option("--embed", help="A model to serve on /v1/embeddings (repeatable).", rich_help_panel=SERVER),
+    ] = None,
+    serve_host: Annotated[
+        str | None, typer.Option("--host", help="Address to listen on [default: 127.0.0.1].", rich_help_panel=SERVER)
+    ] = None,
+    serve_port: Annotated[
+        int | None, typer.Option("--port", help="Port (0: any free one) [default: 8080].", rich_help_panel=SERVER)
+    ] = None,
+    serve_max_queue: Annotated[
+        int | None,
+        typer.Option(
+            "--max-queue", help="Requests that may wait per model; more get 429 [default: 4].", rich_help_panel=SERVER
+        ),
+    ] = None,
+    serve_key_file: Annotated[
+        str | None,
+        typer.Option(
+            "--key-file", help="File of API keys, name:key per line (e.g. a Docker secret).", rich_help_panel=SERVER
+        ),
+    ] = None,
+    serve_timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", help="Time limit of one request, seconds [default: 600].", rich_help_panel=SERVER),
+    ] = None,
+    verbose: options.Verbose = False,
+    gpu_layers: options.GpuLayers = None,
+    ctx: options.Ctx = None,
+    threads: options.Threads = None,
+    batch: options.Batch = None,
+    flash_attn: options.FlashAttn = None,
+    chat_format: options.ChatFormat = None,
+) -> None:
+    """Serve models over an OpenAI-compatible API (chat, completions, embeddings).
+
+    \b
+      localassist serve                              # 127.0.0.1:8080, no key needed on loopback
+      localassist serve -m qwen2.5:1.5b --embed nomic-embed.gguf --port 9000
+      localassist keys create laptop && localassist serve --host 0.0.0.0
+    """
+    flags = options.setting_flags(locals())
+    from localassist.cli.console import note
+    from localassist.server.run import ServeOptions
+    from localassist.server.run import serve as run_server
+    from localassist.settings import load_settings
+
+    settings = load_settings(flags)
+    run_server(settings, ServeOptions(list(model or []), list(embed or []), verbose), announce=note)

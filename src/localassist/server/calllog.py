@@ -1,0 +1,137 @@
+"""The call log: one row per HTTP request to the API, in ``<data dir>/server.db``.
+
+It records the key's name (never the key), model, endpoint, status and error code,
+token counts, queue wait, time to first token and total time; the prompt and the
+answer only when content logging is on. Rows are written by one background thread,
+in batches, so a slow disk never holds up a response; ``close()`` writes what is left.
+``recent`` reads newest first through the primary key (or an index per filter), so
+listing stays fast however many rows there are.
+"""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import sys
+import threading
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from localassist.server.db import ServerDBError, connect
+
+
+@dataclass
+class Call:
+    created: float
+    key_name: str
+    endpoint: str
+    status: int
+    model: str | None = None
+    error_code: str | None = None
+    stream: bool = False
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    queue_s: float | None = None
+    ttft_s: float | None = None
+    total_s: float | None = None
+    client: str | None = None
+    prompt: str | None = None
+    answer: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+COLUMNS = [f.name for f in fields(Call)]
+_INSERT = f"INSERT INTO calls ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+
+
+class CallLog:
+    def __init__(self, data_dir: Path) -> None:
+        self.db = connect(data_dir)
+        self._queue: queue.Queue[Call | tuple[str, Any] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="localassist-calllog", daemon=True)
+        self._thread.start()
+        self.failed: str | None = None
+
+    def record(self, call: Call) -> None:
+        self._queue.put(call)
+
+    def touch_keys(self, names: Iterable[str], when: float) -> None:
+        self._queue.put(("touch", (list(names), when)))
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+        self.db.close()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            batch = [item]
+            while True:  # whatever else is waiting goes in the same transaction
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = None in batch
+            try:
+                self._write([b for b in batch if b is not None])
+            except sqlite3.Error as exc:
+                if self.failed is None:  # say it once; serving goes on
+                    sys.stderr.write(f"localassist: warning: the call log cannot be written: {exc}\n")
+                self.failed = str(exc)
+            if stop:
+                return
+
+    def _write(self, batch: list[Call | tuple[str, Any]]) -> None:
+        if not batch:
+            return
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            for item in batch:
+                if isinstance(item, Call):
+                    db.execute(_INSERT, [getattr(item, c) for c in COLUMNS])
+                else:
+                    names, when = item[1]
+                    db.executemany(
+                        "UPDATE api_keys SET last_used = ? WHERE name = ? AND revoked IS NULL",
+                        [(when, n) for n in names],
+                    )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+
+def recent(
+    data_dir: Path,
+    count: int,
+    *,
+    key: str | None = None,
+    model: str | None = None,
+    status: int | None = None,
+) -> list[Call]:
+    """The newest ``count`` calls (optionally of one key, model or status), oldest first."""
+    where, args = [], []
+    for column, value in (("key_name", key), ("model", model), ("status", status)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    sql = (
+        f"SELECT {', '.join(COLUMNS)} FROM calls"
+        + (" WHERE " + " AND ".join(where) if where else "")
+        + " ORDER BY id DESC LIMIT ?"
+    )
+    db = connect(data_dir)
+    try:
+        rows = db.execute(sql, [*args, count]).fetchall()
+    except sqlite3.Error as exc:
+        raise ServerDBError(f"cannot read the call log: {exc}") from None
+    finally:
+        db.close()
+    return [Call(**{c: row[c] for c in COLUMNS}) for row in reversed(rows)]

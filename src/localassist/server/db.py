@@ -1,0 +1,107 @@
+"""The server's SQLite file, ``<data dir>/server.db``: API keys (hashes only) and the call log.
+
+Kept apart from the conversation log (``logs.db``): a call log of a shared server grows
+with every request of every client and has its own retention, and a key store must not
+be deleted by ``logs rm --all``. WAL mode, a busy timeout and named migrations, as in the
+conversation log; the file and its sidecars are 0600 in a 0700 directory.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from localassist.errors import LocalAssistError
+from localassist.files import create_private_file, private_dir
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "001_api_keys_and_calls",
+        """
+        CREATE TABLE api_keys (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL,
+            hash TEXT NOT NULL UNIQUE,
+            hint TEXT NOT NULL,
+            created REAL NOT NULL,
+            last_used REAL,
+            revoked REAL,
+            requests_per_minute INTEGER,
+            tokens_per_minute INTEGER
+        );
+        CREATE UNIQUE INDEX api_keys_active_name ON api_keys(name) WHERE revoked IS NULL;
+        CREATE TABLE calls (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            created REAL NOT NULL,
+            key_name TEXT NOT NULL,
+            model TEXT,
+            endpoint TEXT NOT NULL,
+            status INTEGER NOT NULL,
+            error_code TEXT,
+            stream INTEGER NOT NULL DEFAULT 0,
+            finish_reason TEXT,
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            queue_s REAL,
+            ttft_s REAL,
+            total_s REAL,
+            client TEXT,
+            prompt TEXT,
+            answer TEXT
+        );
+        CREATE INDEX calls_by_key ON calls(key_name, id);
+        CREATE INDEX calls_by_model ON calls(model, id);
+        CREATE INDEX calls_by_status ON calls(status, id);
+        """,
+    ),
+]
+
+
+class ServerDBError(LocalAssistError):
+    """The server database cannot be read or written (corrupt, locked, unwritable)."""
+
+
+def db_path(data_dir: Path) -> Path:
+    return data_dir / "server.db"
+
+
+def connect(data_dir: Path) -> sqlite3.Connection:
+    """Open (creating and migrating) the server database; 0600, WAL, 30 s busy timeout."""
+    path = db_path(data_dir)
+    try:
+        private_dir(path.parent)
+        create_private_file(path)
+        for suffix in ("-wal", "-shm"):
+            sidecar = path.with_name(path.name + suffix)
+            if sidecar.exists():
+                create_private_file(sidecar)
+        db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never corrupt
+        _migrate(db)
+        return db
+    except sqlite3.DatabaseError as exc:
+        raise ServerDBError(f"server database {path}: {exc}") from None
+    except OSError as exc:
+        raise ServerDBError(f"cannot open the server database {path}: {exc.strerror or exc}") from None
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied REAL NOT NULL)")
+    done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+    for name, sql in MIGRATIONS:
+        if name in done:
+            continue
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if db.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone() is None:
+                for statement in (s.strip() for s in sql.split(";")):
+                    if statement:
+                        db.execute(statement)
+                db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time()))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise

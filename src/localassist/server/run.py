@@ -1,0 +1,218 @@
+"""The server process: keys and the bind rule, model resolution, the listening socket,
+then uvicorn with a graceful SIGTERM.
+
+Order matters for clear failures: keys are gathered and the bind rule checked first
+(exit 2), models are resolved next (exit 3, without loading anything), then the socket
+is bound (a port in use is one line, exit 1), and only then does uvicorn start; the
+models load in the background while ``/health`` answers 503 ``loading``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from localassist.errors import LocalAssistError, UsageError
+from localassist.server.keys import ENV_KEYS, KeyStore, parse_key_lines
+
+# Encoder architectures: a model of one of these given with -m is served for embeddings.
+EMBEDDING_ARCHITECTURES = {
+    "bert",
+    "nomic-bert",
+    "nomic-bert-moe",
+    "jina-bert-v2",
+    "jina-bert-v3",
+    "t5encoder",
+    "modern-bert",
+    "neo-bert",
+}
+
+
+class ServeError(LocalAssistError):
+    """The server cannot start: the address is in use, or not ours to bind."""
+
+
+@dataclass
+class ServeOptions:
+    models: list[str] = field(default_factory=list)  # -m: chat models (encoders are taken for embeddings)
+    embed: list[str] = field(default_factory=list)  # --embed: loaded for embeddings
+    verbose: bool = False
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def gather_keys(key_file: str | None) -> list[tuple[str, str, str]]:
+    """Keys from ``LOCALASSIST_API_KEYS`` and the key file, as (name, key, source)."""
+    out = [(n, k, "env") for n, k in parse_key_lines(os.environ.get(ENV_KEYS, ""), "env")]
+    if key_file:
+        path = Path(key_file).expanduser()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read the key file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        out += [(n, k, "file") for n, k in parse_key_lines(text, "file")]
+    return out
+
+
+def check_bind(host: str, open_access: bool) -> None:
+    if open_access and not is_loopback(host):
+        raise UsageError(
+            f"refusing to listen on {host} without API keys: anyone who can reach this machine could use the model. "
+            "Create a key with `localassist keys create NAME` (or set LOCALASSIST_API_KEYS / --key-file), "
+            "or listen on 127.0.0.1"
+        )
+
+
+def plan_models(settings: Any, options: ServeOptions) -> list[tuple[Any, str]]:
+    """Resolve every model (no loading): (ResolvedModel, kind). Names must be unique per kind."""
+    from localassist.models.gguf_file import read_gguf
+    from localassist.models.resolve import resolve_model
+
+    def resolve(spec: str | None) -> Any:
+        resolved = resolve_model(spec, settings)
+        # a path is served under its file's stem: the id is typed by clients, and a path
+        # would show them the server's file system
+        return replace(resolved, name=resolved.path.stem) if resolved.source == "path" else resolved
+
+    plan: list[tuple[Any, str]] = []
+    for spec in options.models or [None]:
+        resolved = resolve(spec)
+        kind = "embedding" if read_gguf(resolved.path).architecture in EMBEDDING_ARCHITECTURES else "chat"
+        plan.append((resolved, kind))
+    plan += [(resolve(spec), "embedding") for spec in options.embed]
+    seen: set[tuple[str, str]] = set()
+    for resolved, kind in plan:
+        if (resolved.name, kind) in seen:
+            raise UsageError(f"{resolved.name} is given twice as a {kind} model")
+        seen.add((resolved.name, kind))
+    return plan
+
+
+def loader(settings: Any, plan: list[tuple[Any, str]], verbose: bool) -> Callable[[], list[tuple[str, Any, str]]]:
+    def load() -> list[tuple[str, Any, str]]:
+        from localassist.engine.local import LoadOptions, LocalBackend
+        from localassist.models.last_used import record_use
+
+        out = []
+        for resolved, kind in plan:
+            options = LoadOptions.from_settings(settings, verbose=verbose, embedding=kind == "embedding")
+            out.append((resolved.name, LocalBackend(resolved.path, resolved.name, options), kind))
+            record_use(settings.paths.data_dir, resolved.path)
+        return out
+
+    return load
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host.strip("[]"), port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def log_content(setting: str, host: str) -> bool:
+    return setting == "true" or (setting == "auto" and is_loopback(host))
+
+
+def serve(settings: Any, options: ServeOptions, announce: Callable[[str], None]) -> None:
+    """Run until SIGTERM/SIGINT. Raises the load error if a model failed to load."""
+    from localassist.engine.types import SamplingParams
+
+    try:
+        import starlette  # noqa: F401
+        import uvicorn
+    except ImportError:
+        raise ServeError("the server needs its extra: pip install 'localassist[server]'") from None
+    keys_extra = gather_keys(settings.serve_key_file)
+    store = KeyStore(settings.paths.data_dir)
+    from localassist.server.keys import Keyring
+
+    keyring = Keyring(store, keys_extra)
+    host, port = settings.serve_host, settings.serve_port
+    check_bind(host, keyring.open)
+    plan = plan_models(settings, options)
+    sock = bind(host, port)
+
+    import uvicorn
+
+    from localassist.server.app import ServeConfig, ServerState, create_app
+    from localassist.server.calllog import CallLog
+
+    content = log_content(settings.serve_log_content, host)
+    config = ServeConfig(
+        max_queue=settings.serve_max_queue,
+        timeout_s=settings.serve_timeout,
+        grace_s=settings.serve_grace,
+        max_body=settings.serve_max_body_mb * 1024 * 1024,
+        log_content=content,
+        requests_per_minute=settings.serve_requests_per_minute,
+        tokens_per_minute=settings.serve_tokens_per_minute,
+        defaults=SamplingParams.from_settings(settings),
+    )
+    state = ServerState(config, keyring, CallLog(settings.paths.data_dir), loader(settings, plan, options.verbose))
+    app = create_app(state)
+    uv_config = uvicorn.Config(
+        app,
+        lifespan="on",
+        loop="asyncio",
+        log_level="info" if options.verbose else "warning",
+        access_log=options.verbose,
+        timeout_graceful_shutdown=int(config.grace_s) + 5,
+        server_header=False,
+    )
+    server = _Server(uv_config, state)
+    state.on_fatal = lambda: setattr(server, "should_exit", True)
+    actual = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    names = ", ".join(f"{r.name}" + (" (embeddings)" if k == "embedding" else "") for r, k in plan)
+    auth = "open (no keys: loopback only)" if keyring.open else "API key required"
+    announce(
+        f"serving {names} on http://{shown}:{actual}/v1 ({auth}; queue {config.max_queue} per model; "
+        f"content logging {'on' if content else 'off'})"
+    )
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+        store.close()
+    if state.load_error is not None:
+        raise state.load_error
+
+
+class _Server:
+    """uvicorn's Server, with SIGTERM as a graceful stop that exits 0: new requests get
+    503, running ones may finish within the grace period, then they are cancelled.
+    (uvicorn re-raises the signal after shutting down, which would exit 143.)"""
+
+    def __new__(cls, config: Any, state: Any) -> Any:
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            def handle_exit(self, sig: int, frame: Any) -> None:
+                state.begin_shutdown()
+                if sig == signal.SIGTERM:
+                    self.should_exit = True
+                    return
+                super().handle_exit(sig, frame)
+
+        return Server(config)
