@@ -23,6 +23,7 @@ class CatalogEntry:
     context_length: int
     parameters: str
     package: str | None = None
+    kind: str = "chat"  # chat | embedding
 
     def file_glob(self, quant: str | None = None) -> str:
         return self.file.replace("{quant}", quant or self.quant)

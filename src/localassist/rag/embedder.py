@@ -137,6 +137,61 @@ def _pool(vector: Sequence[Any]) -> list[float]:
     return list(vector)
 
 
+class BackendEmbedder:
+    """An :class:`Embedder` over any localassist ``Backend`` with embeddings (a local
+    model loaded with ``LoadOptions(embedding=True)``, or a remote engine): what the CLI
+    and the server use. ``source`` is the model as the user named it, so the index can
+    load the same model again."""
+
+    def __init__(
+        self,
+        backend: Any,
+        model_id: str,
+        *,
+        source: str | None = None,
+        query_prefix: str = "",
+        document_prefix: str = "",
+    ) -> None:
+        info = backend.info()
+        if not info.embeddings:
+            raise EmbedderError(f"{info.model} was not loaded for embeddings")
+        self.backend = backend
+        self.model_id = model_id
+        self.source = source
+        self.query_prefix = query_prefix
+        self.document_prefix = document_prefix
+        self.max_tokens = int(getattr(backend, "embedding_limit", info.n_ctx))
+        self.dimension = int(info.embedding_dimension or len(backend.embed(["dimension probe"])[0]))
+        self.calls = 0
+        self.texts_embedded = 0
+
+    def count_tokens(self, text: str) -> int:
+        return self._count(self.document_prefix + text)
+
+    def _count(self, full: str) -> int:
+        return len(self.backend.tokenize(full)) + 2  # + the special tokens the embedding call adds (BOS; CLS+SEP)
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self._embed([self.document_prefix + t for t in texts], "document chunk")
+
+    def embed_query(self, text: str) -> list[float]:
+        return self._embed([self.query_prefix + text], "query")[0]
+
+    def _embed(self, inputs: list[str], what: str) -> list[list[float]]:
+        for full in inputs:
+            n = self._count(full)
+            if n > self.max_tokens:
+                raise InputTooLongError(n, self.max_tokens, what)
+        if not inputs:
+            return []
+        self.calls += 1
+        self.texts_embedded += len(inputs)
+        return self.backend.embed(inputs)
+
+    def close(self) -> None:
+        self.backend.close()
+
+
 def load_llama_embedder(
     path: str | os.PathLike[str],
     *,

@@ -124,9 +124,7 @@ def search(
             f"index '{index.name}' was built with the embedding model {model_id}, not {embedder.model_id}; "
             f"search it with that model, or sync it with this one (a full rebuild)"
         )
-    if not model_id:
-        notices.append("this index has no embedding model: keyword (BM25) search only")
-    elif embedder is None:
+    if model_id and embedder is None:  # (a BM25-only index said so once, when it was built)
         notices.append(f"no embedding model given (the index uses {model_id}): keyword (BM25) search only")
     terms = query_terms(query)
     try:

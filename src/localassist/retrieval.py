@@ -1,0 +1,147 @@
+"""Asking a folder index (service level): load the index's embedding model, check that
+the index is current, retrieve, and put the hits in front of the chat model with
+numbered, cited blocks. The sources shown to the user come from the hits' metadata,
+never from the model's text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from localassist.engine.types import Message
+from localassist.errors import ModelNotAvailableError
+
+EMBED_CTX = 512  # enough for a chunk and a query; a chat model's 8k context would cost memory for nothing
+
+
+def model_identity(resolved: Any) -> str:
+    """``name@sha256:size`` when the file's sha256 is known without reading it (the HF
+    cache names blobs by it; bundled models carry theirs), else ``name@size:mtime``."""
+    path = Path(resolved.path)
+    blob = path.resolve()
+    stat = blob.stat()
+    if resolved.source == "hf-cache" and len(blob.name) == 64:
+        return f"{resolved.name}@{blob.name}:{stat.st_size}"
+    if resolved.source == "starter":
+        from localassist.models import bundled
+
+        return f"{resolved.name}@{bundled.expected_sha256_of(path)}:{stat.st_size}"
+    return f"{resolved.name}@{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def load_embedder(settings: Any, spec: str, *, loading: Callable[[str], Any] | None = None) -> Any:
+    """The embedding model ``spec`` (a catalog name, a path, owner/repo...) as a RAG embedder."""
+    from contextlib import nullcontext
+
+    from localassist.engine.local import LoadOptions, LocalBackend
+    from localassist.models.catalog import lookup
+    from localassist.models.resolve import resolve_model
+    from localassist.rag.embedder import BackendEmbedder, prefixes_for
+
+    try:
+        resolved = resolve_model(spec, settings)
+    except ModelNotAvailableError as exc:
+        raise ModelNotAvailableError(f"the index's embedding model is missing: {exc}") from None
+    options = LoadOptions(
+        ctx=settings.ctx or EMBED_CTX, threads=settings.threads, embedding=True, gpu_layers=settings.gpu_layers
+    )
+    with (loading or (lambda _name: nullcontext()))(resolved.name):
+        backend = LocalBackend(resolved.path, resolved.name, options)
+    entry = lookup(spec)
+    query, document = prefixes_for(f"{resolved.name} {entry.repo if entry else ''} {Path(resolved.path).name}")
+    return BackendEmbedder(backend, model_identity(resolved), source=spec, query_prefix=query, document_prefix=document)
+
+
+def index_embedder(settings: Any, info: Any, *, loading: Callable[[str], Any] | None = None) -> Any:
+    """The embedder an index was built with (None for a BM25-only index)."""
+    if info.model_id is None:
+        return None
+    if not info.model_source:
+        raise ModelNotAvailableError(f"index '{info.name}' does not record its embedding model; rebuild it")
+    return load_embedder(settings, info.model_source, loading=loading)
+
+
+@dataclass
+class Retrieved:
+    """What a question over an index found: the messages to send, the hits to cite."""
+
+    messages: list[Message]
+    hits: list[Any]
+    notices: list[str] = field(default_factory=list)
+    found: bool = True
+
+
+class DocsSearch:
+    """Questions over one index, its embedding model loaded once (chat asks every turn)."""
+
+    def __init__(self, settings: Any, index_name: str, *, loading: Callable[[str], Any] | None = None) -> None:
+        from localassist.rag import open_index
+
+        self.settings = settings
+        self.name = index_name
+        with open_index(settings.paths.data_dir, index_name) as index:  # fails now on an unknown name
+            self.info = index.info()
+        self._loading = loading
+        self._embedder: Any = None
+        self._loaded = False
+
+    def embedder(self) -> Any:
+        if not self._loaded:
+            self._embedder = index_embedder(self.settings, self.info, loading=self._loading)
+            self._loaded = True
+        return self._embedder
+
+    def search(self, question: str, *, k: int = 5, sync: bool = False) -> tuple[list[Any], list[str], bool]:
+        """(hits, notices, found); says when the index is stale (or syncs it first)."""
+        from localassist.rag import open_index
+
+        notices: list[str] = []
+        with open_index(self.settings.paths.data_dir, self.name) as index:
+            stale = index.staleness()
+            if stale.stale and sync:
+                report = index.sync(self.embedder())
+                notices += report.notices
+                notices.append(
+                    f"synced {self.name}: {len(report.added)} new, {len(report.updated)} changed, "
+                    f"{len(report.removed)} removed"
+                )
+            elif stale.stale:
+                changed = stale.changed + stale.new + stale.deleted
+                notices.append(
+                    f"{changed} file{'s' if changed != 1 else ''} changed since the last sync; "
+                    f"run `localassist index sync {self.name}` (or ask with --sync)"
+                )
+            result = index.search(question, self.embedder(), k=k)
+        return list(result.hits), notices + list(result.notices), result.found
+
+    def close(self) -> None:
+        if self._embedder is not None:
+            self._embedder.close()
+            self._embedder = None
+            self._loaded = False
+
+
+def retrieve(
+    settings: Any,
+    index_name: str,
+    question: str,
+    *,
+    k: int = 5,
+    sync: bool = False,
+    system: str | None = None,
+    loading: Callable[[str], Any] | None = None,
+) -> Retrieved:
+    """Search ``index_name`` for ``question``: the messages to send and the hits to cite."""
+    from localassist.rag import SYSTEM_PROMPT, user_prompt
+
+    docs = DocsSearch(settings, index_name, loading=loading)
+    try:
+        hits, notices, found = docs.search(question, k=k, sync=sync)
+    finally:
+        docs.close()
+    rules = SYSTEM_PROMPT if not system else f"{system}\n\n{SYSTEM_PROMPT}"
+    messages = [Message("system", rules), Message("user", user_prompt(question, hits))]
+    return Retrieved(messages, hits, notices, found)
