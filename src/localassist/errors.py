@@ -98,6 +98,35 @@ class BackendError(LocalAssistError):
     """The inference engine failed while generating."""
 
 
+class RemoteError(BackendError):
+    """A remote engine failed: a server error, busy past the retries, a broken stream."""
+
+
+class RemoteRequestError(RemoteError):
+    """A remote engine refused the request as invalid (HTTP 400/422): a parameter it does not take."""
+
+    exit_code = ExitCode.USAGE
+
+
+class RemoteUnavailableError(RemoteError):
+    """The remote named cannot be reached, or does not have the model named."""
+
+    exit_code = ExitCode.MODEL_NOT_AVAILABLE
+
+
+class RemoteAuthError(RemoteError):
+    """A remote engine refused the API key (HTTP 401/403), or the key's variable is not set."""
+
+    exit_code = ExitCode.ACCESS_DENIED
+
+
+class RemoteContextOverflowError(LocalAssistError):
+    """The prompt does not fit a remote engine's context (said by the server, or refused
+    beforehand because the server would clip it silently)."""
+
+    exit_code = ExitCode.CONTEXT_OVERFLOW
+
+
 class DocumentError(LocalAssistError):
     """A document cannot be used: binary, empty, encrypted, no text (scanned), unreadable, malformed."""
 
