@@ -51,7 +51,7 @@ def test_llama_server_context_comes_from_props(server):
     llama_server(server, n_ctx=3072)
     backend = RemoteBackend(server.url, name="box")
     info = backend.info()
-    assert (backend.model_name, backend.n_ctx, info.remote) == ("box:qwen", 3072, True)
+    assert (backend.model_name, backend.n_ctx, info.remote) == ("box:qwen (remote)", 3072, True)
     assert info.details["server"] == "llama.cpp" and "/props" in info.details["ctx"]
 
 

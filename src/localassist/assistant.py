@@ -471,13 +471,33 @@ def open_backend(
     *,
     verbose: bool = False,
     loading: Callable[[str], AbstractContextManager[Any]] = lambda _name: nullcontext(),
+    notify: Callable[[str], None] | None = None,
 ) -> Backend:
     """Resolve ``spec`` (or the configured default) and load it; ``loading(name)`` wraps
-    the load (the CLI shows a spinner)."""
+    the load (the CLI shows a spinner). A remote model (``NAME:MODEL``, ``--base-url``)
+    is connected instead; ``notify`` gets its one-line notices (retries, an unknown
+    context, plain HTTP)."""
     from localassist.engine.local import LoadOptions, LocalBackend
     from localassist.models.last_used import record_use
+    from localassist.models.remotes import remote_target
     from localassist.models.resolve import resolve_model
 
+    wanted = spec if spec is not None else settings.model
+    if settings.base_url and wanted == settings.model and settings.sources.get("model") != "flag":
+        wanted = None  # with --base-url only -m names the server's model, not a configured default
+    if (target := remote_target(wanted, settings)) is not None:
+        from localassist.engine.remote import RemoteBackend
+
+        with loading(wanted or target.url):
+            return RemoteBackend(
+                target.url,
+                target.model,
+                name=target.name,
+                key_env=target.key_env,
+                kind=target.kind,
+                ctx=settings.ctx if settings.sources.get("ctx") not in (None, "default") else None,
+                notify=notify,
+            )
     resolved = resolve_model(spec if spec is not None else settings.model, settings)
     with loading(resolved.name):
         backend = LocalBackend(resolved.path, resolved.name, LoadOptions.from_settings(settings, verbose=verbose))

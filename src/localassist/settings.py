@@ -305,6 +305,11 @@ class Settings:
     serve_key_file: str | None = None
     paths: Paths = field(default_factory=app_paths, compare=False)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+    # the config file's [remotes] table, and the --base-url/--api-key-env flags (flags only:
+    # nothing is sent to a server because of an environment variable)
+    remotes: Mapping[str, Remote] = field(default_factory=dict, compare=False)
+    base_url: str | None = None
+    api_key_env: str | None = None
 
 
 def parse_value(name: str, raw: Any, source: str) -> Any:
@@ -342,7 +347,9 @@ def load_settings(flags: Mapping[str, Any] | None = None) -> Settings:
     for name, spec in SPECS.items():
         values[name] = tuple(spec.default) if isinstance(spec.default, list) else spec.default
         sources[name] = "default"
-    for name, raw in read_config_file(paths.config_file).items():
+    config = read_config_file(paths.config_file)
+    remotes = parse_remotes(config.pop(REMOTES_KEY, {}), paths.config_file)
+    for name, raw in config.items():
         if name not in SPECS:
             raise ConfigError(
                 f"unknown key '{name}' in {paths.config_file}; remove it with `localassist config unset {name}`"
@@ -355,11 +362,12 @@ def load_settings(flags: Mapping[str, Any] | None = None) -> Settings:
             values[name] = parse_value(name, raw, "env")
             sources[name] = "env " + ENV_PREFIX + name.upper()
     for name, raw in (flags or {}).items():
-        if raw is None or (isinstance(raw, (list, tuple)) and not raw):
+        if raw is None or (isinstance(raw, (list, tuple)) and not raw) or name in REMOTE_FLAGS:
             continue
         values[name] = parse_value(name, raw, "flag")
         sources[name] = "flag"
-    return Settings(**values, paths=paths, sources=sources)
+    remote_flags = remote_flag_values(flags or {})
+    return Settings(**values, paths=paths, sources=sources, remotes=remotes, **remote_flags)
 
 
 def _write_config(path: Path, data: dict[str, Any]) -> None:
@@ -399,3 +407,92 @@ def unset_config_value(name: str) -> bool:
 
 def settings_as_dict(settings: Settings) -> dict[str, Any]:
     return {f.name: getattr(settings, f.name) for f in fields(settings) if f.name in SPECS}
+
+# --- remotes: named servers in the config file (the API key itself is never stored)
+
+REMOTES_KEY = "remotes"
+REMOTE_FLAGS = ("base_url", "api_key_env")
+_REMOTE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class Remote:
+    """A server the user named: ``localassist remote add NAME URL --key-env VAR``."""
+
+    name: str
+    url: str
+    key_env: str | None = None
+
+
+def check_remote_name(name: str) -> str:
+    if not _REMOTE_NAME.fullmatch(name):
+        raise UsageError(f"invalid remote name {name!r}: use letters, digits, '_' or '-' (no ':', '/' or '.')")
+    return name
+
+
+def check_env_name(name: str) -> str:
+    if not _ENV_NAME.fullmatch(name):
+        raise UsageError(f"{name!r} is not an environment variable name (give the variable's name, not the key)")
+    return name
+
+
+def parse_remotes(table: Any, path: Path) -> dict[str, Remote]:
+    """The ``[remotes.NAME]`` tables: ``url`` and an optional ``key_env``."""
+    from localassist.urls import normalize_url
+
+    if not isinstance(table, dict):
+        raise ConfigError(f"'{REMOTES_KEY}' in {path} must be a table of [remotes.NAME] tables")
+    out = {}
+    for name, entry in table.items():
+        try:
+            if not isinstance(entry, dict) or not isinstance(entry.get("url"), str):
+                raise UsageError("it needs a url")
+            key_env = entry.get("key_env")
+            out[name] = Remote(
+                check_remote_name(name), normalize_url(entry["url"]), check_env_name(key_env) if key_env else None
+            )
+        except UsageError as exc:
+            raise ConfigError(
+                f"remote '{name}' in {path}: {exc}; fix it with `localassist remote rm {name}` and `remote add`"
+            ) from None
+    return out
+
+
+def remote_flag_values(flags: Mapping[str, Any]) -> dict[str, str]:
+    """``--base-url`` (normalised) and ``--api-key-env`` (a variable's name) as given."""
+    from localassist.urls import normalize_url
+
+    out = {}
+    if flags.get("base_url"):
+        out["base_url"] = normalize_url(str(flags["base_url"]))
+    if flags.get("api_key_env"):
+        out["api_key_env"] = check_env_name(str(flags["api_key_env"]))
+    return out
+
+
+def add_remote(name: str, url: str, key_env: str | None = None) -> Remote:
+    """Store (or replace) a remote in the config file; only the key's variable name is stored."""
+    from localassist.urls import normalize_url
+
+    remote = Remote(check_remote_name(name), normalize_url(url), check_env_name(key_env) if key_env else None)
+    path = app_paths().config_file
+    data = read_config_file(path)
+    table = data.setdefault(REMOTES_KEY, {})
+    table[name] = {"url": remote.url, **({"key_env": remote.key_env} if remote.key_env else {})}
+    _write_config(path, data)
+    return remote
+
+
+def remove_remote(name: str) -> bool:
+    """Remove a remote from the config file; return whether it was there."""
+    path = app_paths().config_file
+    data = read_config_file(path)
+    table = data.get(REMOTES_KEY)
+    if not isinstance(table, dict) or name not in table:
+        return False
+    del table[name]
+    if not table:
+        del data[REMOTES_KEY]
+    _write_config(path, data)
+    return True

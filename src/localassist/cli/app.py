@@ -16,6 +16,7 @@ from localassist.cli import hub as hub_cmd
 from localassist.cli import keys as keys_cmd
 from localassist.cli import logs as logs_cmd
 from localassist.cli import models as models_cmd
+from localassist.cli import remote as remote_cmd
 from localassist.cli import serve as serve_cmd
 from localassist.cli import templates_cmd
 from localassist.cli.console import debug_enabled, error, exit_broken_pipe
@@ -64,6 +65,7 @@ app.command()(hub_cmd.verify)
 app.command()(hub_cmd.rm)
 app.command()(serve_cmd.serve)
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(remote_cmd.app, name="remote")
 app.add_typer(logs_cmd.app, name="logs")
 app.add_typer(templates_cmd.app, name="templates")
 app.add_typer(keys_cmd.app, name="keys")

@@ -31,6 +31,8 @@ def ask(
     stats: options.Stats = False,
     plain: options.Plain = False,
     verbose: options.Verbose = False,
+    base_url: options.BaseUrl = None,
+    api_key_env: options.ApiKeyEnv = None,
     gpu_layers: options.GpuLayers = None,
     ctx: options.Ctx = None,
     threads: options.Threads = None,

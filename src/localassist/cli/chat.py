@@ -24,6 +24,8 @@ def chat(
     no_log: Annotated[bool, typer.Option("--no-log", help="Do not log this chat.")] = False,
     plain: Annotated[bool, typer.Option("--plain", help="No markdown rendering.")] = False,
     verbose: options.Verbose = False,
+    base_url: options.BaseUrl = None,
+    api_key_env: options.ApiKeyEnv = None,
     gpu_layers: options.GpuLayers = None,
     ctx: options.Ctx = None,
     threads: options.Threads = None,

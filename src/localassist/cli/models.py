@@ -14,10 +14,16 @@ from localassist.cli.tables import human_count, human_size, print_table
 def models(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array.")] = False,
     catalog: Annotated[bool, typer.Option("--catalog", help="List the catalog's short names instead.")] = False,
+    remote: Annotated[
+        str | None, typer.Option("--remote", help="List what this remote (a name or URL) offers, with context lengths.")
+    ] = None,
 ) -> None:
     """List the models usable right now: the starter model, the HF cache, `models_dirs`."""
     if catalog:
         _catalog(as_json)
+        return
+    if remote is not None:
+        _remote(remote, as_json)
         return
     from datetime import datetime
 
@@ -61,6 +67,32 @@ def models(
     print_table(
         ["NAME", "QUANT", "SIZE", "LAST USED", "SOURCE", "PATH"],
         [[m.name, m.quant, human_size(m.size), when(m.path) or "-", m.source, m.path] for m in found],
+    )
+
+
+def _remote(name: str, as_json: bool) -> None:
+    """Ask one server, the one named, what it offers."""
+    from localassist.cli.console import warn
+    from localassist.engine.remote import RemoteBackend
+    from localassist.models.remotes import named_remote
+    from localassist.settings import load_settings
+
+    target = named_remote(name, load_settings())
+    backend = RemoteBackend(
+        target.url, None, name=target.name, key_env=target.key_env, kind=target.kind, notify=warn, choose_model=False
+    )
+    try:
+        offered = backend.list_models()
+    finally:
+        backend.close()
+    label = target.name or target.url
+    rows = [{"name": f"{label}:{m['id']}", **m} for m in offered]
+    if as_json:
+        out(json.dumps(rows, indent=2))
+        return
+    print_table(
+        ["NAME", "CONTEXT", "OWNED BY"],
+        [[r["name"], r["context_length"] or "?", r.get("owned_by") or "-"] for r in rows],
     )
 
 

@@ -64,6 +64,19 @@ Stop = Annotated[
     typer.Option("--stop", help="Stop when this text appears (repeatable).", rich_help_panel=SAMPLING),
 ]
 System = Annotated[str | None, typer.Option("--system", "-s", help="System prompt.")]
+BaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--base-url",
+        help="Run on this OpenAI-compatible server (llama-server, vLLM, Ollama, localassist serve); "
+        "-m names its model.",
+        rich_help_panel=ENGINE,
+    ),
+]
+ApiKeyEnv = Annotated[
+    str | None,
+    typer.Option("--api-key-env", help="Environment variable holding the server's API key.", rich_help_panel=ENGINE),
+]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="llama.cpp logs, backend and offload report on stderr.")]
 
 
@@ -72,9 +85,9 @@ def setting_flags(params: dict[str, Any]) -> dict[str, Any]:
 
     Called with ``locals()`` first thing in a command, so a flag named like a setting
     is picked up without being listed twice."""
-    from localassist.settings import SPECS
+    from localassist.settings import REMOTE_FLAGS, SPECS
 
-    return {name: value for name, value in params.items() if name in SPECS and value is not None}
+    return {name: value for name, value in params.items() if name in (*SPECS, *REMOTE_FLAGS) and value is not None}
 
 
 # ask/chat options that are not settings

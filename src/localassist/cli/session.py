@@ -33,7 +33,7 @@ def load_model(settings: Any, spec: str | None = None, verbose: bool = False) ->
 
         return err_console().status(f"Loading {name}...", spinner="dots") if spinner else nullcontext()
 
-    backend = open_backend(settings, spec, verbose=verbose, loading=loading)
+    backend = open_backend(settings, spec, verbose=verbose, loading=loading, notify=warn)
     if verbose:
         warn("  ".join(f"{k}={v}" for k, v in backend.info().details.items()))
     return backend

@@ -148,7 +148,9 @@ class RemoteBackend:
         retries: int = MAX_RETRIES,
         max_wait: float = MAX_WAIT_S,
         notify: Callable[[str], None] | None = None,
+        choose_model: bool = True,
     ) -> None:
+        """``choose_model=False``: only connect (to list what the server offers)."""
         import httpx
 
         self.url = normalize_url(url)
@@ -159,6 +161,7 @@ class RemoteBackend:
         self.retries = retries
         self.max_wait = max_wait
         self.timeout = timeout
+        self._choosing = choose_model
         headers = {"Accept": "application/json"}
         if key_env:
             key = os.environ.get(key_env, "").strip()
@@ -186,13 +189,15 @@ class RemoteBackend:
             raise
         self.load_seconds = perf_counter() - start
         self.model = self.probe.model
-        self.model_name = f"{name or urlsplit(self.url).netloc}:{self.model}"
+        self.spec = f"{name or urlsplit(self.url).netloc}:{self.model}"  # as typed after -m
+        # how the model is shown everywhere (the REPL, stats, the log's model column, /show)
+        self.model_name = f"{self.spec} (remote)"
         self.user_ctx = ctx
         if self.probe.n_ctx is None:
             self.n_ctx = ctx or ASSUMED_CTX
-            if ctx is None:
+            if ctx is None and choose_model:
                 self.notify(
-                    f"the context length of {self.model_name} is unknown ({self.where} does not report it): "
+                    f"the context length of {self.spec} is unknown ({self.where} does not report it): "
                     f"assuming {ASSUMED_CTX:,} tokens; pass --ctx N to use more"
                 )
         else:
@@ -200,11 +205,6 @@ class RemoteBackend:
         self._tokenizer = self.probe.tokenizer
 
     # --- names
-
-    @property
-    def display(self) -> str:
-        """How the model is shown everywhere: stats, the log's model column, /show."""
-        return f"{self.model_name} (remote)"
 
     @property
     def key_hint(self) -> str:
@@ -282,12 +282,13 @@ class RemoteBackend:
     def _probe(self, model: str | None, kind: str | None) -> Probe:
         key = (self.url, model, kind)
         with _PROBES_LOCK:
-            if key in _PROBES:
+            if key in _PROBES and self._choosing:
                 return _PROBES[key]
         start = perf_counter()
         probe = self._probe_ollama(model, start) if kind == OLLAMA else self._probe_openai(model, kind, start)
-        with _PROBES_LOCK:
-            _PROBES[key] = probe
+        if self._choosing:
+            with _PROBES_LOCK:
+                _PROBES[key] = probe
         return probe
 
     def _probe_openai(self, model: str | None, kind: str | None, start: float) -> Probe:
@@ -331,12 +332,14 @@ class RemoteBackend:
         if model and ":" not in model and f"{model}:latest" in ids:
             model = f"{model}:latest"  # as Ollama itself resolves a bare name
         chosen = self._choose(model, ids)
-        shown = self._json("POST", "/api/show", {"model": chosen}) or {}
+        shown = (self._json("POST", "/api/show", {"model": chosen}) or {}) if chosen else {}
         info = shown.get("model_info") or {}
         n_ctx = next((_int(v) for k, v in info.items() if k.endswith(".context_length")), None)
         return Probe(OLLAMA, chosen, ids, n_ctx, "/api/show" if n_ctx else "unknown", False, perf_counter() - start)
 
     def _choose(self, model: str | None, ids: list[str], single_model: bool = False) -> str:
+        if not self._choosing:
+            return model or (ids[0] if ids else "")
         if model and (model in ids or (single_model and len(ids) <= 1)):
             return model  # llama-server serves its one model whatever it is called
         if model:
@@ -422,7 +425,7 @@ class RemoteBackend:
             path, body, parse = self._ollama_request(request, estimate)
         else:
             path, body, parse = self._openai_request(request)
-        state = StreamState(self.display, estimate, load_s=self.load_seconds)
+        state = StreamState(self.model_name, estimate, load_s=self.load_seconds)
         return RemoteStream(state, lambda stream: self._produce(stream, path, body, parse))  # type: ignore[arg-type]
 
     def _produce(
@@ -571,7 +574,7 @@ class RemoteBackend:
         limit = self.n_ctx
         if need > limit:
             raise RemoteContextOverflowError(
-                f"the input may not fit the context of {self.model_name}: about {estimate:,} prompt tokens "
+                f"the input may not fit the context of {self.spec}: about {estimate:,} prompt tokens "
                 f"(estimated: Ollama has no tokenizer endpoint) + {p.max_tokens:,} max tokens > {limit:,}. "
                 "Ollama would clip the prompt without an error, so it was not sent; shorten the input or lower "
                 "--max-tokens" + ("" if self.user_ctx else ", or raise --ctx")
@@ -684,14 +687,14 @@ class RemoteBackend:
         else:
             ctx_from = "--ctx" if self.user_ctx else f"assumed: {self.url} does not report it"
         return BackendInfo(
-            model=self.model_name,
+            model=self.spec,
             n_ctx=self.n_ctx,
             remote=True,
             tools=True,
             grammar=probe.kind in (LLAMA_CPP, LOCALASSIST),
             embeddings=True,
             details={
-                "model": self.display,
+                "model": self.model_name,
                 "remote": self.url,
                 "server": probe.kind,
                 "ctx": f"{self.n_ctx} ({ctx_from})",

@@ -16,6 +16,7 @@ from localassist.errors import ModelInvalidError, ModelNotAvailableError
 from localassist.models import bundled as starter
 from localassist.models.catalog import CatalogEntry, load_catalog, lookup
 from localassist.models.gguf_file import FILE_TYPES
+from localassist.models.remotes import remote_target
 from localassist.settings import Settings
 
 _REPO_RE = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)(?::(?P<quant>[\w.-]+))?$")
@@ -222,6 +223,11 @@ def resolve_model(spec: str | None, settings: Settings) -> ResolvedModel:
         )
     if entry := lookup(spec):
         return _from_catalog(entry, settings)
+    if remote_target(spec, settings, base_url=False) is not None:
+        raise ModelNotAvailableError(
+            f"'{spec}' is a model on a remote server, not a file here "
+            f"(`localassist models --remote {spec.partition(':')[0]}` lists what that server offers)"
+        )
     if _looks_like_path(spec):
         return _from_path(spec)
     if repo_spec := parse_repo_spec(spec):
