@@ -89,9 +89,14 @@ def test_batch_answers_each_prompt_on_one_shared_model(llm, oracle):
 
 
 @pytest.mark.model
-def test_ainvoke_gives_the_same_as_the_engine(llm, oracle):
+def test_ainvoke_and_astream_give_the_same_as_the_engine(llm, oracle):
     message = asyncio.run(llm.ainvoke("Name a planet."))
     assert message.content == oracle(Message("user", "Name a planet.")).text
+
+    async def pieces() -> str:
+        return "".join([c.content async for c in llm.astream("Name a star.")])
+
+    assert asyncio.run(pieces()) == oracle(Message("user", "Name a star.")).text
 
 
 @pytest.mark.model
@@ -204,6 +209,16 @@ def test_bind_tools_on_the_local_engine_gives_a_call_that_fits_the_schema(llm):
     assert [c["name"] for c in message.tool_calls] == ["add"]
     jsonschema.validate(message.tool_calls[0]["args"], convert_to_openai_tool(add)["function"]["parameters"])
     assert message.response_metadata["finish_reason"] == "tool_calls"
+
+
+def test_leaving_a_stream_early_closes_the_connection():
+    with FakeRemote() as server:
+        llama_server(server)
+        server.route("POST", "/v1/chat/completions", Reply(lines=sse(chunk("tick "), done=False), keep_streaming=True))
+        for piece in ChatLocalAssist(base_url=server.url).stream("count"):
+            assert piece.content == "tick "
+            break
+        assert server.disconnected.wait(5)
 
 
 # --- embeddings and retrieval

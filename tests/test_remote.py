@@ -133,6 +133,16 @@ def test_stream_gives_text_usage_and_finish_reason_and_sends_the_key(server, mon
     assert (body["temperature"], body["max_tokens"], body["top_k"]) == (0, 5, 7)
 
 
+def test_one_backend_sends_one_session_id_for_sticky_routing(server):
+    llama_server(server)
+    server.route("POST", "/v1/chat/completions", Reply(lines=sse(chunk("a"), chunk(finish="stop"))))
+    first, second = RemoteBackend(server.url), RemoteBackend(server.url)
+    for backend, text in ((first, "one"), (first, "two"), (second, "three")):
+        backend.chat(ask(text)).result()
+    ids = [r.headers.get("X-Session-Id") for r in server.requests if r.path == "/v1/chat/completions"]
+    assert ids[0] and ids[0] == ids[1] != ids[2] and len(ids[0]) == 16
+
+
 def test_tool_call_deltas_are_joined_by_index(server):
     llama_server(server)
     calls = [

@@ -168,3 +168,28 @@ def test_remote_flags_never_come_from_the_environment(server, starter_model):
     env = {"LOCALASSIST_BASE_URL": server.url, "LOCALASSIST_MODEL": str(starter_model)}
     result = run_cli("ask", "--raw", "-T", "0", "-n", "2", "The sky is", env=env)
     assert result.returncode == 0 and server.requests == []
+
+
+def test_ctrl_c_closes_the_connection_keeps_the_text_and_exits_130(server):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    server.route("POST", "/v1/chat/completions", Reply(lines=sse(chunk("tick "), done=False), keep_streaming=True))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "localassist", "ask", "--base-url", server.url, "count"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.read(5)  # the answer has started
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    rest, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    assert (first + rest).decode().startswith("tick tick")
+    assert server.disconnected.wait(5)
+    logged = json.loads(run_cli("logs", "--json").stdout)
+    assert logged[-1]["response"].startswith("tick ") and logged[-1]["model"].endswith("(remote)")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -162,6 +163,9 @@ class RemoteBackend:
         self.max_wait = max_wait
         self.timeout = timeout
         self._choosing = choose_model
+        # one id per backend (a chat session, a command): a load balancer can route on it
+        # so one conversation stays on one replica and its KV prefix cache is reused
+        self.session_id = secrets.token_hex(8)
         headers = {"Accept": "application/json"}
         if key_env:
             key = os.environ.get(key_env, "").strip()
@@ -230,7 +234,8 @@ class RemoteBackend:
         client = self._stream_client if stream is not None else self._client
         for attempt in range(self.retries + 1):
             extensions = {"trace": stream.trace} if stream is not None else {}
-            request = client.build_request(method, path, json=body, extensions=extensions)
+            headers = {"X-Session-Id": self.session_id} if stream is not None else {}
+            request = client.build_request(method, path, json=body, headers=headers, extensions=extensions)
             try:
                 response = client.send(request, stream=stream is not None)
             except httpx.ConnectTimeout:
