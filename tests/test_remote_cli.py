@@ -193,3 +193,22 @@ def test_ctrl_c_closes_the_connection_keeps_the_text_and_exits_130(server):
     assert server.disconnected.wait(5)
     logged = json.loads(run_cli("logs", "--json").stdout)
     assert logged[-1]["response"].startswith("tick ") and logged[-1]["model"].endswith("(remote)")
+
+
+def test_remote_commands_import_no_http_or_model_library():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, runpy\n"
+        "sys.argv = ['localassist'] + sys.argv[1:]\n"
+        "try:\n"
+        "    runpy.run_module('localassist', run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = [m for m in ('httpx', 'llama_cpp', 'numpy', 'langchain_core') if m in sys.modules]\n"
+        "sys.stderr.write('HEAVY=' + ','.join(heavy) + '\\n')\n"
+    )
+    for args in (["remote", "add", "box", "http://127.0.0.1:9"], ["remote", "list"], ["remote", "rm", "box"]):
+        proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+        assert "HEAVY=\n" in proc.stderr, (args, proc.stderr)

@@ -474,9 +474,10 @@ def open_backend(
     notify: Callable[[str], None] | None = None,
 ) -> Backend:
     """Resolve ``spec`` (or the configured default) and load it; ``loading(name)`` wraps
-    the load (the CLI shows a spinner). A remote model (``NAME:MODEL``, ``--base-url``)
-    is connected instead; ``notify`` gets its one-line notices (retries, an unknown
-    context, plain HTTP)."""
+    the load (the CLI shows a spinner). ``snapshots``: save the conversation's KV state
+    after each answer and resume from it in a later process (chat, ``ask -c``). A remote
+    model (``NAME:MODEL``, ``--base-url``) is connected instead; ``notify`` gets its
+    one-line notices (retries, an unknown context, plain HTTP)."""
     from localassist.engine.local import LoadOptions, LocalBackend
     from localassist.models.last_used import record_use
     from localassist.models.remotes import remote_target
@@ -500,6 +501,8 @@ def open_backend(
             )
     resolved = resolve_model(spec if spec is not None else settings.model, settings)
     with loading(resolved.name):
-        backend = LocalBackend(resolved.path, resolved.name, LoadOptions.from_settings(settings, verbose=verbose))
+        options = LoadOptions.from_settings(settings, verbose=verbose, snapshots=snapshots)
+        backend = LocalBackend(resolved.path, resolved.name, options)
     record_use(settings.paths.data_dir, resolved.path)
     return backend
+    snapshots: bool = False,

@@ -125,6 +125,24 @@ def parse_memory(value: Any) -> str:
     raise ValueError(f"not a memory policy: {value!r}")
 
 
+_SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(b|kb|mb|gb|tb|kib|mib|gib|tib)?", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_SIZE_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_size(value: Any) -> int:
+    """A size in bytes: a whole number, or a number with a unit (``2GB``, ``500 MB``, ``1.5GiB``)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _SIZE.fullmatch(str(value).strip())
+    if not match:
+        raise ValueError(f"not a size: {value!r}")
+    number, unit = match.groups()
+    if unit is None and "." in number:
+        raise ValueError(f"not a whole number of bytes: {value!r}")
+    return int(float(number) * _SIZE_UNITS[(unit or "b").lower()])
+
+
 def _to_optional_str(value: Any) -> str | None:
     text = str(value)
     return text if text else None
@@ -220,6 +238,13 @@ SPECS: dict[str, Spec] = {
     "log": Spec(_to_bool, True, "true or false", "log every exchange in the SQLite log"),
     "input_template": Spec(
         str,
+    "kv_cache_size": Spec(
+        parse_size,
+        2 * 10**9,
+        "a size such as 2GB, 500MB or 0 (off)",
+        "disk cap for saved conversation KV state (chat, ask -c)",
+        lambda v: v >= 0,
+    ),
         DEFAULT_INPUT_TEMPLATE,
         "text containing {instruction} and {input}",
         "how piped input and the instruction are joined",
@@ -295,6 +320,7 @@ class Settings:
     input_template: str = DEFAULT_INPUT_TEMPLATE
     serve_host: str = "127.0.0.1"
     serve_port: int = 8080
+    kv_cache_size: int = 2 * 10**9
     serve_max_queue: int = 4
     serve_requests_per_minute: int = 0
     serve_tokens_per_minute: int = 0

@@ -83,7 +83,9 @@ def chat(
         helper.backend.close()
         return
 
-    helper = session.open_assistant(settings, verbose=verbose, log=not no_log, history=history, context=piped)
+    helper = session.open_assistant(
+        settings, verbose=verbose, log=not no_log, history=history, context=piped, snapshots=True
+    )
     if history:
         # the memory policy decides what of a long conversation goes to the model, as on every turn
         notice = helper.restore(history.messages())

@@ -215,7 +215,7 @@ class Repl:
             if not arg:
                 say(f"model: {s.backend.model_name} (usage: /model NAME)")
                 return None
-            s.switch_backend(load_model(self.settings, arg))
+            s.switch_backend(load_model(self.settings, arg, snapshots=True))
             say(f"now chatting with {s.backend.model_name}; the conversation is kept", style="dim")
         elif name == "/stats":
             from localassist.cli.session import stats_line

@@ -22,7 +22,7 @@ def read_stdin(decode: Callable[[bytes], str]) -> str | None:
     return decode(data) if data is not None else None
 
 
-def load_model(settings: Any, spec: str | None = None, verbose: bool = False) -> Backend:
+def load_model(settings: Any, spec: str | None = None, verbose: bool = False, snapshots: bool = False) -> Backend:
     """Resolve and load a model: a spinner on a terminal, the backend report with -v."""
     from localassist.assistant import open_backend
 
@@ -33,21 +33,29 @@ def load_model(settings: Any, spec: str | None = None, verbose: bool = False) ->
 
         return err_console().status(f"Loading {name}...", spinner="dots") if spinner else nullcontext()
 
-    backend = open_backend(settings, spec, verbose=verbose, loading=loading, notify=warn)
+    backend = open_backend(settings, spec, verbose=verbose, loading=loading, snapshots=snapshots, notify=warn)
     if verbose:
         warn("  ".join(f"{k}={v}" for k, v in backend.info().details.items()))
     return backend
 
 
 def open_assistant(
-    settings: Any, *, verbose: bool = False, log: bool = True, history: Any = None, context: str | None = None
+    settings: Any,
+    *,
+    verbose: bool = False,
+    log: bool = True,
+    history: Any = None,
+    context: str | None = None,
+    snapshots: bool | None = None,
 ) -> Assistant:
-    """The model and the assistant around it, logging into ``history``'s conversation."""
+    """The model and the assistant around it, logging into ``history``'s conversation.
+    ``snapshots`` (KV state saved for a later resume): by default when ``history`` is
+    given (``ask -c``); the chat REPL asks for it always."""
     from localassist.assistant import for_settings
     from localassist.cli.console import error
     from localassist.conversation.exchange_log import ExchangeLog
 
-    backend = load_model(settings, settings.model, verbose)
+    backend = load_model(settings, settings.model, verbose, history is not None if snapshots is None else snapshots)
     exchange_log = ExchangeLog(settings.paths.data_dir, settings.log and log, history, on_error=error)
     return for_settings(backend, settings, log=exchange_log, context=context)
 

@@ -56,9 +56,13 @@ class LoadOptions:
     chat_format: str | None = None
     embedding: bool = False
     verbose: bool = False  # llama.cpp's own log on stderr
+    kv_snapshots: Path | None = None  # a folder: save conversations' KV state there and resume from it
+    kv_cache_size: int = 2 * 10**9  # the folder's cap in bytes
 
     @classmethod
-    def from_settings(cls, settings: Any, verbose: bool = False, embedding: bool = False) -> LoadOptions:
+    def from_settings(
+        cls, settings: Any, verbose: bool = False, embedding: bool = False, snapshots: bool = False
+    ) -> LoadOptions:
         return cls(
             ctx=settings.ctx,
             threads=settings.threads,
@@ -68,6 +72,8 @@ class LoadOptions:
             chat_format=settings.chat_format,
             embedding=embedding,
             verbose=verbose,
+            kv_snapshots=settings.paths.cache_dir / "kv" if snapshots and settings.kv_cache_size > 0 else None,
+            kv_cache_size=settings.kv_cache_size,
         )
 
 
@@ -139,6 +145,11 @@ class LocalBackend:
             eos_text=self._token_bytes(self.llm.token_eos(), special=True).decode("utf-8", "replace"),
         )
         self._grammars_checked: set[str] = set()
+        self._snapshots = None  # KV snapshots on disk (kv_snapshots.py), when the options name a folder
+        if options.kv_snapshots is not None and not options.embedding:
+            from localassist.engine.kv_snapshots import for_backend
+
+            self._snapshots = for_backend(self)
 
     @property
     def template(self) -> ChatTemplate:
@@ -241,14 +252,6 @@ class LocalBackend:
             return self.tokenize(request.prompt, add_bos=True)
         return self.chat_tokens(request.messages, request.tools or None)
 
-    def stop_strings(self, request: ChatRequest) -> tuple[str, ...]:
-        params = request.sampling
-        stops = params.stop
-        if not stops and params.natural_end and (request.raw or self.is_base_model):
-            stops = (NATURAL_END,)
-        if request.raw:
-            return stops
-        return tuple(dict.fromkeys((*stops, *self.template.stops)))
 
     # --- grammars
 
@@ -345,6 +348,8 @@ class LocalBackend:
             self._owner = threading.get_ident()
             try:
                 yield from self._decode(stream, state, tokens, params, stops, grammar)
+                if self._snapshots is not None:  # the conversation's KV state, written in the background
+                    self._snapshots.save(self.llm)
             finally:
                 self._owner = None
         yield state.done()
@@ -365,6 +370,8 @@ class LocalBackend:
         sampler = self._sampler(params, grammar)
         state.t_start = perf_counter()
         try:
+            if self._snapshots is not None:  # a longer prefix saved by an earlier process, if any
+                self._snapshots.restore(llm, tokens)
             reuse = self._cached_prefix(tokens)
             if reuse > 0 and llm._ctx.kv_cache_seq_rm(-1, reuse, -1):
                 llm.n_tokens = reuse
@@ -415,18 +422,31 @@ class LocalBackend:
 
     # --- embeddings
 
+    @property
+    def embedding_limit(self) -> int:
+        """The longest input ``embed`` takes: a whole sequence must fit one micro-batch."""
+        return min(self.n_ctx, self.batch)
+
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        """One normalized vector per text. A text longer than the batch is an error:
-        llama.cpp would silently embed only its beginning."""
+        """One vector per text (per-token outputs of a model without pooling, such as a
+        chat model used as a stand-in, are averaged). A text longer than
+        ``embedding_limit`` is an error: llama-cpp-python's ``Llama.embed`` would keep
+        only its beginning."""
         if not self.options.embedding:
             raise BackendError(f"{self.model_name} was loaded for generation, not embeddings")
+        limit = self.embedding_limit
         for text in texts:
-            n = len(self.tokenize(text, add_bos=True))
-            if n > self.batch:
-                raise ContextOverflowError(n, 0, self.batch)
+            n = len(self.tokenize(text, add_bos=True))  # exactly the call Llama.embed makes
+            if n > limit:
+                raise BackendError(
+                    f"an input of {n:,} tokens is longer than the {limit:,} the embedding model takes at once; "
+                    "split it (or raise --ctx up to the model's context)"
+                )
+        if not texts:
+            return []
         with self._lock:
-            vectors = self.llm.embed(list(texts), normalize=True, truncate=False)
-        return [list(v) for v in vectors]
+            raw = self.llm.embed(list(texts), normalize=False, truncate=False)
+        return [_pooled(vector) for vector in raw]
 
     # --- reports
 
@@ -447,6 +467,7 @@ class LocalBackend:
             tools=False,
             grammar=True,
             embeddings=self.options.embedding,
+            embedding_dimension=int(self.llm.n_embd()) if self.llm is not None else None,
             details={
                 "model": self.model_name,
                 "path": str(self.path),
@@ -465,6 +486,8 @@ class LocalBackend:
         return self.info().details
 
     def close(self) -> None:
+        if getattr(self, "_snapshots", None) is not None:
+            self._snapshots.flush()  # a snapshot being written is finished, not lost
         llm = getattr(self, "llm", None)
         if llm is not None:
             with self._lock:
@@ -474,3 +497,10 @@ class LocalBackend:
 
 def load_backend(path: Path, name: str | None = None, options: LoadOptions | None = None) -> LocalBackend:
     return LocalBackend(path, name, options)
+
+
+def _pooled(vector: Sequence[Any]) -> list[float]:
+    if vector and isinstance(vector[0], (list, tuple)):
+        width = len(vector[0])
+        return [sum(row[i] for row in vector) / len(vector) for i in range(width)]
+    return [float(x) for x in vector]
