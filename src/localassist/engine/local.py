@@ -252,6 +252,14 @@ class LocalBackend:
             return self.tokenize(request.prompt, add_bos=True)
         return self.chat_tokens(request.messages, request.tools or None)
 
+    def stop_strings(self, request: ChatRequest) -> tuple[str, ...]:
+        params = request.sampling
+        stops = params.stop
+        if not stops and params.natural_end and (request.raw or self.is_base_model):
+            stops = (NATURAL_END,)
+        if request.raw:
+            return stops
+        return tuple(dict.fromkeys((*stops, *self.template.stops)))
 
     # --- grammars
 
