@@ -7,12 +7,14 @@ its family was trained on.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from localassist.engine.types import Message
+from localassist.engine.types import Message, ToolCall
 from localassist.errors import BackendError, UsageError
 
 GEMMA = (
@@ -72,6 +74,19 @@ def fallback_name(architecture: str) -> str:
     return _BY_ARCH.get(architecture, "chatml")
 
 
+_PROBE, _PROBE_RESULT = "localassist_probe_tool", "localassist probe result"
+
+
+def _template_dict(message: Message) -> dict[str, Any]:
+    """A message as chat templates take it: OpenAI's shape, but a call's arguments as an
+    object (templates write them with ``| tojson``; a JSON string would be quoted twice)."""
+    out = message.as_openai()
+    for call in out.get("tool_calls", ()):
+        with contextlib.suppress(json.JSONDecodeError):  # not JSON: the template gets the text as it is
+            call["function"]["arguments"] = json.loads(call["function"]["arguments"] or "{}")
+    return out
+
+
 # Private-use characters: a rendered template never contains them by itself.
 _MARK = re.compile("\ue000(\\d+)\ue001")
 
@@ -102,17 +117,32 @@ def split_marked(marked: str, contents: list[str]) -> list[tuple[str, bool]]:
 def choose_template(gguf_template: str | None, architecture: str, override: str | None) -> ChatTemplate:
     """``override`` (--chat-format) > the GGUF's template > the family's fallback."""
     if override and override != "auto":
+        if override.endswith((".jinja", ".j2")):
+            return _template_file(override)
         if override == "gguf":
             if not gguf_template:
                 raise UsageError("--chat-format gguf: this model file has no chat template")
             return ChatTemplate("gguf", gguf_template)
         if override not in BUILTIN:
-            names = ", ".join(["auto", "gguf", *BUILTIN])
+            names = ", ".join(["auto", "gguf", *BUILTIN, "or a FILE.jinja"])
             raise UsageError(f"--chat-format must be one of {names} (got {override!r})")
         return BUILTIN[override]
     if gguf_template:
         return ChatTemplate("gguf", gguf_template)
     return BUILTIN[_BY_ARCH.get(architecture, "chatml")]
+
+
+def _template_file(path: str) -> ChatTemplate:
+    """``--chat-format FILE.jinja``: a model's template from its tokenizer_config.json, say."""
+    from pathlib import Path
+
+    try:
+        source = Path(path).expanduser().read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--chat-format {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+    if not source.strip():
+        raise UsageError(f"--chat-format {path}: the file is empty")
+    return ChatTemplate(f"file {Path(path).name}", source)
 
 
 class TemplateRenderer:
@@ -126,6 +156,7 @@ class TemplateRenderer:
         self._bos_text, self._eos_text = bos_text, eos_text
         self._formatter: Any = None
         self._folds_system: bool | None = None
+        self._supports_tools: bool | None = None
 
     def _apply(self, messages: Sequence[Message], tools: Sequence[dict] | None = None) -> str:
         if self._formatter is None:
@@ -135,7 +166,7 @@ class TemplateRenderer:
                 template=self.template.source, eos_token=self._eos_text, bos_token=self._bos_text
             )
         try:
-            as_dicts = [m.as_openai() for m in messages]
+            as_dicts = [_template_dict(m) for m in messages]
             return self._formatter(messages=as_dicts, tools=list(tools) if tools else None).prompt
         except Exception as exc:  # jinja2 raises many kinds; the template is data from the file
             suggestion = fallback_name(self.architecture)
@@ -143,6 +174,30 @@ class TemplateRenderer:
                 f"the chat template ({self.template.name}) failed: {exc}; "
                 f"try --chat-format {suggestion if suggestion != self.template.name else 'chatml'}, or --raw"
             ) from None
+
+    @property
+    def supports_tools(self) -> bool:
+        """Whether the template renders ``tools`` and the tool role (Qwen2.5, Llama 3.1,
+        Hermes, Mistral do; most small models' templates ignore both), found once by
+        rendering a probe: a tool's name and a tool result must both reach the prompt."""
+        if self._supports_tools is None:
+            probe_tool = {"type": "function", "function": {"name": _PROBE, "description": "", "parameters": {}}}
+            call = ToolCall("probe1234", _PROBE, "{}")
+            try:
+                offered = self._apply([Message("user", "u")], [probe_tool])
+                answered = self._apply(
+                    [
+                        Message("user", "u"),
+                        Message("assistant", "", tool_calls=(call,)),
+                        Message("tool", _PROBE_RESULT, tool_call_id=call.id, name=_PROBE),
+                    ],
+                    [probe_tool],
+                )
+            except BackendError:
+                self._supports_tools = False
+            else:
+                self._supports_tools = _PROBE in offered and _PROBE_RESULT in answered
+        return self._supports_tools
 
     @property
     def folds_system(self) -> bool:
@@ -183,7 +238,10 @@ class TemplateRenderer:
         the real rendering, else the content as given (safe either way)."""
         messages = self._fold(messages)
         plain = self._apply(messages, tools)
-        marked = self._apply([replace(m, content=content_mark(i)) for i, m in enumerate(messages)], tools)
+        # Empty content stays empty: templates test it (``if message.content``) and a mark would change the text.
+        marked = self._apply(
+            [replace(m, content=content_mark(i) if m.content else "") for i, m in enumerate(messages)], tools
+        )
         pieces: list[tuple[str, bool]] = []
         for transform in (lambda text: text, str.strip):
             pieces = split_marked(marked, [transform(m.content) for m in messages])

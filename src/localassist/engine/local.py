@@ -16,8 +16,8 @@ from __future__ import annotations
 import ctypes
 import random
 import threading
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -26,6 +26,7 @@ from localassist.engine.chat_templates import ChatTemplate, TemplateRenderer, ch
 from localassist.engine.cpu import physical_cores, usable_cpus
 from localassist.engine.detokenize import IncrementalDetokenizer
 from localassist.engine.llama_log import LLAMA_LOG, LOAD_LOCK
+from localassist.engine.tool_calls import ToolPlan
 from localassist.engine.types import (
     BackendInfo,
     ChatRequest,
@@ -35,6 +36,7 @@ from localassist.engine.types import (
     SamplingParams,
     StreamState,
     TextDelta,
+    ToolCallDelta,
 )
 from localassist.errors import BackendError, ContextOverflowError, ModelInvalidError, UsageError
 from localassist.models.gguf_file import GGUFInfo, read_gguf
@@ -150,6 +152,7 @@ class LocalBackend:
             from localassist.engine.kv_snapshots import for_backend
 
             self._snapshots = for_backend(self)
+        self._marker_ids: set[int] | None = None
 
     @property
     def template(self) -> ChatTemplate:
@@ -252,6 +255,45 @@ class LocalBackend:
             return self.tokenize(request.prompt, add_bos=True)
         return self.chat_tokens(request.messages, request.tools or None)
 
+    # --- tools
+
+    def _tool_input(self, request: ChatRequest) -> tuple[ChatRequest, ToolPlan | None]:
+        """The request as this template takes it, and how a call is generated (None: no calls).
+
+        A template with a tool format gets the tools and the tool messages as they are; any
+        other gets the ReAct instructions in its system prompt and tool results folded into
+        user turns. ``tool_choice`` none renders no tools and allows no call."""
+        from localassist.engine import tool_calls as tc
+        from localassist.tools.parsing import detect_format
+
+        fmt = detect_format(self.template.source) if self.renderer.supports_tools else "react"
+        messages = list(request.messages)
+        if fmt == "react" and any(m.role == "tool" or m.tool_calls for m in messages):
+            messages = tc.fold_tool_messages(messages)
+        if not request.tools or request.tool_choice == "none":
+            return replace(request, messages=tuple(messages), tools=()), None
+        if request.grammar is not None or (request.response_format and request.response_format.type != "text"):
+            raise UsageError("tools cannot be combined with a grammar or a JSON schema for the answer")
+        specs = tc.tool_specs(request.tools)
+        chosen, forced = tc.chosen_specs(specs, request.tool_choice)
+        grammar = tc.call_grammar(tc.FORMATS[fmt], chosen, request.parallel_tool_calls)
+        self.check_grammar(grammar)
+        tools = request.tools
+        if fmt == "react":
+            system = messages[0].content if messages and messages[0].role == "system" else None
+            messages, tools = tc.with_system(messages, tc.react_system(system, specs)), ()
+        return replace(request, messages=tuple(messages), tools=tools), ToolPlan(tc.FORMATS[fmt], forced, grammar)
+
+    def _marker_bytes(self, token: int) -> bytes:
+        """A token's text, shown even when it is a control token if it is a tool-call marker
+        (``<|python_tag|>`` is one in Llama 3's vocabulary)."""
+        if self._marker_ids is None:
+            from localassist.engine.tool_calls import MARKER_TOKENS
+
+            found = (self.tokenize(marker, special=True) for marker in MARKER_TOKENS)
+            self._marker_ids = {ids[0] for ids in found if len(ids) == 1}
+        return self._token_bytes(token, special=token in self._marker_ids)
+
     def stop_strings(self, request: ChatRequest) -> tuple[str, ...]:
         params = request.sampling
         stops = params.stop
@@ -290,10 +332,13 @@ class LocalBackend:
     def chat(self, request: ChatRequest) -> ChatStream:
         """Prepare the prompt (errors are raised here, before any token) and return the
         stream; generation starts when the stream is iterated."""
-        if request.tools:
-            raise UsageError("this model cannot use tools yet (tool calling comes with the tools feature)")
         if request.prompt is None and not request.messages:
             raise UsageError("nothing to generate from: no messages and no prompt")
+        plan = None
+        if request.prompt is None:
+            request, plan = self._tool_input(request)
+        elif request.tools:
+            raise UsageError("tools need a chat (messages), not a raw prompt")
         grammar = self._grammar_for(request)
         tokens = self._prompt_tokens(request)
         max_tokens = request.sampling.max_tokens
@@ -301,7 +346,7 @@ class LocalBackend:
             raise ContextOverflowError(len(tokens), max_tokens, self.n_ctx)
         stops = self.stop_strings(request)
         state = StreamState(self.model_name, len(tokens), load_s=self.load_seconds)
-        return ChatStream(state, lambda stream: self._generate(stream, tokens, request.sampling, stops, grammar))
+        return ChatStream(state, lambda stream: self._generate(stream, tokens, request.sampling, stops, grammar, plan))
 
     def _cached_prefix(self, tokens: list[int]) -> int:
         """How many prompt tokens are already in llama.cpp's KV cache (at least one is
@@ -347,6 +392,7 @@ class LocalBackend:
         params: SamplingParams,
         stops: tuple[str, ...],
         grammar: str | None,
+        plan: ToolPlan | None = None,
     ) -> Iterator[Event]:
         state = stream.state
         if self._owner == threading.get_ident():
@@ -355,7 +401,10 @@ class LocalBackend:
         with self._lock:
             self._owner = threading.get_ident()
             try:
-                yield from self._decode(stream, state, tokens, params, stops, grammar)
+                if plan is None:
+                    yield from self._decode(stream, state, tokens, params, stops, grammar)
+                else:
+                    yield from self._decode_tools(stream, state, tokens, params, stops, plan)
                 if self._snapshots is not None:  # the conversation's KV state, written in the background
                     self._snapshots.save(self.llm)
             finally:
@@ -370,11 +419,12 @@ class LocalBackend:
         params: SamplingParams,
         stops: tuple[str, ...],
         grammar: str | None,
+        token_bytes: Callable[[int], bytes] | None = None,
     ) -> Iterator[TextDelta]:
         """Evaluate the prompt past the cached prefix, then sample and evaluate one token at
         a time until an end-of-generation token, a stop string, max_tokens or cancel."""
         llm = self.llm
-        detok = IncrementalDetokenizer(self._token_bytes, stops)
+        detok = IncrementalDetokenizer(token_bytes or self._token_bytes, stops)
         sampler = self._sampler(params, grammar)
         state.t_start = perf_counter()
         try:
@@ -428,6 +478,64 @@ class LocalBackend:
             sampler.close()
             state.t_end = perf_counter()
 
+    def _decode_tools(
+        self,
+        stream: ChatStream,
+        state: StreamState,
+        tokens: list[int],
+        params: SamplingParams,
+        stops: tuple[str, ...],
+        plan: ToolPlan,
+    ) -> Iterator[TextDelta | ToolCallDelta]:
+        """Stream the answer until a tool call's marker, then put the marker in the prompt and
+        generate the call under the plan's grammar (a forced call starts there). The marker
+        and the call never reach the text: they come out as ``ToolCallDelta`` events."""
+        from localassist.engine.tool_calls import CallSplitter, CallWatcher
+
+        shown: list[str] = []
+        try:
+            content, marker = "", plan.fmt.prefill
+            if not plan.forced:
+                watcher = CallWatcher(plan.fmt.name)
+                answer = self._decode(stream, state, tokens, params, (*stops, *plan.stops), None, self._marker_bytes)
+                try:
+                    for delta in answer:
+                        text = watcher.push(delta.text)
+                        if text:
+                            shown.append(text)
+                            yield TextDelta(text, delta.tokens)
+                        if watcher.start is not None:
+                            break
+                finally:
+                    answer.close()
+                    state.t_end = None  # the generation goes on
+                if watcher.start is None:
+                    if tail := watcher.flush():
+                        shown.append(tail)
+                        yield TextDelta(tail)
+                    return
+                content, marker = watcher.content, watcher.marker()
+            call_tokens = [*tokens, *self.tokenize(content), *self.tokenize(marker, special=True)]
+            left = params.max_tokens - state.completion_tokens
+            if stream.cancelled or left <= 0 or len(call_tokens) + left > self.n_ctx:
+                state.finish_reason = "cancelled" if stream.cancelled else "length"
+                return
+            started, cached = state.t_start, state.cached_tokens
+            splitter = CallSplitter(plan.fmt)
+            call = self._decode(stream, state, call_tokens, params, (), plan.grammar, self._marker_bytes)
+            try:
+                for delta in call:
+                    yield from splitter.feed(delta.text)
+            finally:
+                call.close()
+                if not plan.forced:  # the answer's prompt and timing, not the call's continuation
+                    state.t_start, state.cached_tokens = started, cached
+            state.tool_calls = list(splitter.calls)
+            if splitter.calls and state.finish_reason == "stop":
+                state.finish_reason = "tool_calls"
+        finally:
+            state.parts[:] = shown
+
     # --- embeddings
 
     @property
@@ -472,7 +580,7 @@ class LocalBackend:
             model=self.model_name,
             n_ctx=self.n_ctx,
             remote=False,
-            tools=False,
+            tools=True,
             grammar=True,
             embeddings=self.options.embedding,
             embedding_dimension=int(self.llm.n_embd()) if self.llm is not None else None,

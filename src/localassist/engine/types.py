@@ -107,6 +107,7 @@ class ChatRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     tools: tuple[dict[str, Any], ...] = ()
     tool_choice: str | dict[str, Any] = "auto"
+    parallel_tool_calls: bool = False  # off by default, as in llama-server: small models repeat a call
     response_format: ResponseFormat | None = None
     grammar: str | None = None
 
@@ -322,6 +323,7 @@ class BackendInfo:
     tools: bool = False
     grammar: bool = True
     embeddings: bool = False
+    embedding_dimension: int | None = None
     details: dict[str, Any] = field(default_factory=dict)  # for -v and /show
 
 
