@@ -471,6 +471,7 @@ def open_backend(
     *,
     verbose: bool = False,
     loading: Callable[[str], AbstractContextManager[Any]] = lambda _name: nullcontext(),
+    snapshots: bool = False,
     notify: Callable[[str], None] | None = None,
 ) -> Backend:
     """Resolve ``spec`` (or the configured default) and load it; ``loading(name)`` wraps
@@ -484,7 +485,7 @@ def open_backend(
     from localassist.models.resolve import resolve_model
 
     wanted = spec if spec is not None else settings.model
-    if settings.base_url and wanted == settings.model and settings.sources.get("model") != "flag":
+    if getattr(settings, "base_url", None) and wanted == settings.model and settings.sources.get("model") != "flag":
         wanted = None  # with --base-url only -m names the server's model, not a configured default
     if (target := remote_target(wanted, settings)) is not None:
         from localassist.engine.remote import RemoteBackend
@@ -505,4 +506,3 @@ def open_backend(
         backend = LocalBackend(resolved.path, resolved.name, options)
     record_use(settings.paths.data_dir, resolved.path)
     return backend
-    snapshots: bool = False,

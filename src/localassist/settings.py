@@ -235,9 +235,6 @@ SPECS: dict[str, Spec] = {
     "system": Spec(_to_optional_str, None, "text", "system prompt", nullable=True),
     "memory": Spec(parse_memory, "buffer", "buffer, window:K (K >= 1) or summary", "chat memory policy"),
     "history": Spec(_to_bool, True, "true or false", "keep the chat prompt history in a file"),
-    "log": Spec(_to_bool, True, "true or false", "log every exchange in the SQLite log"),
-    "input_template": Spec(
-        str,
     "kv_cache_size": Spec(
         parse_size,
         2 * 10**9,
@@ -245,6 +242,9 @@ SPECS: dict[str, Spec] = {
         "disk cap for saved conversation KV state (chat, ask -c)",
         lambda v: v >= 0,
     ),
+    "log": Spec(_to_bool, True, "true or false", "log every exchange in the SQLite log"),
+    "input_template": Spec(
+        str,
         DEFAULT_INPUT_TEMPLATE,
         "text containing {instruction} and {input}",
         "how piped input and the instruction are joined",
@@ -433,6 +433,7 @@ def unset_config_value(name: str) -> bool:
 
 def settings_as_dict(settings: Settings) -> dict[str, Any]:
     return {f.name: getattr(settings, f.name) for f in fields(settings) if f.name in SPECS}
+
 
 # --- remotes: named servers in the config file (the API key itself is never stored)
 

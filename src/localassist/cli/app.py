@@ -10,7 +10,7 @@ import typer
 
 from localassist import __version__
 from localassist.cli import ask as ask_cmd
-from localassist.cli import cache_cmd
+from localassist.cli import cache_cmd, templates_cmd
 from localassist.cli import chat as chat_cmd
 from localassist.cli import config as config_cmd
 from localassist.cli import hub as hub_cmd
@@ -19,7 +19,6 @@ from localassist.cli import logs as logs_cmd
 from localassist.cli import models as models_cmd
 from localassist.cli import remote as remote_cmd
 from localassist.cli import serve as serve_cmd
-from localassist.cli import templates_cmd
 from localassist.cli.console import debug_enabled, error, exit_broken_pipe
 from localassist.errors import ExitCode, LocalAssistError, exit_code_for
 
@@ -70,8 +69,8 @@ app.add_typer(remote_cmd.app, name="remote")
 app.add_typer(logs_cmd.app, name="logs")
 app.add_typer(templates_cmd.app, name="templates")
 app.add_typer(keys_cmd.app, name="keys")
-
 app.add_typer(cache_cmd.app, name="cache")
+
 
 def _offline() -> None:
     """Only pull and search may reach the network: every other command runs with the
