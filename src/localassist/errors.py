@@ -139,6 +139,14 @@ class DocumentNotFoundError(DocumentError):
     exit_code = ExitCode.MODEL_NOT_AVAILABLE  # 3: what was named is not on this machine
 
 
+class DocumentBudgetError(LocalAssistError):
+    """A document cannot be worked through within the context: no room left for its text
+    after the prompt and the answer, or a summary that would need more reduce levels
+    than allowed. Nothing is ever clipped to make it fit."""
+
+    exit_code = ExitCode.CONTEXT_OVERFLOW
+
+
 def exit_code_for(error: BaseException) -> ExitCode:
     """The single place where an exception becomes a process exit code."""
     if isinstance(error, LocalAssistError):

@@ -19,6 +19,7 @@ from localassist.cli import logs as logs_cmd
 from localassist.cli import models as models_cmd
 from localassist.cli import remote as remote_cmd
 from localassist.cli import serve as serve_cmd
+from localassist.cli import summarize as summarize_cmd
 from localassist.cli.console import debug_enabled, error, exit_broken_pipe
 from localassist.errors import ExitCode, LocalAssistError, exit_code_for
 
@@ -57,6 +58,7 @@ def _root(
 
 app.command()(ask_cmd.ask)
 app.command()(chat_cmd.chat)
+app.command()(summarize_cmd.summarize)
 app.command()(models_cmd.models)
 app.command()(models_cmd.info)
 app.command()(hub_cmd.pull)

@@ -1,0 +1,106 @@
+"""Map outputs kept in SQLite, so a re-run (or a change of only --points or --style)
+does not redo the map, and a run stopped by Ctrl-C resumes where it stopped.
+
+A note is stored under a key made of everything that decides it: the document's
+sha256, the chunk's index and sha256, the model's identity, and a hash of the prompt
+(template text, its parameters, the sampling). The file holds document text in the
+form of notes, so it is 0600 in a 0700 folder, like every file localassist keeps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from localassist.errors import LocalAssistError
+from localassist.files import create_private_file, private_dir
+
+CACHE_FILE = "summaries.db"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS notes (
+    key TEXT PRIMARY KEY,
+    document_sha256 TEXT NOT NULL,
+    chunk_index INTEGER NOT NULL,
+    chunk_sha256 TEXT NOT NULL,
+    model TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    text TEXT NOT NULL,
+    finish_reason TEXT NOT NULL,
+    created REAL NOT NULL
+)
+"""
+
+
+class CacheError(LocalAssistError):
+    """The summary cache cannot be opened or written (the summary goes on without it)."""
+
+
+def cache_key(document_sha256: str, chunk_index: int, chunk_sha256: str, model: str, prompt: str) -> str:
+    parts = (document_sha256, str(chunk_index), chunk_sha256, model, prompt)
+    return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()
+
+
+def model_identity(backend: Any) -> str:
+    """What makes a model's outputs its own: its name and chat template, plus, for a
+    local file, its path, size and modification time (hashing gigabytes per run would
+    cost more than the map it saves)."""
+    info = backend.info()
+    details = info.details or {}
+    parts = [info.model, str(details.get("chat_template", ""))]
+    path = details.get("path")
+    if path:
+        try:
+            st = os.stat(path)
+            parts += [str(path), str(st.st_size), str(st.st_mtime_ns)]
+        except OSError:
+            parts.append(str(path))
+    return "|".join(parts)
+
+
+class SummaryCache:
+    """Notes by key. Every write commits at once: a run killed between two chunks keeps
+    every note it finished."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            private_dir(path.parent)
+            create_private_file(path)  # SQLite gives its -wal and -shm files the database's mode
+            self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute(_SCHEMA)
+        except (sqlite3.Error, OSError) as error:
+            raise CacheError(f"cannot open the summary cache {path}: {error}") from None
+
+    @classmethod
+    def open(cls, cache_dir: Path) -> SummaryCache:
+        return cls(Path(cache_dir) / CACHE_FILE)
+
+    def get(self, key: str) -> str | None:
+        try:
+            row = self.db.execute("SELECT text FROM notes WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as error:
+            raise CacheError(f"cannot read the summary cache {self.path}: {error}") from None
+        return row[0] if row else None
+
+    def put(
+        self, key: str, text: str, *, document: str, index: int, chunk: str, model: str, prompt: str, finish: str
+    ) -> None:
+        try:
+            self.db.execute(
+                "INSERT OR REPLACE INTO notes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (key, document, index, chunk, model, prompt, text, finish, time.time()),
+            )
+        except sqlite3.Error as error:
+            raise CacheError(f"cannot write the summary cache {self.path}: {error}") from None
+
+    def count(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM notes").fetchone()[0])
+
+    def close(self) -> None:
+        self.db.close()
