@@ -36,9 +36,17 @@ def logs(
         bool, typer.Option("--all", help="Also answers replaced by /regen and exchanges undone or cleared, marked.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array.")] = False,
+    server: Annotated[
+        bool, typer.Option("--server", help="Calls to `localassist serve` instead (-n, -m, --json).")
+    ] = False,
 ) -> None:
     """Recent exchanges, oldest first (`logs -n 5`, `logs -q sorting`)."""
     if ctx.invoked_subcommand is not None:
+        return
+    if server:
+        from localassist.cli.serve import show_calls
+
+        show_calls(count, model, as_json)
         return
     store = _store()
     rows = store.recent(count, query=query, conversation_id=cid, model=model, include_hidden=all_, fts=fts)

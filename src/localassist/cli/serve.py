@@ -65,3 +65,43 @@ def serve(
 
     settings = load_settings(flags)
     run_server(settings, ServeOptions(list(model or []), list(embed or []), verbose), announce=note)
+
+
+def show_calls(count: int, model: str | None, as_json: bool) -> None:
+    """`logs --server`: the newest calls to the server, oldest first."""
+    import json
+    import time
+
+    from localassist.cli.console import out, warn
+    from localassist.cli.tables import print_table
+    from localassist.server.calllog import recent
+    from localassist.settings import app_paths
+
+    calls = recent(app_paths().data_dir, count, model=model)
+    if as_json:
+        out(json.dumps([c.as_dict() for c in calls], indent=2, ensure_ascii=False))
+        return
+    if not calls:
+        warn("no logged server calls")
+        return
+
+    def secs(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    print_table(
+        ["WHEN", "KEY", "MODEL", "ENDPOINT", "STATUS", "TOKENS", "QUEUE", "TTFT", "TOTAL"],
+        [
+            [
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c.created)),
+                c.key_name,
+                c.model or "-",
+                c.endpoint,
+                f"{c.status}" + (f" {c.error_code}" if c.error_code else ""),
+                f"{c.prompt_tokens or 0}/{c.completion_tokens or 0}",
+                secs(c.queue_s),
+                secs(c.ttft_s),
+                secs(c.total_s),
+            ]
+            for c in calls
+        ],
+    )

@@ -264,9 +264,19 @@ class ServerState:
             raise wire.invalid(str(exc), param) from None
 
     def finish_call(self, call: Call, t0: float, job: Job | None = None, done: Done | None = None) -> None:
+        """Record the call once its job is over: a generation cancelled by a disconnect is
+        logged with the tokens it really produced before it stopped."""
         call.total_s = round(perf_counter() - t0, 4)
+        if job is None:
+            self._record(call, t0, None, None)
+        else:
+            job.when_finished(lambda: self._record(call, t0, job, done))
+
+    def _record(self, call: Call, t0: float, job: Job | None, done: Done | None) -> None:
         if job is not None and job.started is not None:
             call.queue_s = round(job.queue_s, 4)
+        if done is None and isinstance(job, StreamJob) and job.started is not None:
+            done = job.stream.result()  # what was generated before the cancel
         if done is not None:
             call.finish_reason = done.finish_reason
             call.prompt_tokens = done.prompt_tokens
@@ -324,6 +334,17 @@ def engine_error(exc: BaseException | None) -> ApiError:
         return wire.invalid(str(exc))
     sys.stderr.write(f"localassist: error: generation failed: {type(exc).__name__}: {exc}\n")
     return ApiError(500, "the model failed while generating; see the server's log", "server_error", "engine_error")
+
+
+def pooled(vector: Any) -> list[float]:
+    """One vector per input. A model without a pooling layer (a generative model loaded for
+    embeddings) gives one vector per token: those are averaged and L2-normalized here."""
+    if vector and isinstance(vector[0], (list, tuple)):
+        width = len(vector[0])
+        mean = [sum(row[i] for row in vector) / len(vector) for i in range(width)]
+        norm = sum(x * x for x in mean) ** 0.5 or 1.0
+        return [x / norm for x in mean]
+    return [float(x) for x in vector]
 
 
 async def wait_disconnect(request: Request) -> None:
@@ -474,7 +495,7 @@ def create_app(state: ServerState) -> Starlette:
         assert state.loop is not None
 
         def work() -> tuple[list[list[float]], int]:
-            vectors = backend.embed(req.inputs)
+            vectors = [pooled(v) for v in backend.embed(req.inputs)]
             return vectors, sum(len(backend.tokenize(t)) for t in req.inputs)
 
         job = CallJob(state.loop, work)

@@ -58,6 +58,7 @@ class Job:
         self._state = "queued"  # queued | running | dropped | done
         self._lock = threading.Lock()
         self.on_drop: Callable[[Job], None] = lambda _job: None  # the worker frees its queue slot
+        self._when_finished: list[Callable[[], None]] = []
 
     @property
     def queue_s(self) -> float:
@@ -81,6 +82,20 @@ class Job:
         with self._lock:
             self._state = "done"
             self.finished = perf_counter()
+            callbacks, self._when_finished = self._when_finished, []
+        for fn in callbacks:
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(fn)
+
+    def when_finished(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the loop once the worker is done with this job (at once if it is,
+        or if the job was dropped before it started)."""
+        with self._lock:
+            pending = self._state in ("queued", "running")
+            if pending:
+                self._when_finished.append(fn)
+        if not pending:
+            fn()
 
     def cancel(self, reason: str) -> None:
         """From the loop: drop a waiting job (its consumer gets ``Stopped`` at once) or

@@ -1,0 +1,310 @@
+"""The server's parts without a model: limits, the queue's retry promises, keys, the
+wire format's chunk sequence, the call log's query plan. Expected values are worked
+out by hand in each test."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("starlette")
+
+from localassist.engine.types import Done, SamplingParams, Timings, Usage
+from localassist.errors import UsageError
+from localassist.server import wire
+from localassist.server.calllog import Call, CallLog, recent
+from localassist.server.db import connect, db_path
+from localassist.server.keys import Keyring, KeyStore, Unauthorized, parse_key_lines
+from localassist.server.limits import RateLimiter
+from localassist.server.metrics import Histogram
+from localassist.server.worker import CallJob, ModelWorker, QueueFull
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_requests_per_minute_refuses_the_third_and_says_when_the_first_leaves_the_window():
+    clock = Clock()
+    limiter = RateLimiter(clock)
+    assert limiter.admit("k", 2, 0, 10) is None
+    clock.now += 15
+    assert limiter.admit("k", 2, 0, 10) is None
+    clock.now += 5  # 20 s after the first: it leaves the 60 s window in 40 s
+    assert limiter.admit("k", 2, 0, 10) == pytest.approx(40.0)
+    assert limiter.admit("other", 2, 0, 10) is None  # per key
+    clock.now += 40.001
+    assert limiter.admit("k", 2, 0, 10) is None
+
+
+def test_tokens_per_minute_waits_until_enough_old_tokens_expire():
+    clock = Clock()
+    limiter = RateLimiter(clock)
+    assert limiter.admit("k", 0, 100, 5000) is None  # alone in an empty window: admitted, or it never could be
+    limiter.used("k", 60)  # at t=1000
+    clock.now += 10
+    limiter.used("k", 30)  # at t=1010: 90 used
+    assert limiter.admit("k", 0, 100, 5) is None  # 95 <= 100
+    # 90 used + 20 asked = 110: 10 must go, the first 60 leave at t=1060, 50 s from now
+    assert limiter.admit("k", 0, 100, 20) == pytest.approx(50.0)
+
+
+def test_a_full_queue_refuses_at_once_and_spreads_the_retry_times():
+    loop = asyncio.new_event_loop()
+    gate = threading.Event()
+    worker = ModelWorker("m", max_queue=2)
+    try:
+        jobs = [CallJob(loop, gate.wait) for _ in range(3)]
+        worker.submit(jobs[0])
+        deadline = time.monotonic() + 5
+        while worker.running == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        worker.submit(jobs[1])
+        worker.submit(jobs[2])
+        assert (worker.running, worker.waiting) == (1, 2)
+        # no history yet: 1 s per job; 3 jobs ahead -> 3 s, then one more second per refused client
+        with pytest.raises(QueueFull) as first:
+            worker.submit(CallJob(loop, gate.wait))
+        with pytest.raises(QueueFull) as second:
+            worker.submit(CallJob(loop, gate.wait))
+        assert first.value.retry_after == pytest.approx(3.0, abs=0.05)
+        assert second.value.retry_after == pytest.approx(4.0, abs=0.05)
+        jobs[1].cancel("disconnect")  # a waiting job that is dropped frees its place at once
+        assert worker.waiting == 1
+        worker.submit(CallJob(loop, gate.wait))
+    finally:
+        gate.set()
+        worker.stop()
+        loop.close()
+
+
+def test_keys_are_stored_as_hashes_in_a_private_file(tmp_path):
+    store = KeyStore(tmp_path)
+    key = store.create("laptop")
+    store.close()
+    path = db_path(tmp_path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("server.db"))
+    assert key.encode() not in raw and key[3:].encode() not in raw
+    import hashlib
+
+    assert hashlib.sha256(key.encode()).hexdigest().encode() in raw
+
+
+def test_keyring_accepts_a_key_refuses_wrong_and_revoked_ones(tmp_path):
+    store = KeyStore(tmp_path)
+    good, old = store.create("good"), store.create("old")
+    ring = Keyring(store, [("env-1", "x" * 20, "env")])
+    assert not ring.open
+    assert ring.check(good).name == "good"
+    assert ring.check("x" * 20).name == "env-1"
+    for presented, reason in ((None, "missing"), ("la-wrong", "invalid"), (good + "x", "invalid")):
+        with pytest.raises(Unauthorized) as err:
+            ring.check(presented)
+        assert err.value.reason == reason
+    other = KeyStore(tmp_path)  # `keys revoke` from another process
+    assert other.revoke("old")
+    other.close()
+    ring._checked = 0.0  # the ring looks again at most once a second
+    with pytest.raises(Unauthorized) as err:
+        ring.check(old)
+    assert err.value.reason == "revoked"
+    with pytest.raises(UsageError):
+        store.create("good")  # an active name is unique
+    store.close()
+
+
+def test_key_lines_from_env_or_file():
+    text = "# team keys\nalice:aaaaaaaaaaaaaaaaaaaa\n\nbbbbbbbbbbbbbbbbbbbb, carol:cccccccccccccccccccc\n"
+    assert parse_key_lines(text, "file") == [
+        ("alice", "a" * 20),
+        ("file-2", "b" * 20),
+        ("carol", "c" * 20),
+    ]
+    with pytest.raises(UsageError, match="shorter than 16"):
+        parse_key_lines("short", "env")
+
+
+def _done(text: str, reason: str) -> Done:
+    return Done(text, "m", reason, Usage(7, 2, 3), Timings(0, 0.1, None, None, 0.2))
+
+
+def test_stream_chunks_role_first_finish_reason_on_the_last_content_then_usage_then_done():
+    writer = wire.ChunkWriter("m", chat=True, include_usage=True)
+    raw = (
+        writer.start() + writer.text("Hel") + writer.text("lo") + writer.text(" you") + writer.finish(_done("", "stop"))
+    )
+    frames = raw.decode().split("\n\n")[:-1]
+    assert frames[-1] == "data: [DONE]"
+    chunks = [json.loads(f[len("data: ") :]) for f in frames[:-1]]
+    assert {c["id"] for c in chunks} == {writer.id}
+    assert [c["choices"][0]["delta"] if c["choices"] else None for c in chunks] == [
+        {"role": "assistant", "content": ""},
+        {"content": "Hel"},  # the first content goes out at once
+        {"content": "lo"},
+        {"content": " you"},
+        None,
+    ]
+    assert [c["choices"][0]["finish_reason"] if c["choices"] else "-" for c in chunks] == [
+        None,
+        None,
+        None,
+        "stop",
+        "-",
+    ]
+    assert [c["usage"] for c in chunks[:-1]] == [None] * 4
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] == 10
+
+
+def test_stream_without_usage_has_no_usage_field_and_a_one_piece_answer_ends_with_an_empty_delta():
+    writer = wire.ChunkWriter("m", chat=True, include_usage=False)
+    raw = writer.start() + writer.text("Hi") + writer.finish(_done("Hi", "length"))
+    chunks = [json.loads(f[len("data: ") :]) for f in raw.decode().split("\n\n")[:-2]]
+    assert all("usage" not in c for c in chunks)
+    assert chunks[-1]["choices"][0] == {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "length"}
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "code"),
+    [
+        ({"messages": [{"role": "user", "content": "x"}]}, "model", "missing_required_parameter"),
+        ({"model": "m", "messages": []}, "messages", "invalid_value"),
+        ({"model": "m", "messages": "hi"}, "messages", "invalid_type"),
+        ({"model": "m", "messages": [{"role": "robot", "content": "x"}]}, "messages[0].role", "invalid_value"),
+        ({"model": "m", "messages": [{"role": "user", "content": 5}]}, "messages[0].content", "invalid_type"),
+        ({"model": "m", "messages": [{"role": "user", "content": "\ud800"}]}, "messages[0].content", "invalid_value"),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"},
+            "temperature",
+            "invalid_type",
+        ),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": True},
+            "temperature",
+            "invalid_type",
+        ),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0},
+            "max_tokens",
+            "invalid_value",
+        ),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 10**12},
+            "max_tokens",
+            "invalid_value",
+        ),
+        ({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 2}, "n", "not_supported"),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]},
+            "tools",
+            "not_supported",
+        ),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+            "messages[0].content[0]",
+            "not_supported",
+        ),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": "x"}], "stream_options": {}},
+            "stream_options",
+            "invalid_value",
+        ),
+    ],
+)
+def test_bad_chat_fields_are_named_with_a_string_code(body, param, code):
+    with pytest.raises(wire.ApiError) as err:
+        wire.parse_chat(body, SamplingParams())
+    assert (err.value.status, err.value.param, err.value.code) == (400, param, code)
+    assert set(err.value.body()["error"]) == {"message", "type", "param", "code"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (b"\xff\xfe{}", "invalid_encoding"),
+        (b"{", "invalid_json"),
+        (b"[1]", "invalid_json"),
+        (b"", "invalid_json"),
+        (b'{"a": NaN}', "invalid_json"),
+        (b"[" * 100000, "invalid_json"),
+    ],
+)
+def test_bodies_that_are_not_a_utf8_json_object_are_400(raw, code):
+    with pytest.raises(wire.ApiError) as err:
+        wire.parse_body(raw)
+    assert (err.value.status, err.value.code) == (400, code)
+
+
+def test_histogram_buckets_are_cumulative():
+    h = Histogram((0.1, 1))
+    for v in (0.05, 0.1, 0.5, 3):
+        h.observe(v)
+    assert h.lines("x") == [
+        'x_bucket{le="0.1"} 2',
+        'x_bucket{le="1"} 3',
+        'x_bucket{le="+Inf"} 4',
+        "x_sum 3.65",
+        "x_count 4",
+    ]
+
+
+def test_call_log_listing_reads_through_an_index_not_a_scan(tmp_path):
+    log = CallLog(tmp_path)
+    for i in range(50):
+        log.record(Call(created=time.time(), key_name=f"k{i % 3}", endpoint="completions", status=200, model="m"))
+    log.close()
+    assert len(recent(tmp_path, 10)) == 10
+    assert [c.key_name for c in recent(tmp_path, 2, key="k1")] == ["k1", "k1"]
+    db = connect(tmp_path)
+    for where in ("", "WHERE key_name = 'k1'", "WHERE model = 'm'", "WHERE status = 200"):
+        plan = " ".join(
+            r[3] for r in db.execute(f"EXPLAIN QUERY PLAN SELECT * FROM calls {where} ORDER BY id DESC LIMIT 20")
+        )
+        assert "TEMP B-TREE" not in plan and ("INDEX" in plan or plan.startswith("SCAN calls")), plan
+    db.close()
+    assert oct(os.stat(db_path(tmp_path)).st_mode & 0o777) == "0o600"
+
+
+def test_call_log_rows_stay_visible_to_other_processes_while_the_key_store_is_open(tmp_path):
+    """Regression: opening the second connection (call log beside key store) used to open
+    and close the database file, which drops this process's POSIX locks on it; another
+    process reading the log then deleted the WAL, and later rows vanished for everyone else."""
+    import subprocess
+    import sys
+
+    def count_elsewhere() -> int:
+        code = (
+            "import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); "
+            "print(db.execute('select count(*) from calls').fetchone()[0])"
+        )
+        return int(
+            subprocess.run(
+                [sys.executable, "-c", code, str(db_path(tmp_path))], capture_output=True, text=True, check=True
+            ).stdout
+        )
+
+    def until(n: int) -> int:
+        deadline = time.monotonic() + 10
+        while (seen := count_elsewhere()) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return seen
+
+    store = KeyStore(tmp_path)
+    log = CallLog(tmp_path)
+    try:
+        for n in (1, 2, 3):
+            log.record(Call(created=time.time(), key_name="k", endpoint="completions", status=200))
+            assert until(n) == n
+    finally:
+        log.close()
+        store.close()
