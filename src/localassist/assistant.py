@@ -189,6 +189,12 @@ class Assistant:
         self._refresh_used()
         return notice
 
+    def set_context(self, text: str | None) -> None:
+        """The documents pinned in the system prompt (piped into chat, ``/file``): the
+        memory policy never drops them."""
+        self.context = text or None
+        self._set_system(self.user_system)
+
     # --- commands
 
     def use_template(self, template: Any, params: dict[str, str] | None = None) -> None:
@@ -362,6 +368,7 @@ class Question:
     grammar_file: str | None = None
     raw: bool = False
     conversation: str | None = None
+    files: tuple[str, ...] = ()  # documents to ask about (`ask -f`); "-" is the piped stdin
 
 
 @dataclass
@@ -376,11 +383,15 @@ class Prepared:
     grammar: str | None
     history: Any  # StoredConversation | None
     raw: bool
+    documents: list[Any] = field(default_factory=list)  # loaded -f files
+    attached: Any = None  # documents.questions.Attached, once `start` has fitted them
 
 
 def prepare(settings: Any, question: Question) -> Prepared:
     """Everything that can fail before a model is loaded fails here."""
     from localassist.conversation.prompt import build_user_text
+
+    documents, question = _documents(question)
 
     shots: list[Message] = []
     schema = None
@@ -422,7 +433,30 @@ def prepare(settings: Any, question: Question) -> Prepared:
             settings = replace(settings, system=history.system)
         if settings.sources.get("model") == "default":
             settings = replace(settings, model=_still_available(history.model, settings))
-    return Prepared(settings, user_text, shots, schema, grammar, history, question.raw)
+    return Prepared(settings, user_text, shots, schema, grammar, history, question.raw, documents=documents)
+
+
+def _documents(question: Question) -> tuple[list[Any], Question]:
+    """Load the -f files (``-``: the piped stdin, which is then not the input too)."""
+    if not question.files:
+        return [], question
+    from localassist.documents import STDIN, load, load_bytes
+
+    if question.raw:
+        raise UsageError("-f/--file needs a chat answer: it cannot be combined with --raw")
+    if getattr(question, "docs", None) is not None:
+        raise UsageError("-f/--file and --docs cannot be combined: ask about files, or about an index")
+    if question.files.count(STDIN) > 1:
+        raise UsageError("-f - (stdin) can be given only once")
+    documents = []
+    for path in question.files:
+        if path == STDIN:
+            if question.piped is None:
+                raise UsageError("-f - reads a document from stdin, but nothing was piped")
+            documents.append(load_bytes(question.piped.encode("utf-8"), STDIN))
+        else:
+            documents.append(load(path))
+    return documents, (replace(question, piped=None) if STDIN in question.files else question)
 
 
 def _still_available(model: str, settings: Any) -> str | None:
@@ -446,7 +480,14 @@ def start(assistant: Assistant, prepared: Prepared) -> tuple[Turn, list[str]]:
     if prepared.history and prepared.settings.sources.get("system") == "flag" and assistant.log is not None:
         assistant.log.system(prepared.settings.system)  # -s on a continued conversation: its new system prompt
     response_format = ResponseFormat("json_schema", prepared.schema) if prepared.schema is not None else None
-    turn = assistant.send(prepared.user_text, response_format=response_format, grammar=prepared.grammar)
+    text = prepared.user_text
+    if prepared.documents:  # whole if they fit, else the excerpts that match the question best
+        from localassist.documents.questions import attach_to_question
+
+        prepared.attached = attach_to_question(assistant, prepared.documents, text)
+        text = prepared.attached.text
+        notices.append(prepared.attached.notice)
+    turn = assistant.send(text, response_format=response_format, grammar=prepared.grammar)
     notices.append(turn.notice)
     return turn, [n for n in notices if n]
 

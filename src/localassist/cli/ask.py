@@ -27,6 +27,7 @@ def ask(
     json_schema: options.JsonSchema = None,
     grammar: options.Grammar = None,
     raw: options.Raw = False,
+    file: options.Files = None,
     as_json: options.AsJson = False,
     stats: options.Stats = False,
     plain: options.Plain = False,
@@ -73,8 +74,10 @@ def ask(
         grammar_file=grammar,
         raw=raw,
         conversation=cid if cid else ("" if continue_ else None),
+        files=tuple(file or ()),
     )
     prepared = service.prepare(load_settings(flags), question)
+    session.notices(w for d in prepared.documents for w in d.warnings)
     helper = session.open_assistant(prepared.settings, verbose=verbose, log=not no_log, history=prepared.history)
     turn, notices = service.start(helper, prepared)
     session.notices(notices)
@@ -86,10 +89,15 @@ def ask(
             from localassist.engine.structured import parse_json_answer
 
             result["data"] = parse_json_answer(done.text, done.finish_reason)
+        if prepared.attached is not None:
+            result["sources"] = [s.as_dict() for s in prepared.attached.sources]
+            result["documents"] = prepared.attached.as_dict()
         session.write_answer(json.dumps(result, ensure_ascii=False) + "\n")
     elif structured and not done.cancelled:
         from localassist.engine.structured import check_complete
 
         check_complete(done.text, done.finish_reason, prepared.schema is not None)
         session.write_answer(done.text + ("" if done.text.endswith("\n") else "\n"))
+    if prepared.attached is not None:  # from the chunks' locators, never from the answer
+        session.notices([prepared.attached.sources_line()])
     session.finish(helper, done, stats=stats or verbose, structured=structured)

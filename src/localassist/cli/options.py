@@ -103,6 +103,10 @@ JsonSchema = Annotated[
 ]
 Grammar = Annotated[str | None, typer.Option("--grammar", help="Constrain the answer to a GBNF grammar file.")]
 Raw = Annotated[bool, typer.Option("--raw", help="Plain completion: no chat template.")]
+Files = Annotated[
+    list[str] | None,
+    typer.Option("--file", "-f", help="Ask about this document (repeatable; - is stdin): whole if it fits."),
+]
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object: text, usage, timings.")]
 Stats = Annotated[bool, typer.Option("--stats", help="Token counts and speed on stderr.")]
 Plain = Annotated[bool, typer.Option("--plain", help="No markdown rendering, even on a terminal.")]

@@ -25,6 +25,7 @@ COMMANDS = {
     "/model": "/model NAME: switch model, keep the conversation",
     "/stats": "last answer: prompt tokens, cached tokens, speed, time to first token",
     "/template": "/template NAME [KEY=VALUE ...]: send your messages through a prompt template (off: none)",
+    "/file": "/file PATH: attach a document (txt, md, pdf, csv, html, json); summarized if it does not fit",
     "/exit": "leave (Ctrl-D does the same)",
 }
 MEMORY_CHOICES = ("buffer", "window:4", "window:8", "summary")
@@ -217,6 +218,13 @@ class Repl:
                 return None
             s.switch_backend(load_model(self.settings, arg, snapshots=True))
             say(f"now chatting with {s.backend.model_name}; the conversation is kept", style="dim")
+        elif name == "/file":
+            if not arg:
+                say("usage: /file PATH (txt, md, pdf, csv, html, json)")
+                return None
+            from localassist.cli.summarize import attach_file
+
+            say(attach_file(s, self.settings, str(Path(arg).expanduser())), style="dim")
         elif name == "/stats":
             from localassist.cli.session import stats_line
 
@@ -290,7 +298,7 @@ def slash_completer(settings=None):
                 for name in model_names(settings):
                     if name.startswith(rest):
                         yield Completion(name, start_position=-len(rest))
-            elif cmd in ("/save", "/load"):
+            elif cmd in ("/save", "/load", "/file"):
                 yield from self.paths.get_completions(Document(rest, len(rest)), complete_event)
 
     return _Completer()

@@ -48,6 +48,7 @@ PROMPT_VERSION = "1"  # bump when the way prompts are built changes: cached note
 MARGIN = 16  # tokens: the inserted text may tokenize a little differently where it joins the prompt
 MAX_DEPTH = 8  # reduce levels; each one divides the notes by at least 2, usually by 10 or more
 MIN_CHUNK = 32  # tokens of text per call below which a summary is not worth starting
+MIN_NOTES = 16  # tokens: the least the notes on a chunk may take
 _LABEL_SLACK = 8  # tokens: the brackets and line break around a note's label
 
 
@@ -305,6 +306,8 @@ class Summarizer:
         self.source = ""
         self._model_id = model_identity(backend) if cache is not None else ""
         self._tokens = 0
+        self._cap: int | None = None
+        self._label = ""
 
     # --- prompts and budgets
 
@@ -322,7 +325,20 @@ class Summarizer:
         sampling = replace(self.base_sampling, **changes)
         if final and self.options.max_tokens is not None:
             sampling = replace(sampling, max_tokens=min(sampling.max_tokens, self.options.max_tokens))
+        if template is self.templates.map and "max_tokens" not in self.explicit:
+            sampling = replace(sampling, max_tokens=min(sampling.max_tokens, self._notes_cap()))
         return sampling
+
+    def _notes_cap(self) -> int:
+        """Notes take at most a quarter of what the map prompt leaves of the context (less
+        two labels), so a small --ctx still holds a chunk, and two notes per condensing
+        call; unless the user chose --max-tokens."""
+        if self._cap is None:
+            params = self._params(source=self._label)
+            prompt = self.backend.count(self.messages(self.templates.map, "x", params))
+            labels = 2 * (self.count_text(self._label) + _LABEL_SLACK)
+            self._cap = max(MIN_NOTES, (self.backend.n_ctx - prompt - self.options.margin - labels) // 4)
+        return self._cap
 
     def _params(self, **extra: str) -> dict[str, str]:
         o = self.options
@@ -359,6 +375,7 @@ class Summarizer:
         if not documents:
             raise UsageError("nothing to summarize: give a file, or - for stdin")
         self.source = _names(documents)
+        self._label = _probe_label(documents)  # as long as any chunk's label can be
         from localassist.documents.profile import csv_facts
 
         facts = "\n\n".join(csv_facts(d) for d in documents if d.kind == "csv") or None
@@ -373,23 +390,23 @@ class Summarizer:
                     f"use --strategy map-reduce (or auto), or raise --ctx"
                 )
             strategy = "map-reduce"
-        label = _probe_label(documents)  # as long as any chunk's label can be
         if strategy == "map-reduce":
             template = self.templates.map
             sampling = self.sampling_for(template)
-            budget = self._room(template, self._params(source=label), sampling)
-            # a reduce level must fit at least two notes per call, or it could never shrink them
-            need = 2 * (sampling.max_tokens + self.count_text(label) + _LABEL_SLACK)
+            budget = self._room(template, self._params(source=self._label), sampling)
+            # a condensing call must hold at least two notes, or a level could never shrink them;
+            # the final call at least one
+            note = sampling.max_tokens + self.count_text(self._label) + _LABEL_SLACK
             final = self.templates.reduce
-            for tpl, smp in ((template, sampling), (final, self.sampling_for(final, final=True))):
-                room = self._room(tpl, self._params(source=label), smp)
+            for tpl, smp, need in ((template, sampling, 2 * note), (final, self.sampling_for(final, final=True), note)):
+                room = self._room(tpl, self._params(source=self._label), smp)
                 if room < need:
                     raise self._too_small(room, tpl, smp, need)
         else:  # refine: room for the summary so far as well
             template = self.templates.refine
             sampling = self.sampling_for(template)
             summary = max(sampling.max_tokens, self.sampling_for(self.templates.stuff).max_tokens)
-            budget = self._room(template, self._params(summary="", part=label), sampling, reserve=summary)
+            budget = self._room(template, self._params(summary="", part=self._label), sampling, reserve=summary)
         if budget < MIN_CHUNK:
             raise self._too_small(budget, template, sampling, MIN_CHUNK)
         chunks = [(d, chunk_document(d, budget, self.count_text)) for d in documents]
