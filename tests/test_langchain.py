@@ -109,7 +109,6 @@ def test_a_chain_of_prompt_model_and_parser_runs(llm, oracle):
 def test_two_chat_models_on_one_model_share_one_llama(chat_path, monkeypatch):
     import llama_cpp
 
-    close_shared_backends()
     loads = []
     real_init = llama_cpp.Llama.__init__
 
@@ -118,12 +117,20 @@ def test_two_chat_models_on_one_model_share_one_llama(chat_path, monkeypatch):
         real_init(self, *args, **kwargs)
 
     monkeypatch.setattr(llama_cpp.Llama, "__init__", counting_init)
-    first = ChatLocalAssist(model=str(chat_path), temperature=0, max_tokens=2, ctx=1024, threads=1)
-    second = ChatLocalAssist(model=str(chat_path), temperature=0.5, max_tokens=3, ctx=1024, threads=1)
+    # ctx=768: load options no other test uses, so this model is not loaded yet
+    first = ChatLocalAssist(model=str(chat_path), temperature=0, max_tokens=2, ctx=768, threads=1)
+    second = ChatLocalAssist(model=str(chat_path), temperature=0.5, max_tokens=3, ctx=768, threads=1)
     first.invoke("Hi")
     second.invoke("Hello")
     assert first.engine() is second.engine() and len(loads) == 1
+
+
+@pytest.mark.model
+def test_a_chat_model_whose_backend_was_freed_opens_it_again(chat_path):
+    llm = ChatLocalAssist(model=str(chat_path), temperature=0, max_tokens=2, ctx=640, threads=1)
+    before = llm.engine()
     close_shared_backends()
+    assert llm.engine() is not before and llm.invoke("Hi there").content is not None
 
 
 @pytest.mark.model

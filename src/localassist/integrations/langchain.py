@@ -119,6 +119,11 @@ def _local_opener(resolved: Any, options: Any):
     return open_local
 
 
+def _still_shared(backend: Backend) -> bool:
+    with _SHARED_LOCK:
+        return any(b is backend for b in _SHARED.values())
+
+
 def close_shared_backends() -> None:
     """Free every shared backend (models are otherwise kept until the process ends)."""
     with _SHARED_LOCK:
@@ -243,7 +248,7 @@ class ChatLocalAssist(BaseChatModel):
         """The backend this model runs on (opened on first use, shared in the process)."""
         if self.backend is not None:
             return self.backend
-        if self._opened is None:
+        if self._opened is None or not _still_shared(self._opened):  # close_shared_backends() freed it
             self._opened = shared_backend(
                 self.model,
                 base_url=self.base_url,
@@ -377,9 +382,11 @@ class LocalAssistEmbeddings(BaseModel, Embeddings):
     backend: Any = Field(default=None, exclude=True)
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
+    _shared: bool = PrivateAttr(default=False)
 
     def engine(self) -> Backend:
-        if self.backend is None:
+        if self.backend is None or (self._shared and not _still_shared(self.backend)):
+            self._shared = True
             self.backend = shared_backend(
                 self.model,
                 embedding=True,
