@@ -16,7 +16,12 @@ from localassist.conversation.log_store import MIGRATIONS, LogError, LogStore, _
 from localassist.engine.types import Done, Message, Timings, Usage
 from localassist.errors import UsageError
 
-MIGRATED = ["001_conversations_and_exchanges", "002_full_text_search", "003_exchange_status_system_imported"]
+MIGRATED = [
+    "001_conversations_and_exchanges",
+    "002_full_text_search",
+    "003_exchange_status_system_imported",
+    "004_tool_calls",
+]
 
 
 def completion(text: str, model: str = "m", finish: str = "stop") -> Done:

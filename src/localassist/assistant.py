@@ -67,6 +67,7 @@ class Assistant:
         self.memory = memory or MemoryPolicy()
         self.context = context
         self.log = log
+        self.agent: Any = None  # an agent.Agent (--tools): answers may call tools
         self.conversation = Conversation(self._system_with_context(system))
         self.user_system = system
         self.last: Done | None = None
@@ -156,7 +157,8 @@ class Assistant:
             response_format=response_format,
             grammar=grammar,
         )
-        return Turn(user, self.backend.chat(request), report.notice(), regenerated, user.content)
+        stream = self.agent.stream(self.backend, request) if self.agent is not None else self.backend.chat(request)
+        return Turn(user, stream, report.notice(), regenerated, user.content)
 
     def complete(self, prompt: str, *, grammar: str | None = None) -> Turn:
         """A plain completion of ``prompt``: no chat template, no conversation (the system
@@ -178,7 +180,8 @@ class Assistant:
         self.conversation.turns += [turn.user, answer]
         self._refresh_used()
         if self.log is not None:
-            self.log.exchange(turn.user.content, done, self.params.record(), self.user_system, turn.regenerated)
+            calls = getattr(turn.stream, "records", ())  # the tool calls behind the answer (agent.AgentStream)
+            self.log.exchange(turn.user.content, done, self.params.record(), self.user_system, turn.regenerated, calls)
         return done
 
     def restore(self, messages: list[Message]) -> str | None:

@@ -67,12 +67,20 @@ class ExchangeLog:
             return None
 
     def exchange(
-        self, prompt: str, done: Done, params: dict[str, Any], system: str | None, regenerated: bool = False
+        self,
+        prompt: str,
+        done: Done,
+        params: dict[str, Any],
+        system: str | None,
+        regenerated: bool = False,
+        tool_calls: Sequence[Any] = (),
     ) -> None:
         replaces = self.ids.pop() if regenerated and self.ids else None
         cid = self.conversation_id
         logged = self._run(
-            lambda store: store.log_exchange(cid, prompt, done, params, system, replaces=replaces if cid else None),
+            lambda store: store.log_exchange(
+                cid, prompt, done, params, system, replaces=replaces if cid else None, tool_calls=tool_calls
+            ),
             "the answer above was not logged",
         )
         if logged:

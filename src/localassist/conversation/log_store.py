@@ -20,7 +20,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -90,11 +90,46 @@ MIGRATIONS: list[tuple[str, str]] = [
         UPDATE exchanges SET system = (SELECT c.system FROM conversations c WHERE c.id = exchanges.conversation_id);
         """,
     ),
+    (
+        # The tool calls behind an answer (`--tools`): what was called, with what, whether the
+        # user approved it, what came back (cut to LOGGED_RESULT_CHARS) and how long it took.
+        "004_tool_calls",
+        """
+        CREATE TABLE tool_calls (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            exchange_id INTEGER NOT NULL REFERENCES exchanges(id) ON DELETE CASCADE,
+            step INTEGER NOT NULL,
+            call_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            arguments TEXT NOT NULL,
+            approval TEXT NOT NULL,
+            result TEXT NOT NULL,
+            is_error INTEGER NOT NULL,
+            seconds REAL
+        );
+        CREATE INDEX tool_calls_by_exchange ON tool_calls(exchange_id, id);
+        """,
+    ),
 ]
+LOGGED_RESULT_CHARS = 4000
 
 
 class LogError(LocalAssistError):
     """The log database cannot be read or written (corrupt, locked, unwritable)."""
+
+
+@dataclass(frozen=True)
+class StoredToolCall:
+    """One tool call behind an answer, as logged (``result`` cut to LOGGED_RESULT_CHARS)."""
+
+    step: int
+    call_id: str
+    name: str
+    arguments: str
+    approval: str
+    result: str
+    is_error: bool
+    seconds: float | None
 
 
 @dataclass(frozen=True)
@@ -116,9 +151,12 @@ class Exchange:
     status: str = "active"  # one of STATUSES
     system: str | None = None  # the system prompt in effect for this exchange
     imported: bool = False  # restored from a transcript (/load): no timings
+    tool_calls: tuple[StoredToolCall, ...] = ()  # in the order they ran
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        out["tool_calls"] = [dict(call.__dict__) for call in self.tool_calls]
+        return out
 
     def messages(self) -> list[Message]:
         """The exchange as chat messages. An imported transcript may hold a question
@@ -243,8 +281,10 @@ class LogStore:
         system: str | None = None,
         *,
         replaces: int | None = None,
+        tool_calls: Sequence[Any] = (),
     ) -> Logged:
-        """Record one exchange, active, under the system prompt in effect (``system``).
+        """Record one exchange, active, under the system prompt in effect (``system``), with
+        the tool calls behind it (objects with StoredToolCall's attributes, in order).
 
         ``conversation_id`` None starts a new conversation whose system prompt is ``system``;
         otherwise it is a full id that must still be in the log. ``replaces`` is the id of
@@ -275,6 +315,26 @@ class LogStore:
                 total_s=t.total_s,
                 system=system,
             )
+            for call in tool_calls:
+                result = call.result
+                if len(result) > LOGGED_RESULT_CHARS:
+                    cut = f"[logged: the first {LOGGED_RESULT_CHARS:,} of {len(result):,} characters]"
+                    result = f"{result[:LOGGED_RESULT_CHARS]}\n{cut}"
+                db.execute(
+                    "INSERT INTO tool_calls (exchange_id, step, call_id, name, arguments, approval, result, is_error,"
+                    " seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        exchange_id,
+                        call.step,
+                        call.call_id,
+                        call.name,
+                        call.arguments,
+                        call.approval,
+                        result,
+                        int(call.is_error),
+                        call.seconds,
+                    ),
+                )
         return Logged(cid, exchange_id)
 
     def set_status(self, exchange_ids: Iterable[int], status: str) -> int:
@@ -412,7 +472,7 @@ class LogStore:
         row = self._read("SELECT * FROM conversations WHERE id = ?", (cid,))[0]
         only_active = "" if include_hidden else " AND status = 'active'"
         rows = self._read(f"SELECT * FROM exchanges WHERE conversation_id = ?{only_active} ORDER BY id", (cid,))
-        exchanges = [_exchange(r) for r in rows]
+        exchanges = self._with_tool_calls([_exchange(r) for r in rows])
         return StoredConversation(row["id"], row["title"], row["model"], row["system"], row["created"], exchanges)
 
     def recent(
@@ -445,7 +505,30 @@ class LogStore:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY e.id DESC LIMIT ?"
         rows = self._read(sql, (*args, limit), search=bool(query))
-        return [_exchange(r) for r in reversed(rows)]
+        return self._with_tool_calls([_exchange(r) for r in reversed(rows)])
+
+    def _with_tool_calls(self, exchanges: list[Exchange]) -> list[Exchange]:
+        if not exchanges:
+            return exchanges
+        ids = [ex.id for ex in exchanges]
+        rows = self._read(
+            f"SELECT * FROM tool_calls WHERE exchange_id IN ({', '.join('?' * len(ids))}) ORDER BY id", tuple(ids)
+        )
+        calls: dict[int, list[StoredToolCall]] = {}
+        for r in rows:
+            calls.setdefault(r["exchange_id"], []).append(
+                StoredToolCall(
+                    r["step"],
+                    r["call_id"],
+                    r["name"],
+                    r["arguments"],
+                    r["approval"],
+                    r["result"],
+                    bool(r["is_error"]),
+                    r["seconds"],
+                )
+            )
+        return [replace(ex, tool_calls=tuple(calls[ex.id])) if ex.id in calls else ex for ex in exchanges]
 
     def counts(self) -> tuple[int, int]:
         conversations = self._read("SELECT count(*) FROM conversations")[0][0]
@@ -595,10 +678,19 @@ def export_markdown(conv: StoredConversation, include_hidden: bool = False) -> s
         mark = None if ex.status == "active" else ex.status
         if ex.finish_reason != "unprompted":
             blocks.append(Block("user", ex.prompt, mark))
+        for call in ex.tool_calls:
+            blocks.append(Block("tool", _tool_call_text(call), mark))
         if ex.finish_reason != "unanswered":
             cut = " *(interrupted)*" if ex.finish_reason in CUT_SHORT else ""
             blocks.append(Block("assistant", ex.response.rstrip() + cut, mark))
     return markdown(conv.title, facts, blocks)
+
+
+def _tool_call_text(call: StoredToolCall) -> str:
+    seconds = f", {call.seconds:.2f} s" if call.seconds is not None else ""
+    status = ", error" if call.is_error else ""
+    head = f"`{call.name}` {call.arguments} (step {call.step}, approval: {call.approval}{status}{seconds})"
+    return head + "\n\n" + "\n".join(f"    {line}" for line in call.result.splitlines() or [""])
 
 
 def export_json(conv: StoredConversation, include_hidden: bool = False) -> str:

@@ -10,7 +10,7 @@ CUT_SHORT = ("cancelled", "interrupted")  # "interrupted": what logs written bef
 
 @dataclass(frozen=True)
 class Block:
-    kind: str  # system | summary | user | assistant
+    kind: str  # system | summary | user | tool | assistant
     text: str
     note: str | None = None  # shown in italics after the heading or the text
 
@@ -24,6 +24,9 @@ def markdown(title: str, facts: Sequence[str], blocks: Sequence[Block]) -> str:
             lines += [f"**System:** {block.text or '(none)'}", ""]
         elif block.kind == "summary":
             lines += [f"**Summary of earlier turns:** {block.text}", ""]
+        elif block.kind == "tool":
+            note = f" *({block.note})*" if block.note else ""
+            lines += [f"**Tool call{note}:** {block.text.rstrip()}", ""]
         else:
             who = "You" if block.kind == "user" else "Assistant"
             note = f" *({block.note})*" if block.note else ""
