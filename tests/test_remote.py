@@ -595,3 +595,14 @@ def test_plain_http_to_another_machine_warns_once_before_anything_is_sent(monkey
     monkeypatch.setitem(remote._PROBES, (local, None, None), remote.Probe("vllm", "m", ["m"], 4096, "t", False, 0))
     RemoteBackend(local, notify=quiet.append).chat(ask("one"))
     assert quiet == []
+
+
+def test_show_and_the_answer_say_remote(server):
+    from localassist.assistant import Assistant
+
+    llama_server(server)
+    server.route("POST", "/v1/chat/completions", Reply(lines=sse(chunk("hi"), chunk(finish="stop"))))
+    assistant = Assistant(RemoteBackend(server.url, name="box"), GREEDY)
+    assert assistant.show()["model"] == "box:qwen (remote)"
+    done = assistant.finish(assistant.send("hello"))
+    assert done.model == "box:qwen (remote)" and assistant.conversation.turns[-1].content == "hi"
