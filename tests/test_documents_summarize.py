@@ -5,6 +5,7 @@ budgets that never let a request overflow."""
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import sqlite3
@@ -25,7 +26,7 @@ from localassist.documents.summarize import (
 )
 from localassist.documents.summary_cache import CACHE_FILE, SummaryCache
 from localassist.engine.types import ChatStream, SamplingParams, StreamState, TextDelta
-from localassist.errors import DocumentBudgetError
+from localassist.errors import DocumentBudgetError, UsageError
 from localassist.settings import load_settings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "documents"
@@ -265,7 +266,7 @@ def test_cli_dash_reads_the_document_from_stdin(cli, model_env):
         "line_start": 1,
         "line_end": 12,
     }
-    assert r.stderr.strip().endswith("covered 100%: 1 chunks, 12 lines")
+    assert r.stderr.strip().endswith("covered 100%: 1 chunk, 12 lines")
 
 
 def test_ctrl_c_stops_with_130_and_a_rerun_resumes_from_the_cache(model_env, report, isolated_home):
@@ -306,3 +307,107 @@ def _notes(db: Path) -> int:
             return conn.execute("SELECT count(*) FROM notes").fetchone()[0]
     except sqlite3.Error:
         return 0
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["missing.pdf"], 3, "missing.pdf: no such file"),
+        ([str(FIXTURES / "encrypted.pdf")], 2, "encrypted.pdf is encrypted and needs a password"),
+        ([str(FIXTURES / "scanned.pdf")], 2, "no extractable text in its 2 pages: it looks scanned"),
+        ([str(FIXTURES / "empty.txt")], 2, "empty.txt is empty"),
+        ([str(FIXTURES / "image.txt")], 2, "image.txt looks like a binary file, not text"),
+        ([str(FIXTURES / "noise.dat")], 2, "noise.dat looks like a binary file, not text"),
+        ([str(FIXTURES)], 2, "is a folder"),
+        (["/proc/self/mem"], 2, "cannot read /proc/self/mem: Input/output error"),  # unreadable, even for root
+        (["-"], 2, "stdin is empty"),
+        (["-", "-"], 2, "can be given only once"),
+        ([str(FIXTURES / "notes.md"), "--points", "0"], 2, "--points must be between 1 and 100"),
+        ([str(FIXTURES / "notes.md"), "--style", "haiku"], 2, "--style must be one of bullets, paragraph"),
+        ([str(FIXTURES / "notes.md"), "--strategy", "magic"], 2, "--strategy must be one of auto, stuff"),
+    ],
+)
+def test_document_errors_are_one_line_with_an_exit_code_and_nothing_on_stdout(cli, args, code, message):
+    r = cli("summarize", *args)  # no model is loaded before the documents are read
+    assert (r.returncode, r.stdout) == (code, "")
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("localassist: error: ") and message in r.stderr
+
+
+def test_a_binary_file_named_like_markdown_is_refused_by_content(cli, tmp_path):
+    path = tmp_path / "report.md"
+    path.write_bytes(bytes(range(256)) * 8)
+    r = cli("summarize", str(path))
+    assert (r.returncode, r.stdout) == (2, "") and "report.md looks like a binary file" in r.stderr
+
+
+def test_context_too_small_is_a_clear_error_before_any_model_call(cli, model_env):
+    r = cli(
+        "summarize", str(FIXTURES / "notes.md"), "--ctx", "256", "-n", "200", "--strategy", "map-reduce", env=model_env
+    )
+    assert (r.returncode, r.stdout) == (4, "")
+    assert "Raise --ctx or lower --max-tokens" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_progress_bar_on_a_terminal_and_nothing_but_the_ledger_on_a_pipe(model_env, monkeypatch):
+    from typer.testing import CliRunner
+
+    from localassist.cli.app import app
+    from localassist.cli.env import Environment, using
+
+    for key, value in model_env.items():
+        monkeypatch.setenv(key, value)
+    args = [
+        "summarize",
+        str(FIXTURES / "half-scanned.pdf"),
+        str(FIXTURES / "multipage.pdf"),
+        "--strategy",
+        "map-reduce",
+    ]
+    args += ["-T", "0", "-n", "2", "--threads", "1"]
+    outputs = []
+    for terminal in (True, False):
+        stdout, stderr = io.StringIO(), io.StringIO()
+        with using(Environment(stdin=None, stdout=stdout, stderr=stderr, stderr_isatty=terminal, width=100)):
+            result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, stderr.getvalue()
+        outputs.append(stderr.getvalue())
+    on_terminal, on_pipe = outputs
+    assert "chunk 6/6" in on_terminal and "tok/s" in on_terminal  # drawn (rich), then cleared
+    name = str(FIXTURES / "half-scanned.pdf")
+    assert on_pipe.splitlines() == [
+        f"localassist: {name}: 2 of 3 pages have no extractable text: p.2–3",
+        f"localassist: covered 100%: 6 chunks of 2 files: {name} 3 pages (2 without text), "
+        f"{FIXTURES / 'multipage.pdf'} 5 pages",
+    ]
+
+
+def test_a_user_template_shadows_the_map_prompt_and_its_notes_are_cached_apart(loaded, tmp_path):
+    config = load_settings().paths.config_dir
+    document = load(FIXTURES / "notes.md")
+    cache = SummaryCache(tmp_path / CACHE_FILE)
+
+    def run(backend):
+        s = Summarizer(
+            backend,
+            SummaryTemplates.load(config),
+            FIXED,
+            explicit=EXPLICIT,
+            options=SummaryOptions(strategy="map-reduce"),
+            cache=cache,
+        )
+        return run_to_end(s, [document])[1]
+
+    builtin = Validating(loaded)
+    assert run(builtin).usage.map_calls == 7
+    assert builtin.requests[0].messages[-1].content.startswith("Write short notes on this part of ")
+    user = config / "templates" / "summarize-map.toml"
+    user.parent.mkdir(parents=True)
+    user.write_text('prompt = """Jot down what {source} says:\n\n{input}"""\n', encoding="utf-8")
+    mine = Validating(loaded)
+    usage = run(mine).usage
+    assert usage.map_calls == 7 and usage.map_cached == 0  # another prompt: other notes
+    assert mine.requests[0].messages[-1].content.startswith(f"Jot down what {FIXTURES / 'notes.md'} L1 says:")
+    user.write_text('prompt = "Notes on {source}, please."\n', encoding="utf-8")
+    with pytest.raises(UsageError, match=r"summarize-map .* must contain \{input\}"):
+        SummaryTemplates.load(config)
+    cache.close()

@@ -190,7 +190,8 @@ class Ledger:
         """``covered 100%: 212 chunks, 48 pages``"""
         n = self.chunks
         done = len(self.summarized)
-        head = f"covered {_percent(self.percent)}: " + (f"{done} of {n} chunks" if done < n else f"{n} chunks")
+        chunks = f"{n} chunk{'s' if n != 1 else ''}"
+        head = f"covered {_percent(self.percent)}: " + (f"{done} of {chunks}" if done < n else chunks)
         if len(self.documents) == 1:
             return f"{head}, {self.documents[0].units()}"
         return f"{head} of {len(self.documents)} files: " + ", ".join(
