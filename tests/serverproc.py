@@ -57,7 +57,7 @@ class ServerProc:
             if status == 200:
                 assert body["status"] == "ok"
                 return self
-            assert status == 503 and body["status"] == "loading", (status, body)
+            assert status == 503 and body["status"] == "loading", (status, body, self.stderr)
             assert self.proc.poll() is None, self.stderr
             time.sleep(0.2)
         raise AssertionError(f"server not ready in {timeout} s: {self.stderr}")

@@ -123,7 +123,7 @@ def test_debug_env_shows_the_traceback(cli):
 
 
 def test_light_commands_never_import_heavy_modules(model_env):
-    """--help, models, info and config stay fast: no llama_cpp, numpy or langchain."""
+    """--help, models, info and config stay fast: no llama_cpp, numpy, langchain, or the server stack."""
     code = (
         "import sys, runpy\n"
         "sys.argv = ['localassist'] + sys.argv[1:]\n"
@@ -131,10 +131,19 @@ def test_light_commands_never_import_heavy_modules(model_env):
         "    runpy.run_module('localassist', run_name='__main__')\n"
         "except SystemExit:\n"
         "    pass\n"
-        "heavy = [m for m in ('llama_cpp', 'numpy', 'langchain_core', 'langchain_community') if m in sys.modules]\n"
+        "heavy = ('llama_cpp', 'numpy', 'langchain_core', 'langchain_community', 'starlette', 'uvicorn')\n"
+        "heavy = [m for m in heavy if m in sys.modules]\n"
         "sys.stderr.write('HEAVY=' + ','.join(heavy) + '\\n')\n"
     )
-    for args in (["--help"], ["models"], ["info"], ["config", "show"], ["ask", "--help"]):
+    for args in (
+        ["--help"],
+        ["models"],
+        ["info"],
+        ["config", "show"],
+        ["ask", "--help"],
+        ["serve", "--help"],
+        ["keys", "list"],
+    ):
         proc = subprocess.run(
             [sys.executable, "-c", code, *args], capture_output=True, text=True, env={**os.environ, **model_env}
         )
@@ -156,3 +165,19 @@ def test_param_pairs_are_joined_before_parsing():
     ]
     assert join_param_pairs(["ask", "-p", "k=v", "hi"]) == ["ask", "-p", "k=v", "hi"]
     assert join_param_pairs(["ask", "--", "-p", "a", "b"]) == ["ask", "--", "-p", "a", "b"]
+
+
+@pytest.mark.model
+def test_ask_never_imports_the_server_stack(model_env):
+    """`ask` runs a model but must not pay for the server's imports (Starlette, uvicorn)."""
+    code = (
+        "import sys, runpy\n"
+        "sys.argv = ['localassist', 'ask', '--raw', '-T', '0', '-n', '1', 'Hi']\n"
+        "try:\n"
+        "    runpy.run_module('localassist', run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "sys.stderr.write('SERVER=' + ','.join(m for m in ('starlette', 'uvicorn') if m in sys.modules) + '\\n')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **model_env})
+    assert "SERVER=\n" in proc.stderr and proc.stdout.strip(), proc.stderr

@@ -289,7 +289,7 @@ def _messages(value: Any) -> tuple[Message, ...]:
         if not isinstance(item, dict):
             raise invalid(f"{where} must be an object", where, "invalid_type")
         role = item.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise invalid(f"{where}.role must be one of {', '.join(ROLES)} (got {role!r})", f"{where}.role")
         content = _content(item.get("content"), f"{where}.content")
         if role == "tool":
