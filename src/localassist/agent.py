@@ -51,13 +51,14 @@ MAX_REPAIRS = 2
 # A guard before the token cut (which is the real one): no tool output bigger than this is tokenized.
 MAX_OUTPUT_CHARS = 2_000_000
 
-NOT_NEEDED, APPROVED, DECLINED, NO_TERMINAL, ASSUMED, NOT_ASKED, INTERRUPTED = (
+NOT_NEEDED, APPROVED, DECLINED, NO_TERMINAL, ASSUMED, NOT_ASKED, FAILED_FIRST, INTERRUPTED = (
     "not needed",
     "approved",
     "declined",
     "refused: no terminal to ask on",
     "approved by --yes-shell",
     "not asked: invalid call",
+    "not asked: the call failed before it",
     "interrupted",
 )
 
@@ -184,7 +185,8 @@ class Agent:
                     yield self._notice(outer, f"{note}; the model answers without tools now")
                     choice, last_round = "none", True
                 elif step >= self.limits.max_steps:
-                    note = f"stopped calling tools after {step} rounds (--max-steps {self.limits.max_steps})"
+                    done_rounds = "1 round" if step == 1 else f"{step} rounds"
+                    note = f"stopped calling tools after {done_rounds} (--max-steps {self.limits.max_steps})"
                     yield self._notice(outer, f"{note}; the model answers with what it has")
                     choice, last_round = "none", True
                 inner = backend.chat(replace(request, messages=tuple(messages), tool_choice=choice))
@@ -285,14 +287,14 @@ class Agent:
         try:
             needs = tool.approval(arguments, context)
         except ToolError:
-            needs = NOT_ASKED
+            needs = FAILED_FIRST
         result = run_tool(tool, arguments, context)
         if decisions:
             approval = APPROVED if decisions[-1] else DECLINED
         elif needs is None:
             approval = NOT_NEEDED
-        elif needs == NOT_ASKED:
-            approval = NOT_ASKED
+        elif needs == FAILED_FIRST:
+            approval = FAILED_FIRST
         elif context.assume_yes:
             approval = ASSUMED
         else:

@@ -10,7 +10,7 @@ import typer
 
 from localassist import __version__
 from localassist.cli import ask as ask_cmd
-from localassist.cli import cache_cmd, templates_cmd
+from localassist.cli import cache_cmd, templates_cmd, tools_cmd
 from localassist.cli import chat as chat_cmd
 from localassist.cli import config as config_cmd
 from localassist.cli import hub as hub_cmd
@@ -70,6 +70,7 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(remote_cmd.app, name="remote")
 app.add_typer(logs_cmd.app, name="logs")
 app.add_typer(templates_cmd.app, name="templates")
+app.add_typer(tools_cmd.app, name="tools")
 app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(cache_cmd.app, name="cache")
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from localassist.cli import options
+from localassist.cli import options, tooling
 
 Prompt = Annotated[
     list[str] | None,
@@ -28,6 +28,12 @@ def ask(
     grammar: options.Grammar = None,
     raw: options.Raw = False,
     file: options.Files = None,
+    tools: tooling.Tools = None,
+    allow: tooling.Allow = None,
+    max_steps: tooling.MaxSteps = 5,
+    tool_timeout: tooling.ToolTimeout = 30.0,
+    tool_choice: tooling.ToolChoice = "auto",
+    yes_shell: tooling.YesShell = False,
     as_json: options.AsJson = False,
     stats: options.Stats = False,
     plain: options.Plain = False,
@@ -57,6 +63,7 @@ def ask(
       localassist ask -c "And the second point?"
       localassist ask -t summarize -p points 5 < terms.txt
       localassist ask -t extract-invoice < invoice.txt
+      localassist ask --tools calc,time "How many days until 2027-03-01, times 24?"
     """
     flags = options.setting_flags(locals())
     from localassist import assistant as service
@@ -78,13 +85,22 @@ def ask(
     )
     prepared = service.prepare(load_settings(flags), question)
     session.notices(w for d in prepared.documents for w in d.warnings)
+    agent = tooling.build_agent(tools, allow, max_steps, tool_timeout, tool_choice, yes_shell)
+    structured = prepared.schema is not None or prepared.grammar is not None
+    if agent is not None and (structured or raw):
+        from localassist.errors import UsageError
+
+        raise UsageError("--tools cannot be combined with --raw, --json-schema, --grammar or a template's schema")
     helper = session.open_assistant(prepared.settings, verbose=verbose, log=not no_log, history=prepared.history)
+    helper.agent = agent
     turn, notices = service.start(helper, prepared)
     session.notices(notices)
-    structured = prepared.schema is not None or prepared.grammar is not None
-    done = session.show_answer(helper, turn, markdown=not plain, quiet=as_json or structured)
+    show = tooling.show_agent_answer if agent is not None else session.show_answer
+    done = show(helper, turn, markdown=not plain, quiet=as_json or structured)
     if as_json:
         result = done.as_dict()
+        if agent is not None:
+            result["tool_calls_run"] = [record.__dict__ for record in turn.stream.records]
         if prepared.schema is not None and not done.cancelled:
             from localassist.engine.structured import parse_json_answer
 

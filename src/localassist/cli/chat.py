@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from localassist.cli import options
+from localassist.cli import options, tooling
 from localassist.errors import UsageError
 
 Memory = Annotated[str | None, typer.Option("--memory", help="buffer, window:K or summary [default: buffer].")]
@@ -23,6 +23,12 @@ def chat(
     cid: Annotated[str | None, typer.Option("--cid", help="Reopen the conversation with this id.")] = None,
     no_log: Annotated[bool, typer.Option("--no-log", help="Do not log this chat.")] = False,
     plain: Annotated[bool, typer.Option("--plain", help="No markdown rendering.")] = False,
+    tools: tooling.Tools = None,
+    allow: tooling.Allow = None,
+    max_steps: tooling.MaxSteps = 5,
+    tool_timeout: tooling.ToolTimeout = 30.0,
+    tool_choice: tooling.ToolChoice = "auto",
+    yes_shell: tooling.YesShell = False,
     verbose: options.Verbose = False,
     base_url: options.BaseUrl = None,
     api_key_env: options.ApiKeyEnv = None,
@@ -48,6 +54,7 @@ def chat(
       localassist chat -m qwen2.5:1.5b --system "You are terse." --temperature 0.3
       cat notes.md | localassist chat      # the notes become context, then you chat
       localassist chat --resume            # reopen the last conversation (or --cid ID)
+      localassist chat --tools calc,time   # the model may call tools; each call is shown
     """
     flags = options.setting_flags(locals())
     if no_history:
@@ -61,6 +68,7 @@ def chat(
 
     settings = load_settings(flags)
     MemoryPolicy.parse(settings.memory)  # a bad --memory fails before the model loads
+    agent = tooling.build_agent(tools, allow, max_steps, tool_timeout, tool_choice, yes_shell)
     piped = session.read_stdin(decode_stdin)
     tty_in = _open_tty() if piped is not None else None
     history = None
@@ -79,6 +87,7 @@ def chat(
         if not piped.strip():
             raise UsageError("nothing to answer: stdin was empty and there is no terminal to chat on")
         helper = session.open_assistant(settings, verbose=verbose, log=not no_log)
+        helper.agent = agent
         answer(helper, helper.send(piped), markdown)
         helper.backend.close()
         return
@@ -86,6 +95,7 @@ def chat(
     helper = session.open_assistant(
         settings, verbose=verbose, log=not no_log, history=history, context=piped, snapshots=True
     )
+    helper.agent = agent
     if history:
         # the memory policy decides what of a long conversation goes to the model, as on every turn
         notice = helper.restore(history.messages())

@@ -40,7 +40,9 @@ FlashAttn = Annotated[
 ChatFormat = Annotated[
     str | None,
     typer.Option(
-        "--chat-format", help="Chat template: auto, gguf, gemma, chatml, llama3, phi3.", rich_help_panel=ENGINE
+        "--chat-format",
+        help="Chat template: auto, gguf, gemma, chatml, llama3, phi3, or a FILE.jinja.",
+        rich_help_panel=ENGINE,
     ),
 ]
 Temperature = Annotated[

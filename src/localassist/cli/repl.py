@@ -24,6 +24,7 @@ COMMANDS = {
     "/load": "/load FILE: restore a transcript saved as JSON",
     "/model": "/model NAME: switch model, keep the conversation",
     "/stats": "last answer: prompt tokens, cached tokens, speed, time to first token",
+    "/tools": "the tools the model may call (chat --tools), and the calls behind the last answer",
     "/template": "/template NAME [KEY=VALUE ...]: send your messages through a prompt template (off: none)",
     "/file": "/file PATH: attach a document (txt, md, pdf, csv, html, json); summarized if it does not fit",
     "/exit": "leave (Ctrl-D does the same)",
@@ -40,6 +41,8 @@ def answer(session: Assistant, turn: Turn, markdown: bool) -> Done:
     """Stream one answer; Ctrl-C stops it, and the partial answer is kept, marked."""
     from localassist.cli.session import show_answer
 
+    if session.agent is not None:  # --tools: the calls are shown on stderr as they run
+        from localassist.cli.tooling import show_agent_answer as show_answer
     if turn.notice:
         say(turn.notice, style="dim")
     done = show_answer(session, turn, markdown=markdown)
@@ -229,6 +232,11 @@ class Repl:
             from localassist.cli.session import stats_line
 
             say(stats_line(s.last) if s.last else "no answer yet")
+        elif name == "/tools":
+            from localassist.cli.tooling import describe_tools
+
+            for line in describe_tools(s.agent):
+                say(line)
         else:
             say(f"unknown command {name}; /help lists them")
         return None

