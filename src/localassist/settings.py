@@ -261,6 +261,9 @@ SPECS: dict[str, Spec] = {
     "serve_requests_per_minute": Spec(
         parse_int, 0, "a whole number >= 0 (0 = no limit)", "requests per minute per API key", lambda v: v >= 0
     ),
+    "serve_parallel": Spec(
+        parse_int, 1, "a whole number between 1 and 64", "answers decoded together per chat model", _between(1, 64)
+    ),
     "serve_tokens_per_minute": Spec(
         parse_int,
         0,
@@ -326,6 +329,7 @@ class Settings:
     serve_tokens_per_minute: int = 0
     serve_timeout: float = 600.0
     serve_grace: float = 10.0
+    serve_parallel: int = 1
     serve_max_body_mb: int = 8
     serve_log_content: str = "auto"
     serve_key_file: str | None = None

@@ -32,6 +32,15 @@ def serve(
             "--max-queue", help="Requests that may wait per model; more get 429 [default: 4].", rich_help_panel=SERVER
         ),
     ] = None,
+    serve_parallel: Annotated[
+        int | None,
+        typer.Option(
+            "--parallel",
+            "-np",
+            help="Answers decoded together per chat model (continuous batching) [default: 1].",
+            rich_help_panel=SERVER,
+        ),
+    ] = None,
     serve_key_file: Annotated[
         str | None,
         typer.Option(

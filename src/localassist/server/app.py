@@ -96,9 +96,10 @@ class ServerState:
     def _load_models(self) -> None:
         try:
             for name, backend, kind in self._load():
-                loaded = Loaded(
-                    name, backend, ModelWorker(f"{kind}:{name}", self.config.max_queue), kind, int(time.time())
-                )
+                # a BatchedBackend decodes `parallel` answers together: as many jobs run at once
+                parallel = getattr(backend, "parallel", 1)
+                worker = ModelWorker(f"{kind}:{name}", self.config.max_queue, concurrency=parallel)
+                loaded = Loaded(name, backend, worker, kind, int(time.time()))
                 (self.chat if kind == "chat" else self.embed)[name] = loaded
         except BaseException as exc:  # reported by run.py after the server stops
             self.load_error = exc

@@ -109,7 +109,13 @@ def loader(settings: Any, plan: list[tuple[Any, str]], verbose: bool) -> Callabl
         out = []
         for resolved, kind in plan:
             options = LoadOptions.from_settings(settings, verbose=verbose, embedding=kind == "embedding")
-            out.append((resolved.name, LocalBackend(resolved.path, resolved.name, options), kind))
+            if kind == "chat" and settings.serve_parallel > 1:  # continuous batching: N answers in one context
+                from localassist.engine.batched import BatchedBackend
+
+                backend = BatchedBackend(resolved.path, resolved.name, options, parallel=settings.serve_parallel)
+            else:
+                backend = LocalBackend(resolved.path, resolved.name, options)
+            out.append((resolved.name, backend, kind))
             record_use(settings.paths.data_dir, resolved.path)
         return out
 

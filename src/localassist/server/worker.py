@@ -1,10 +1,12 @@
 """One inference worker per loaded model, behind a bounded FIFO queue.
 
 A llama.cpp context runs one generation at a time, so each model gets one thread that
-takes jobs in arrival order. Admission is decided at once, on the event loop: when
-``max_queue`` jobs are already waiting, ``submit`` raises :class:`QueueFull` with a
-retry delay estimated from the recent average job time, and the client gets 429
-instead of waiting without bound. A running job is never interrupted for a newcomer.
+takes jobs in arrival order; a model served with ``--parallel N`` (a ``BatchedBackend``,
+which decodes N sequences together) gets N threads, each running one job. Admission
+is decided at once, on the event loop: when ``max_queue`` jobs are already waiting,
+``submit`` raises :class:`QueueFull` with a retry delay estimated from the recent
+average job time, and the client gets 429 instead of waiting without bound. A running
+job is never interrupted for a newcomer.
 
 A job's events cross from the worker thread to the event loop through an asyncio
 queue (``loop.call_soon_threadsafe``). ``Job.cancel`` works from the loop at any time:
@@ -152,17 +154,22 @@ class CallJob(Job):
 
 
 class ModelWorker:
-    def __init__(self, name: str, max_queue: int, history: int = 20) -> None:
+    def __init__(self, name: str, max_queue: int, history: int = 20, concurrency: int = 1) -> None:
         self.name = name
         self.max_queue = max_queue
+        self.concurrency = concurrency
         self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._lock = threading.Lock()
         self._queued: set[Job] = set()
-        self.current: Job | None = None
+        self._current: set[Job] = set()
         self._durations: deque[float] = deque(maxlen=history)
         self._promised = 0.0  # when the last refused client was told to come back
-        self._thread = threading.Thread(target=self._loop, name=f"localassist-worker-{name}", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"localassist-worker-{name}-{i}", daemon=True)
+            for i in range(concurrency)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     @property
     def waiting(self) -> int:
@@ -170,7 +177,7 @@ class ModelWorker:
 
     @property
     def running(self) -> int:
-        return 1 if self.current is not None else 0
+        return len(self._current)
 
     def average_job_s(self) -> float:
         return sum(self._durations) / len(self._durations) if self._durations else 1.0
@@ -195,7 +202,7 @@ class ModelWorker:
         burst of refused clients comes back spread out instead of all at once."""
         now = perf_counter()
         avg = self.average_job_s()
-        drained = now + avg * (len(self._queued) + self.running)
+        drained = now + avg * (len(self._queued) + self.running) / self.concurrency
         self._promised = max(drained, self._promised + avg)
         return min(RETRY_AFTER_MAX_S, max(0.1, self._promised - now))
 
@@ -208,7 +215,8 @@ class ModelWorker:
                 self._queued.discard(job)
             if not job.begin():
                 continue
-            self.current = job
+            with self._lock:
+                self._current.add(job)
             try:
                 job.run()
             except BaseException as exc:  # the consumer answers it; the worker lives on
@@ -217,34 +225,38 @@ class ModelWorker:
                 job.emit(Stopped("error", exc))
             finally:
                 job.end()
-                self.current = None
+                with self._lock:
+                    self._current.discard(job)
                 if job.started is not None and job.stop_reason is None:
                     self._durations.append(job.finished - job.started)
 
     def cancel_all(self, reason: str) -> None:
-        """From the loop (shutdown): drop every waiting job and cancel the running one."""
+        """From the loop (shutdown): drop every waiting job and cancel the running ones."""
         pending: list[Job] = []
-        stopping = False
+        stopping = 0
         while True:
             try:
                 job = self._jobs.get_nowait()
             except queue.Empty:
                 break
             if job is None:
-                stopping = True
+                stopping += 1
             else:
                 pending.append(job)
-        if stopping:
+        for _ in range(stopping):
             self._jobs.put(None)
         for job in pending:
             job.cancel(reason)
-        current = self.current
-        if current is not None:
-            current.cancel(reason)
+        with self._lock:
+            running = list(self._current)
+        for job in running:
+            job.cancel(reason)
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._jobs.put(None)
-        self._thread.join(timeout)
+        for _ in self._threads:
+            self._jobs.put(None)
+        for thread in self._threads:
+            thread.join(timeout)
 
 
 def ceil_seconds(seconds: float) -> int:
