@@ -206,8 +206,8 @@ def test_stream_without_usage_has_no_usage_field_and_a_one_piece_answer_ends_wit
         ({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 2}, "n", "not_supported"),
         (
             {"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]},
-            "tools",
-            "not_supported",
+            "tools[0].function",
+            "invalid_type",
         ),
         (
             {"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},

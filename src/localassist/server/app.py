@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from localassist.engine.types import Backend, ChatRequest, ChatStream, Done, SamplingParams, TextDelta
+from localassist.engine.types import Backend, ChatRequest, ChatStream, Done, SamplingParams, TextDelta, ToolCallDelta
 from localassist.errors import ContextOverflowError, LocalAssistError, UsageError
 from localassist.server import wire
 from localassist.server.calllog import Call, CallLog
@@ -244,6 +244,7 @@ class ServerState:
             sampling=gen.sampling,
             tools=gen.tools,
             tool_choice=gen.tool_choice,
+            parallel_tool_calls=gen.parallel_tool_calls,
             response_format=gen.response_format,
         )
         param = "prompt" if gen.prompt is not None else "messages"
@@ -260,6 +261,7 @@ class ServerState:
             raise wire.context_exceeded(exc.prompt_tokens, exc.max_tokens, exc.n_ctx, param) from None
         except UsageError as exc:
             where = "response_format" if gen.response_format is not None and "schema" in str(exc) else param
+            where = "tools" if gen.tools and "tool" in str(exc) else where
             raise wire.invalid(str(exc).replace("--json-schema: ", ""), where) from None
         except LocalAssistError as exc:  # a chat template that refuses these messages, ...
             raise wire.invalid(str(exc), param) from None
@@ -447,6 +449,9 @@ def create_app(state: ServerState) -> Starlette:
                     chunk = writer.text(event.text)
                     if chunk:
                         yield chunk
+                    continue
+                if isinstance(event, ToolCallDelta):
+                    yield writer.tool_call(event)
                     continue
                 if isinstance(event, Done):
                     done = event

@@ -4,15 +4,17 @@ envelopes out. Pure functions over dicts; no HTTP here.
 Request fields are checked by type and range and turned into the core's types
 (``Message``, ``SamplingParams``, ``ResponseFormat``). A field that would change the
 answer and cannot be honoured (``n`` > 1, ``logprobs``, a ``logit_bias``, non-zero
-presence/frequency penalties, images, ``tools`` until tool calling lands) is refused
-with 400 ``not_supported``; fields that change nothing here (``user``, ``metadata``,
-``store``, ``service_tier``, ``parallel_tool_calls``) and unknown fields are ignored.
+presence/frequency penalties, images) is refused with 400 ``not_supported``; fields
+that change nothing here (``user``, ``metadata``, ``store``, ``service_tier``) and unknown
+fields are ignored. ``tools`` are passed to the model, whose calls come back as
+``tool_calls`` (streamed as deltas keyed by ``index``); the server never runs a tool.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 import secrets
 import struct
 import time
@@ -20,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from localassist.engine.types import Done, Message, ResponseFormat, SamplingParams, ToolCall
+from localassist.engine.types import Done, Message, ResponseFormat, SamplingParams, ToolCall, ToolCallDelta
 
 MAX_TOKENS_LIMIT = 1_048_576
 MAX_STOPS = 16
@@ -174,6 +176,7 @@ class Generation:
     response_format: ResponseFormat | None = None
     tools: tuple[dict[str, Any], ...] = ()
     tool_choice: str | dict[str, Any] = "auto"
+    parallel_tool_calls: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -329,16 +332,51 @@ def _response_format(value: Any) -> ResponseFormat | None:
     )
 
 
-def map_tools(body: Mapping[str, Any]) -> tuple[tuple[dict[str, Any], ...], str | dict[str, Any]]:
-    """The seam for tool calling: ``tools`` and ``tool_choice`` from the request into what
-    ``ChatRequest`` takes. Until the engine can call tools, any tool is refused here
-    (``tool_choice`` alone, with no tools, changes nothing and is accepted)."""
+TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def map_tools(body: Mapping[str, Any]) -> tuple[tuple[dict[str, Any], ...], str | dict[str, Any], bool]:
+    """``tools``, ``tool_choice`` and ``parallel_tool_calls`` as ``ChatRequest`` takes them.
+    Parallel calls are off unless asked for (as in llama-server: small models repeat a call)."""
     tools = body.get("tools")
-    if tools:
-        raise not_supported(
-            "tools are not supported by this server yet (tool calling comes with the tools feature)", "tools"
-        )
-    return (), "auto"
+    choice = body.get("tool_choice")
+    parallel = body.get("parallel_tool_calls")
+    if parallel is not None and not isinstance(parallel, bool):
+        raise invalid("parallel_tool_calls must be a boolean", "parallel_tool_calls", "invalid_type")
+    if tools is None or tools == []:
+        if choice not in (None, "none", "auto"):
+            raise invalid("tool_choice names a tool, but the request has no tools", "tool_choice")
+        return (), "auto", False
+    if not isinstance(tools, list):
+        raise invalid("tools must be an array", "tools", "invalid_type")
+    names: list[str] = []
+    for i, tool in enumerate(tools):
+        where = f"tools[{i}]"
+        if not isinstance(tool, dict) or tool.get("type") != "function":
+            raise invalid(f'{where} must be an object with "type": "function"', where, "invalid_type")
+        fn = tool.get("function")
+        if not isinstance(fn, dict):
+            raise invalid(f"{where}.function must be an object", f"{where}.function", "invalid_type")
+        name = fn.get("name")
+        if not isinstance(name, str) or not TOOL_NAME.match(name):
+            raise invalid(f"{where}.function.name must be 1-64 letters, digits, _ or -", f"{where}.function.name")
+        if name in names:
+            raise invalid(f"{where}.function.name {name!r} is given twice", f"{where}.function.name")
+        names.append(name)
+        for key, kind in (("parameters", dict), ("description", str)):
+            if fn.get(key) is not None and not isinstance(fn[key], kind):
+                raise invalid(f"{where}.function.{key} has the wrong type", f"{where}.function.{key}", "invalid_type")
+    if choice is None:
+        choice = "auto"
+    elif isinstance(choice, dict):
+        fn = choice.get("function")
+        name = fn.get("name") if isinstance(fn, dict) else None
+        if choice.get("type") != "function" or name not in names:
+            raise invalid(f"tool_choice must name one of the tools: {', '.join(names)}", "tool_choice")
+        choice = {"type": "function", "function": {"name": name}}
+    elif choice not in ("none", "auto", "required"):
+        raise invalid("tool_choice must be none, auto, required or a named function", "tool_choice")
+    return tuple(tools), choice, bool(parallel)
 
 
 def parse_chat(body: Mapping[str, Any], defaults: SamplingParams) -> Generation:
@@ -346,7 +384,7 @@ def parse_chat(body: Mapping[str, Any], defaults: SamplingParams) -> Generation:
     messages = _messages(body.get("messages"))
     sampling, given = _sampling(body, defaults)
     stream, include_usage = _stream_options(body)
-    tools, tool_choice = map_tools(body)
+    tools, tool_choice, parallel = map_tools(body)
     return Generation(
         model=model,
         sampling=sampling,
@@ -357,6 +395,7 @@ def parse_chat(body: Mapping[str, Any], defaults: SamplingParams) -> Generation:
         response_format=_response_format(body.get("response_format")),
         tools=tools,
         tool_choice=tool_choice,
+        parallel_tool_calls=parallel,
     )
 
 
@@ -423,7 +462,17 @@ def usage(done: Done) -> dict[str, Any]:
     }
 
 
+def tool_calls(done: Done) -> list[dict[str, Any]]:
+    return [
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        for c in done.tool_calls
+    ]
+
+
 def chat_completion(cid: str, created: int, model: str, done: Done) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": done.text, "refusal": None}
+    if done.tool_calls:  # OpenAI's shape: content null when the answer is only calls
+        message = {**message, "content": done.text or None, "tool_calls": tool_calls(done)}
     return {
         "id": cid,
         "object": "chat.completion",
@@ -433,7 +482,7 @@ def chat_completion(cid: str, created: int, model: str, done: Done) -> dict[str,
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": done.text, "refusal": None},
+                "message": message,
                 "logprobs": None,
                 "finish_reason": done.finish_reason,
             }
@@ -503,6 +552,19 @@ class ChunkWriter:
             return self._chunk([self._choice(text, None)])
         held, self._held = self._held, text
         return self._chunk([self._choice(held, None)]) if held is not None else b""
+
+    def tool_call(self, delta: ToolCallDelta) -> bytes:
+        """A piece of a call, keyed by ``index``: id, type and name in its first delta, then
+        argument text (the content held back goes out first)."""
+        held, self._held = self._held, None
+        out = self._chunk([self._choice(held, None)]) if held is not None else b""
+        entry: dict[str, Any] = {"index": delta.index}
+        if delta.id is not None:
+            entry.update(id=delta.id, type="function", function={"name": delta.name, "arguments": delta.arguments})
+        else:
+            entry["function"] = {"arguments": delta.arguments}
+        choice = {"index": 0, "delta": {"tool_calls": [entry]}, "logprobs": None, "finish_reason": None}
+        return out + self._chunk([choice])
 
     def finish(self, done: Done) -> bytes:
         held, self._held = self._held, None
