@@ -115,7 +115,7 @@ class SummaryTemplates:
 @dataclass(frozen=True)
 class Progress:
     stage: str  # map | reduce | refine | summary
-    done: int  # steps of this stage finished
+    done: int  # of this stage: chunks summarized (map, refine) or calls made (reduce)
     total: int
     tokens: int  # tokens generated so far, every stage
     engine_s: float  # seconds inside model calls so far
@@ -127,25 +127,51 @@ class Progress:
 
 @dataclass
 class Section:
-    """One chunk and its notes (map-reduce), or the summary after it (refine); stuff has no notes."""
+    """What one map (or refine) call reads: consecutive chunks of one document, packed
+    up to the chunk budget (small pages share a call), with their notes (map-reduce) or
+    the summary after them (refine); stuff has one section per chunk and no notes."""
 
     index: int  # 0-based, across every document
-    chunk: Chunk
     document: Document
+    chunks: list[Chunk]
+    first: int  # the index of its first chunk, across every document
     notes: str | None = None
     cached: bool = False
 
     @property
+    def chunk_indexes(self) -> range:
+        return range(self.first, self.first + len(self.chunks))
+
+    @property
     def label(self) -> str:
-        return str(self.chunk.locator)
+        """``report.pdf p.3`` (one chunk, its heading too), ``report.pdf p.3–9`` (several)."""
+        if len(self.chunks) == 1:
+            return str(self.chunks[0].locator)
+        return span_label([c.locator for c in self.chunks])
+
+    @property
+    def text(self) -> str:
+        """The text the model reads: each chunk headed with where it is from when there
+        are several, so notes can say which page or lines a point comes from."""
+        return _joined(self.chunks)
+
+    @property
+    def tokens(self) -> int:
+        return sum(c.tokens for c in self.chunks)
+
+    @property
+    def sha256(self) -> str:
+        if len(self.chunks) == 1:
+            return self.chunks[0].sha256
+        return hashlib.sha256("".join(c.sha256 for c in self.chunks).encode()).hexdigest()
 
     def as_dict(self) -> dict[str, Any]:
-        locator = {k: v for k, v in asdict(self.chunk.locator).items() if v is not None}
         return {
             "index": self.index + 1,
             "source": self.label,
-            "locator": locator,
-            "tokens": self.chunk.tokens,
+            "chunks": [self.first + 1, self.first + len(self.chunks)],  # 1-based, inclusive
+            "locators": [{k: v for k, v in asdict(c.locator).items() if v is not None} for c in self.chunks],
+            "tokens": self.tokens,
             "notes": self.notes,
             "cached": self.cached,
         }
@@ -431,10 +457,28 @@ class Summarizer:
     ) -> Plan:
         sections: list[Section] = []
         ledgers = []
+        first = 0
         for document, doc_chunks in chunks:
             ledgers.append(_check_coverage(document, doc_chunks))
-            sections += [Section(len(sections) + i, c, document) for i, c in enumerate(doc_chunks)]
+            for group in ([c] for c in doc_chunks) if strategy == "stuff" else self._pack(doc_chunks, budget):
+                sections.append(Section(len(sections), document, group, first))
+                first += len(group)
         return Plan(strategy, [d for d, _ in chunks], sections, Ledger(ledgers), budget, facts)
+
+    def _pack(self, chunks: list[Chunk], budget: int) -> list[list[Chunk]]:
+        """Consecutive chunks, as many per call as the budget holds (the joined text
+        counted for real): a 100-page PDF of short pages is a few calls, not a hundred."""
+        groups: list[list[Chunk]] = []
+        current: list[Chunk] = []
+        for chunk in chunks:
+            trial = [*current, chunk]
+            if current and (sum(c.tokens for c in trial) > budget or self.count_text(_joined(trial)) > budget):
+                groups.append(current)
+                trial = [chunk]
+            current = trial
+        if current:
+            groups.append(current)
+        return groups
 
     # --- running
 
@@ -443,7 +487,7 @@ class Summarizer:
         Ctrl-C stops between tokens: notes already made stay cached, KeyboardInterrupt goes on up."""
         if plan.strategy == "stuff":
             stream = self._final(plan, self.templates.stuff, self._stuff_text(plan), self._params())
-            plan.ledger.summarized.update(s.index for s in plan.sections)
+            plan.ledger.summarized.update(i for s in plan.sections for i in s.chunk_indexes)
         elif plan.strategy == "map-reduce":
             self._map(plan)
             stream = self._reduce(plan)
@@ -452,29 +496,29 @@ class Summarizer:
         return SummaryRun(self, plan, stream)
 
     def _stuff_text(self, plan: Plan) -> str:
-        blocks = [f"[{s.label}]\n{s.chunk.text.strip()}" for s in plan.sections]
+        blocks = [f"[{s.label}]\n{s.text.strip()}" for s in plan.sections]
         return "\n\n".join(([plan.facts] if plan.facts else []) + blocks)
 
     def _map(self, plan: Plan) -> None:
         template = self.templates.map
         sampling = self.sampling_for(template)
-        total = len(plan.sections)
+        chunks = plan.ledger.chunks  # progress counts chunks, as the ledger does
         for section in plan.sections:
-            self._report("map", section.index, total)
+            self._report("map", section.first, chunks)
             params = self._params(source=section.label)
-            key = self._key(section, section.chunk.sha256, template, params, sampling)
+            key = self._key(section, section.sha256, template, params, sampling)
             notes = self._cached(key)
             if notes is not None:
                 section.cached = True
                 self.usage.map_cached += 1
             else:
-                done = self._call(template, section.chunk.text, params, sampling, "map", section.index, total)
+                done = self._call(template, section.text, params, sampling, "map", section.first, chunks)
                 self.usage.map_calls += 1
                 notes = done.text.strip()
                 self._store(key, notes, section, template, done)
             section.notes = notes
-            plan.ledger.summarized.add(section.index)
-        self._report("map", total, total)
+            plan.ledger.summarized.update(section.chunk_indexes)
+        self._report("map", chunks, chunks)
 
     def _reduce(self, plan: Plan) -> ChatStream:
         """Group the notes under the budget and condense each group (with the map prompt)
@@ -483,7 +527,7 @@ class Summarizer:
         final_sampling = self.sampling_for(final, final=True)
         condense = self.templates.map
         sampling = self.sampling_for(condense)
-        items = [_Notes(s.notes or "", [s.chunk.locator]) for s in plan.sections]
+        items = [_Notes(s.notes or "", [c.locator for c in s.chunks]) for s in plan.sections]
         level = 0
         while True:
             text = _notes_text(items, plan.facts)
@@ -492,7 +536,7 @@ class Summarizer:
             level += 1
             if level > self.options.max_depth:
                 raise DocumentBudgetError(
-                    f"the notes on {len(plan.sections):,} chunks still do not fit one call after "
+                    f"the notes on {plan.ledger.chunks:,} chunks still do not fit one call after "
                     f"{self.options.max_depth} reduce levels; raise --ctx or lower --max-tokens (nothing was clipped)"
                 )
             groups = self._group(items, condense, sampling)
@@ -535,6 +579,7 @@ class Summarizer:
     def _refine(self, plan: Plan) -> ChatStream:
         first, refine = self.templates.stuff, self.templates.refine
         total = len(plan.sections)
+        chunks = plan.ledger.chunks
         summary = ""
         for section in plan.sections:
             last = section.index == total - 1
@@ -542,13 +587,13 @@ class Summarizer:
                 template, params = first, self._params()
             else:
                 template, params = refine, self._params(summary=summary, part=section.label)
-            text = section.chunk.text
+            text = section.text
             if last:
-                plan.ledger.summarized.add(section.index)
+                plan.ledger.summarized.update(section.chunk_indexes)
                 return self._final(plan, template, text, params)
-            self._report("refine", section.index, total)
+            self._report("refine", section.first, chunks)
             sampling = self.sampling_for(template)
-            state = hashlib.sha256(f"{section.chunk.sha256}\0{summary}".encode()).hexdigest()
+            state = hashlib.sha256(f"{section.sha256}\0{summary}".encode()).hexdigest()
             key = self._key(section, state, template, params, sampling)
             cached = self._cached(key)
             if cached is not None:
@@ -556,12 +601,12 @@ class Summarizer:
                 self.usage.refine_cached += 1
                 summary = cached
             else:
-                done = self._call(template, text, params, sampling, "refine", section.index, total)
+                done = self._call(template, text, params, sampling, "refine", section.first, chunks)
                 self.usage.refine_calls += 1
                 summary = done.text.strip()
                 self._store(key, summary, section, template, done)
             section.notes = summary
-            plan.ledger.summarized.add(section.index)
+            plan.ledger.summarized.update(section.chunk_indexes)
         raise AssertionError("unreachable: the last section returns")
 
     def _final(self, plan: Plan, template: Any, text: str, params: dict[str, str]) -> ChatStream:
@@ -624,7 +669,7 @@ class Summarizer:
             ensure_ascii=False,
         )
         prompt_hash = hashlib.sha256(prompt.encode("utf-8")).hexdigest()
-        return cache_key(section.document.sha256, section.index, state, self._model_id, prompt_hash)
+        return cache_key(section.document.sha256, section.first, state, self._model_id, prompt_hash)
 
     def _cached(self, key: str) -> str | None:
         if self.cache is None:
@@ -643,8 +688,8 @@ class Summarizer:
                 key,
                 text,
                 document=section.document.sha256,
-                index=section.index,
-                chunk=section.chunk.sha256,
+                index=section.first,
+                chunk=section.sha256,
                 model=self._model_id,
                 prompt=template.name,
                 finish=done.finish_reason,
@@ -671,6 +716,12 @@ class _Notes:
 
     def block(self) -> str:
         return f"[{self.label}]\n{self.text or '(no notes)'}"
+
+
+def _joined(chunks: Sequence[Chunk]) -> str:
+    if len(chunks) == 1:
+        return chunks[0].text
+    return "\n\n".join(f"[{c.locator}]\n{c.text.strip()}" for c in chunks)
 
 
 def _notes_text(items: Sequence[_Notes], facts: str | None) -> str:
@@ -718,11 +769,11 @@ def _names(documents: Sequence[Document]) -> str:
 
 
 def _probe_label(documents: Sequence[Document]) -> str:
-    """A label at least as long as any chunk's: the longest piece label, plus room for
-    the wider line range a chunk cut from it can get."""
+    """A label at least as long as any section's: the longest piece label, plus room for
+    the wider range (lines, pages, rows) a chunk, or a run of chunks, can span."""
     longest = max((str(p.locator) for d in documents for p in d.pieces), key=len)
-    lines = max((d.lines or 0) for d in documents)
-    return f"{longest}–{lines}" if lines else longest
+    widest = max(max(d.lines or 0, d.pages or 0, d.rows or 0) for d in documents)
+    return f"{longest}–{widest}"
 
 
 def _percent(value: float) -> str:
