@@ -196,12 +196,12 @@ def test_tool_output_is_cut_to_the_token_budget_and_the_cut_is_stated(vocab):
     def tokenize(text):
         return vocab.tokenize(text.encode(), add_bos=False, special=False)
 
-    text = "word " * 500
-    cut = cut_to_tokens(text, 50, tokenize)
-    shown, note = cut.rsplit("\n", 1)
-    total = len(tokenize(text))
-    assert note == f"[output cut: the first 50 of {total:,} tokens shown]"
-    assert len(tokenize(shown)) <= 50 < len(tokenize(text[: len(shown) + 1]))
+    for text in ("word " * 500, "=" * 20_000):  # short tokens; long ones (runs of "=" are few tokens)
+        cut = cut_to_tokens(text, 50, tokenize)
+        shown, note = cut.rsplit("\n", 1)
+        total = len(tokenize(text))
+        assert note == f"[output cut: the first 50 of {total:,} tokens shown]"
+        assert len(tokenize(shown)) <= 50 < len(tokenize(text[: len(shown) + 1]))
     assert cut_to_tokens("short", 50, tokenize) == "short"
 
 

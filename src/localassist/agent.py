@@ -322,8 +322,10 @@ def cut_to_tokens(text: str, budget: int, tokenize: Callable[[str], list[int]]) 
     total = len(tokenize(text))
     if total <= budget:
         return text
-    low, high = 0, len(text)  # the longest prefix within the budget, by binary search
-    while low < high:
+    low, high = 0, min(len(text), budget * 8)
+    while high < len(text) and len(tokenize(text[:high])) <= budget:  # a bound past the cut, found cheaply
+        low, high = high, min(len(text), high * 2)
+    while low < high:  # the longest prefix within the budget, by binary search
         middle = (low + high + 1) // 2
         if len(tokenize(text[:middle])) <= budget:
             low = middle
