@@ -99,7 +99,7 @@ class Metrics:
             "# TYPE localassist_tokens_total counter",
             f'localassist_tokens_total{{direction="in"}} {self.prompt_tokens}',
             f'localassist_tokens_total{{direction="out"}} {self.completion_tokens}',
-            "# HELP localassist_time_to_first_token_seconds From the start of generation to the first token.",
+            "# HELP localassist_time_to_first_token_seconds From arrival (queue wait included) to the first token.",
             "# TYPE localassist_time_to_first_token_seconds histogram",
             *self.ttft.lines("localassist_time_to_first_token_seconds"),
             "# HELP localassist_decode_tokens_per_second Generation speed of each request.",
