@@ -66,6 +66,7 @@ class Assistant:
         self.explicit = set(explicit)
         self.memory = memory or MemoryPolicy()
         self.context = context
+        self.rules: str | None = None
         self.log = log
         self.agent: Any = None  # an agent.Agent (--tools): answers may call tools
         self.conversation = Conversation(self._system_with_context(system))
@@ -79,10 +80,19 @@ class Assistant:
     # --- state
 
     def _system_with_context(self, system: str | None) -> str | None:
-        if not self.context:
-            return system
-        document = f"The user shared this document as context:\n<context>\n{self.context.rstrip()}\n</context>"
-        return f"{system}\n\n{document}" if system else document
+        parts = [system] if system else []
+        if self.rules:
+            parts.append(self.rules)
+        if self.context:
+            parts.append(f"The user shared this document as context:\n<context>\n{self.context.rstrip()}\n</context>")
+        return "\n\n".join(parts) or None
+
+    def set_rules(self, rules: str | None) -> None:
+        """Instructions of a mode (answering from documents) added to the system prompt;
+        not the user's system prompt, and not logged as one."""
+        self.rules = rules
+        self.conversation.system = self._system_with_context(self.user_system)
+        self._refresh_used()
 
     @property
     def params(self) -> SamplingParams:
@@ -136,12 +146,21 @@ class Assistant:
 
     # --- turns
 
-    def send(self, text: str, *, response_format: ResponseFormat | None = None, grammar: str | None = None) -> Turn:
+    def send(
+        self,
+        text: str,
+        *,
+        response_format: ResponseFormat | None = None,
+        grammar: str | None = None,
+        wrapped: str | None = None,
+    ) -> Turn:
         """Start answering ``text`` (through the template, if one is on); the conversation is
-        fitted to the context first. Errors (overflow, a bad grammar) are raised here."""
+        fitted to the context first. Errors (overflow, a bad grammar) are raised here.
+        ``wrapped``: what this turn sends instead of ``text`` (retrieved context around the
+        question); the conversation keeps ``text``, so old context does not pile up."""
         if self.template is not None:
             _, _, text = self.template.render(text, self.template_params)
-        return self._answer(Message("user", text), response_format, grammar)
+        return self._answer(Message("user", text), response_format, grammar, wrapped=wrapped)
 
     def _answer(
         self,
@@ -149,10 +168,12 @@ class Assistant:
         response_format: ResponseFormat | None = None,
         grammar: str | None = None,
         regenerated: bool = False,
+        wrapped: str | None = None,
     ) -> Turn:
-        report = self._fit([user])
+        sent = replace(user, content=wrapped) if wrapped is not None else user
+        report = self._fit([sent])
         request = ChatRequest(
-            messages=tuple(self.conversation.messages([user])),
+            messages=tuple(self.conversation.messages([sent])),
             sampling=self.params,
             response_format=response_format,
             grammar=grammar,
@@ -220,14 +241,17 @@ class Assistant:
             self.conversation.turns = list(shots)
         self._refresh_used()
 
-    def regen(self) -> Turn:
-        """Drop the last answer and answer the same question again (the message as sent:
-        a template is not applied twice)."""
+    def last_question(self) -> Message:
         if len(self.conversation.turns) < 2 or self.conversation.turns[-1].role != "assistant":
             raise UsageError("nothing to regenerate yet")
-        user = self.conversation.turns[-2]
+        return self.conversation.turns[-2]
+
+    def regen(self, wrapped: str | None = None) -> Turn:
+        """Drop the last answer and answer the same question again (the message as sent:
+        a template is not applied twice)."""
+        user = self.last_question()
         self.conversation.turns = self.conversation.turns[:-2]
-        return self._answer(user, regenerated=True)
+        return self._answer(user, regenerated=True, wrapped=wrapped)
 
     def undo(self) -> Message:
         """Drop the last exchange; return its question."""
@@ -372,6 +396,9 @@ class Question:
     raw: bool = False
     conversation: str | None = None
     files: tuple[str, ...] = ()  # documents to ask about (`ask -f`); "-" is the piped stdin
+    docs: str | None = None  # a folder index to answer from (`ask --docs NAME`)
+    top_k: int = 5
+    sync_docs: bool = False
 
 
 @dataclass
@@ -386,15 +413,19 @@ class Prepared:
     grammar: str | None
     history: Any  # StoredConversation | None
     raw: bool
+    retrieved: Any = None  # retrieval.Retrieved for --docs
     documents: list[Any] = field(default_factory=list)  # loaded -f files
     attached: Any = None  # documents.questions.Attached, once `start` has fitted them
 
 
-def prepare(settings: Any, question: Question) -> Prepared:
-    """Everything that can fail before a model is loaded fails here."""
+def prepare(settings: Any, question: Question, *, loading: Callable[[str], Any] | None = None) -> Prepared:
+    """Everything that can fail before the chat model is loaded fails here (``--docs``
+    retrieves here too: ``loading`` wraps the embedding model's load)."""
     from localassist.conversation.prompt import build_user_text
 
     documents, question = _documents(question)
+    if question.docs is not None:
+        return _prepare_docs(settings, question, loading)
 
     shots: list[Message] = []
     schema = None
@@ -460,6 +491,37 @@ def _documents(question: Question) -> tuple[list[Any], Question]:
         else:
             documents.append(load(path))
     return documents, (replace(question, piped=None) if STDIN in question.files else question)
+
+
+def _prepare_docs(settings: Any, question: Question, loading: Callable[[str], Any] | None) -> Prepared:
+    from localassist.conversation.prompt import build_user_text
+    from localassist.retrieval import retrieve
+
+    clash = [
+        flag
+        for flag, given in (
+            ("--raw", question.raw),
+            ("-t/--template", question.template),
+            ("--json-schema", question.json_schema),
+            ("--grammar", question.grammar_file),
+            ("-c/--cid", question.conversation is not None),
+        )
+        if given
+    ]
+    if clash:
+        raise UsageError(f"--docs answers from an index; it cannot be combined with {', '.join(clash)}")
+    text = build_user_text(question.instruction, question.piped, settings.input_template)
+    found = retrieve(
+        settings,
+        question.docs,
+        text,
+        k=question.top_k,
+        sync=question.sync_docs,
+        system=settings.system,
+        loading=loading,
+    )
+    settings = replace(settings, system=found.messages[0].content)
+    return Prepared(settings, found.messages[1].content, [], None, None, None, False, found)
 
 
 def _still_available(model: str, settings: Any) -> str | None:

@@ -233,6 +233,9 @@ SPECS: dict[str, Spec] = {
     ),
     "stop": Spec(_to_list, [], "a list of strings", "stop strings"),
     "system": Spec(_to_optional_str, None, "text", "system prompt", nullable=True),
+    "embed_model": Spec(
+        _to_optional_str, None, "a model name or path", "embedding model for new indexes", nullable=True
+    ),
     "memory": Spec(parse_memory, "buffer", "buffer, window:K (K >= 1) or summary", "chat memory policy"),
     "history": Spec(_to_bool, True, "true or false", "keep the chat prompt history in a file"),
     "kv_cache_size": Spec(
@@ -258,11 +261,11 @@ SPECS: dict[str, Spec] = {
     "serve_max_queue": Spec(
         parse_int, 4, "a whole number between 1 and 10000", "requests waiting per model", _between(1, 10_000)
     ),
-    "serve_requests_per_minute": Spec(
-        parse_int, 0, "a whole number >= 0 (0 = no limit)", "requests per minute per API key", lambda v: v >= 0
-    ),
     "serve_parallel": Spec(
         parse_int, 1, "a whole number between 1 and 64", "answers decoded together per chat model", _between(1, 64)
+    ),
+    "serve_requests_per_minute": Spec(
+        parse_int, 0, "a whole number >= 0 (0 = no limit)", "requests per minute per API key", lambda v: v >= 0
     ),
     "serve_tokens_per_minute": Spec(
         parse_int,
@@ -317,19 +320,20 @@ class Settings:
     max_tokens: int = 512
     stop: tuple[str, ...] = ()
     system: str | None = None
+    embed_model: str | None = None
     memory: str = "buffer"
     history: bool = True
+    kv_cache_size: int = 2 * 10**9
     log: bool = True
     input_template: str = DEFAULT_INPUT_TEMPLATE
     serve_host: str = "127.0.0.1"
     serve_port: int = 8080
-    kv_cache_size: int = 2 * 10**9
     serve_max_queue: int = 4
+    serve_parallel: int = 1
     serve_requests_per_minute: int = 0
     serve_tokens_per_minute: int = 0
     serve_timeout: float = 600.0
     serve_grace: float = 10.0
-    serve_parallel: int = 1
     serve_max_body_mb: int = 8
     serve_log_content: str = "auto"
     serve_key_file: str | None = None

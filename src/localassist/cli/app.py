@@ -14,6 +14,7 @@ from localassist.cli import cache_cmd, templates_cmd, tools_cmd
 from localassist.cli import chat as chat_cmd
 from localassist.cli import config as config_cmd
 from localassist.cli import hub as hub_cmd
+from localassist.cli import index as index_cmd
 from localassist.cli import keys as keys_cmd
 from localassist.cli import logs as logs_cmd
 from localassist.cli import models as models_cmd
@@ -69,10 +70,11 @@ app.command()(serve_cmd.serve)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(remote_cmd.app, name="remote")
 app.add_typer(logs_cmd.app, name="logs")
+app.add_typer(cache_cmd.app, name="cache")
 app.add_typer(templates_cmd.app, name="templates")
 app.add_typer(tools_cmd.app, name="tools")
 app.add_typer(keys_cmd.app, name="keys")
-app.add_typer(cache_cmd.app, name="cache")
+app.add_typer(index_cmd.app, name="index")
 
 
 def _offline() -> None:

@@ -28,6 +28,9 @@ def ask(
     grammar: options.Grammar = None,
     raw: options.Raw = False,
     file: options.Files = None,
+    docs: options.Docs = None,
+    top_k_docs: options.DocsTopK = 5,
+    sync: options.SyncDocs = False,
     tools: tooling.Tools = None,
     allow: tooling.Allow = None,
     max_steps: tooling.MaxSteps = 5,
@@ -63,6 +66,7 @@ def ask(
       localassist ask -c "And the second point?"
       localassist ask -t summarize -p points 5 < terms.txt
       localassist ask -t extract-invoice < invoice.txt
+      localassist ask --docs notes "What did we decide about the Q3 budget?"
       localassist ask --tools calc,time "How many days until 2027-03-01, times 24?"
     """
     flags = options.setting_flags(locals())
@@ -82,8 +86,16 @@ def ask(
         raw=raw,
         conversation=cid if cid else ("" if continue_ else None),
         files=tuple(file or ()),
+        docs=docs,
+        top_k=top_k_docs,
+        sync_docs=sync,
     )
-    prepared = service.prepare(load_settings(flags), question)
+    prepared = service.prepare(load_settings(flags), question, loading=session.spinner)
+    if prepared.retrieved is not None:
+        session.notices(prepared.retrieved.notices)
+        if not prepared.retrieved.found:
+            session.not_found(as_json)
+            return
     session.notices(w for d in prepared.documents for w in d.warnings)
     agent = tooling.build_agent(tools, allow, max_steps, tool_timeout, tool_choice, yes_shell)
     structured = prepared.schema is not None or prepared.grammar is not None
@@ -108,12 +120,18 @@ def ask(
         if prepared.attached is not None:
             result["sources"] = [s.as_dict() for s in prepared.attached.sources]
             result["documents"] = prepared.attached.as_dict()
+        if prepared.retrieved is not None:
+            from localassist.rag import sources_json
+
+            result["sources"] = sources_json(prepared.retrieved.hits)
         session.write_answer(json.dumps(result, ensure_ascii=False) + "\n")
     elif structured and not done.cancelled:
         from localassist.engine.structured import check_complete
 
         check_complete(done.text, done.finish_reason, prepared.schema is not None)
         session.write_answer(done.text + ("" if done.text.endswith("\n") else "\n"))
+    if prepared.retrieved is not None:
+        session.cite(prepared.retrieved.hits, done, as_json)
     if prepared.attached is not None:  # from the chunks' locators, never from the answer
         session.notices([prepared.attached.sources_line()])
     session.finish(helper, done, stats=stats or verbose, structured=structured)

@@ -23,6 +23,7 @@ def chat(
     cid: Annotated[str | None, typer.Option("--cid", help="Reopen the conversation with this id.")] = None,
     no_log: Annotated[bool, typer.Option("--no-log", help="Do not log this chat.")] = False,
     plain: Annotated[bool, typer.Option("--plain", help="No markdown rendering.")] = False,
+    docs: options.Docs = None,
     tools: tooling.Tools = None,
     allow: tooling.Allow = None,
     max_steps: tooling.MaxSteps = 5,
@@ -54,6 +55,7 @@ def chat(
       localassist chat -m qwen2.5:1.5b --system "You are terse." --temperature 0.3
       cat notes.md | localassist chat      # the notes become context, then you chat
       localassist chat --resume            # reopen the last conversation (or --cid ID)
+      localassist chat --docs notes        # every turn answers from the index `notes`
       localassist chat --tools calc,time   # the model may call tools; each call is shown
     """
     flags = options.setting_flags(locals())
@@ -104,9 +106,14 @@ def chat(
             say(notice, style="dim")
     if piped:
         say(f"context: {len(piped):,} characters from stdin, {helper.used_tokens:,} tokens", style="dim")
+    repl = Repl(helper, settings, markdown, tty_in)
     try:
-        Repl(helper, settings, markdown, tty_in).run()
+        if docs:
+            repl.use_docs(docs)
+        repl.run()
     finally:
+        if repl.docs is not None:
+            repl.docs.close()
         helper.backend.close()
         if tty_in is not None:
             tty_in.close()

@@ -125,3 +125,8 @@ def parse_params(pairs: list[str] | None) -> dict[str, str]:
             raise UsageError(f"-p takes KEY VALUE (got {pair!r})")
         out[key] = value
     return out
+
+
+Docs = Annotated[str | None, typer.Option("--docs", help="Answer from this folder index (see `index list`).")]
+DocsTopK = Annotated[int, typer.Option("--top-k-docs", "-k", min=1, max=50, help="With --docs: how many chunks.")]
+SyncDocs = Annotated[bool, typer.Option("--sync", help="With --docs: sync the index first if files changed.")]

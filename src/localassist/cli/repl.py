@@ -27,6 +27,7 @@ COMMANDS = {
     "/tools": "the tools the model may call (chat --tools), and the calls behind the last answer",
     "/template": "/template NAME [KEY=VALUE ...]: send your messages through a prompt template (off: none)",
     "/file": "/file PATH: attach a document (txt, md, pdf, csv, html, json); summarized if it does not fit",
+    "/docs": "/docs NAME | on | off: answer from a folder index (`localassist index list`)",
     "/exit": "leave (Ctrl-D does the same)",
 }
 MEMORY_CHOICES = ("buffer", "window:4", "window:8", "summary")
@@ -70,6 +71,9 @@ class Repl:
         self.markdown = markdown
         self.tty_in = tty_in
         self.pt_input, self.pt_output = pt_input, pt_output
+        self.docs: Any = None  # retrieval.DocsSearch while answering from an index
+        self.last_docs: str | None = None
+        self.top_k = 5
 
     def _prompt_session(self):
         from prompt_toolkit import PromptSession
@@ -118,6 +122,66 @@ class Repl:
         s = self.session
         return f" {s.backend.model_name} · {_k(s.used_tokens)}/{_k(s.backend.n_ctx)} tok · memory {s.memory} · /help "
 
+    # --- answering from a folder index (chat --docs, /docs)
+
+    def use_docs(self, arg: str) -> None:
+        from localassist.rag import SYSTEM_PROMPT
+        from localassist.retrieval import DocsSearch
+
+        if arg in ("", "off"):
+            if self.docs is not None:
+                self.docs.close()
+            self.docs = None
+            self.session.set_rules(None)
+            say("documents off" if arg else "usage: /docs NAME | on | off", style="dim")
+            return
+        name = self.last_docs if arg == "on" else arg
+        if not name:
+            say("no index yet: /docs NAME (`localassist index list`)")
+            return
+        from localassist.cli.session import spinner
+
+        docs = DocsSearch(self.settings, name, loading=spinner)
+        if self.docs is not None:
+            self.docs.close()
+        self.docs, self.last_docs = docs, name
+        self.session.set_rules(SYSTEM_PROMPT)
+        say(f"answering from index {name} ({docs.info.files} files, {docs.info.chunks} chunks)", style="dim")
+
+    def _retrieve(self, question: str):
+        hits, notices, found = self.docs.search(question, k=self.top_k)
+        for notice in notices:
+            say(notice, style="dim")
+        if not found:
+            from localassist.rag import NOT_FOUND
+
+            say(f"{NOT_FOUND} (nothing in {self.docs.name} is relevant enough; no model was asked)")
+            return None
+        return hits
+
+    @staticmethod
+    def _wrapped(question: str, hits) -> str:
+        from localassist.rag import user_prompt
+
+        return user_prompt(question, hits)
+
+    def _cite(self, hits, done) -> None:
+        from localassist.rag import check_citations, sources_footer
+
+        check = check_citations(done.text, len(hits))
+        if check.invalid:
+            say(f"(cites {', '.join(f'[{n}]' for n in check.invalid)}: not among the sources 1..{len(hits)})")
+        say("Sources: " + sources_footer(hits, check.cited or None), style="dim")
+
+    def ask(self, text: str) -> None:
+        if self.docs is None:
+            answer(self.session, self.session.send(text), self.markdown)
+            return
+        hits = self._retrieve(text)
+        if hits is not None:
+            turn = self.session.send(text, wrapped=self._wrapped(text, hits))
+            self._cite(hits, answer(self.session, turn, self.markdown))
+
     def run(self) -> None:
         from rich.text import Text
 
@@ -138,7 +202,7 @@ class Repl:
                     if self.command(text) is False:
                         return
                 else:
-                    answer(self.session, self.session.send(text), self.markdown)
+                    self.ask(text)
             except LocalAssistError as exc:
                 err_console().print(Text.assemble(("error: ", "red"), visible(str(exc))))
             except KeyboardInterrupt:
@@ -183,7 +247,15 @@ class Repl:
             s.clear()
             say("conversation cleared (settings kept)", style="dim")
         elif name == "/regen":
-            answer(s, s.regen(), self.markdown)
+            if self.docs is not None:
+                question = s.last_question().content
+                hits = self._retrieve(question)
+                if hits is not None:
+                    self._cite(hits, answer(s, s.regen(self._wrapped(question, hits)), self.markdown))
+            else:
+                answer(s, s.regen(), self.markdown)
+        elif name == "/docs":
+            self.use_docs(arg)
         elif name == "/template":
             if not arg:
                 say("usage: /template NAME [KEY=VALUE ...] (`localassist templates list`); /template off")

@@ -22,17 +22,20 @@ def read_stdin(decode: Callable[[bytes], str]) -> str | None:
     return decode(data) if data is not None else None
 
 
+def spinner(name: str):
+    """A "Loading NAME..." spinner on a terminal stderr; nothing on a pipe."""
+    from contextlib import nullcontext
+
+    return err_console().status(f"Loading {name}...", spinner="dots") if stderr_is_terminal() else nullcontext()
+
+
 def load_model(settings: Any, spec: str | None = None, verbose: bool = False, snapshots: bool = False) -> Backend:
     """Resolve and load a model: a spinner on a terminal, the backend report with -v."""
+    from contextlib import nullcontext
+
     from localassist.assistant import open_backend
 
-    spinner = stderr_is_terminal() and not verbose
-
-    def loading(name: str):
-        from contextlib import nullcontext
-
-        return err_console().status(f"Loading {name}...", spinner="dots") if spinner else nullcontext()
-
+    loading = spinner if not verbose else (lambda _name: nullcontext())
     backend = open_backend(settings, spec, verbose=verbose, loading=loading, snapshots=snapshots, notify=warn)
     if verbose:
         warn("  ".join(f"{k}={v}" for k, v in backend.info().details.items()))
@@ -124,3 +127,38 @@ def finish(assistant: Assistant, done: Done, *, stats: bool = False, structured:
     if done.cancelled:
         warn("interrupted" + (" (the unfinished structured answer was not printed)" if structured else ""))
         raise typer.Exit(ExitCode.INTERRUPTED)
+
+
+def not_found(as_json: bool) -> None:
+    """``--docs`` found nothing relevant: say so instead of letting the model guess."""
+    from localassist.rag import NOT_FOUND
+
+    if as_json:
+        import json
+
+        write_answer(json.dumps({"text": NOT_FOUND, "finish_reason": "not_found", "sources": []}) + "\n")
+    else:
+        write_answer(NOT_FOUND + "\n")
+    warn("nothing in the index is relevant enough to answer from (no model was asked)")
+
+
+def cite(hits: list, done: Done, as_json: bool) -> None:
+    """The sources of a ``--docs`` answer, from the hits' metadata (never the model's
+    text): after the answer on a terminal, on stderr when stdout is a pipe (which keeps
+    only the answer). Citation markers outside 1..k are flagged."""
+    from localassist.rag import check_citations, sources_footer
+
+    check = check_citations(done.text, len(hits))
+    if check.invalid:
+        numbers = ", ".join(f"[{n}]" for n in check.invalid)
+        verb = "is" if len(check.invalid) == 1 else "are"
+        warn(f"the answer cites {numbers}, which {verb} not among the sources 1..{len(hits)}")
+    if as_json:
+        return
+    footer = "Sources: " + sources_footer(hits, check.cited or None)
+    if stdout_is_terminal():
+        write_answer(footer + "\n")
+    else:
+        from localassist.cli.console import note
+
+        note(footer)
