@@ -30,7 +30,10 @@ def test_model_command_switches_model_and_keeps_the_conversation(model_env, star
     models = tmp_path / "models"
     models.mkdir()
     (models / "other.gguf").symlink_to(starter_model)
-    repl = Repl("-n", "8", env={**model_env, "LOCALASSIST_MODELS_DIRS": str(models)})
+    # KV snapshots off: "other" is the same file, and a restored snapshot would hide
+    # whether the switch really loaded a fresh model
+    env = {**model_env, "LOCALASSIST_MODELS_DIRS": str(models), "LOCALASSIST_KV_CACHE_SIZE": "0"}
+    repl = Repl("-n", "8", env=env)
     repl.send("Name a colour.")
     before = stats(repl)
     repl.child.send("/model oth\t")  # Tab completes model names too (README, Keys)
