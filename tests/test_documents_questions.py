@@ -119,6 +119,17 @@ def test_ask_f_prints_the_answer_then_sources_on_stderr(cli, model_env, tmp_path
     assert out["documents"]["mode"] == "excerpts"
 
 
+@pytest.mark.model
+def test_ask_f_dash_reads_a_piped_pdf_as_a_document_not_as_text(cli, model_env):
+    """`cat report.pdf | ask -f - ...` was refused as "binary data": stdin was decoded as a
+    text prompt before the PDF loader could see its bytes."""
+    question = f"Where is {make.PLANTED}?"
+    args = ["ask", "-f", "-", question, "--ctx", "256", "-n", "2", "-T", "0", "--threads", "1", "--no-log"]
+    r = cli(*args, input=ten_pages(), env=model_env)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == "localassist: sources: stdin p.3"
+
+
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [

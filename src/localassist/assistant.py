@@ -396,6 +396,7 @@ class Question:
     raw: bool = False
     conversation: str | None = None
     files: tuple[str, ...] = ()  # documents to ask about (`ask -f`); "-" is the piped stdin
+    piped_data: bytes | None = None  # stdin's bytes, undecoded, when "-" is one of the files (a PDF too)
     docs: str | None = None  # a folder index to answer from (`ask --docs NAME`)
     top_k: int = 5
     sync_docs: bool = False
@@ -485,12 +486,13 @@ def _documents(question: Question) -> tuple[list[Any], Question]:
     documents = []
     for path in question.files:
         if path == STDIN:
-            if question.piped is None:
+            data = question.piped_data if question.piped_data is not None else question.piped
+            if data is None:
                 raise UsageError("-f - reads a document from stdin, but nothing was piped")
-            documents.append(load_bytes(question.piped.encode("utf-8"), STDIN))
+            documents.append(load_bytes(data.encode("utf-8") if isinstance(data, str) else data, STDIN))
         else:
             documents.append(load(path))
-    return documents, (replace(question, piped=None) if STDIN in question.files else question)
+    return documents, (replace(question, piped=None, piped_data=None) if STDIN in question.files else question)
 
 
 def _prepare_docs(settings: Any, question: Question, loading: Callable[[str], Any] | None) -> Prepared:

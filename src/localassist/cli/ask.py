@@ -75,10 +75,14 @@ def ask(
     from localassist.conversation.prompt import decode_stdin
     from localassist.settings import load_settings
 
-    piped = session.read_stdin(decode_stdin)
+    if "-" in (file or ()):  # `-f -`: stdin is a document, its bytes go to the loader (a PDF is not text)
+        piped, piped_data = None, session.read_stdin(bytes)
+    else:
+        piped, piped_data = session.read_stdin(decode_stdin), None
     question = service.Question(
         instruction=" ".join(prompt or []),
         piped=piped,
+        piped_data=piped_data,
         template=template,
         params=options.parse_params(param),
         json_schema=json_schema,
