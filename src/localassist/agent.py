@@ -149,7 +149,7 @@ class Agent:
         rounds: list[Done] = []
         try:
             while True:
-                done = yield from self._relay(outer, inner, deadline)
+                done, begun = yield from self._relay(outer, inner, deadline)
                 rounds.append(done)
                 self._account(state, rounds)
                 if outer.cancelled:
@@ -158,7 +158,12 @@ class Agent:
                     timed_out = True
                     yield self._notice(outer, out_of_time)
                     break
-                if not done.tool_calls or last_round:  # (a call cut off by max_tokens is not in tool_calls)
+                # A call cut off by max_tokens is not in tool_calls: say so, or the answer just ends.
+                forced = step == 0 and self.tool_choice not in ("auto", "none")
+                cut = begun > len(done.tool_calls) or (forced and not done.tool_calls)
+                if done.finish_reason == "length" and cut:
+                    yield self._notice(outer, "a tool call was cut off at --max-tokens and not run; raise --max-tokens")
+                if not done.tool_calls or last_round:
                     break
                 step += 1
                 messages.append(Message("assistant", done.text, tool_calls=done.tool_calls))
@@ -195,9 +200,10 @@ class Agent:
         yield self._done(state, rounds, "length" if timed_out else None)
 
     def _relay(self, outer: AgentStream, inner: ChatStream, deadline: float) -> Iterator[Any]:
-        """Pass one round's text on (its tool calls come whole in its Done); return that Done."""
+        """Pass one round's text on (its tool calls come whole in its Done); return that Done
+        and how many calls the model began."""
         state = outer.state
-        separated = False
+        separated, begun = False, 0
         for event in inner:
             if outer.cancelled or time.monotonic() >= deadline:
                 inner.cancel()
@@ -213,9 +219,11 @@ class Agent:
                     state.t_first = time.perf_counter()
                 state.parts.append(event.text)
                 yield event
-            elif isinstance(event, ToolCallDelta) and state.t_first is None:
-                state.t_first = time.perf_counter()
-        return inner.result()
+            elif isinstance(event, ToolCallDelta):
+                begun += event.name is not None
+                if state.t_first is None:
+                    state.t_first = time.perf_counter()
+        return inner.result(), begun
 
     def _account(self, state: StreamState, rounds: list[Done]) -> None:
         state.prompt_tokens = sum(d.prompt_tokens for d in rounds)

@@ -173,9 +173,13 @@ class Keyring:
     """The keys the server accepts: the store's (reloaded when another process changes
     them, so `keys revoke` takes effect within a second) plus env/file keys."""
 
-    def __init__(self, store: KeyStore | None, extra: Iterable[tuple[str, str, str]] = ()) -> None:
-        """``extra``: (name, key, source) from the environment or a key file."""
+    def __init__(
+        self, store: KeyStore | None, extra: Iterable[tuple[str, str, str]] = (), loopback: bool = True
+    ) -> None:
+        """``extra``: (name, key, source) from the environment or a key file. ``loopback``:
+        the server listens on loopback only, where having no key means open access."""
         self.store = store
+        self.loopback = loopback
         self._extra = [(key_hash(key), KeyRecord(name, hint(key), source=source)) for name, key, source in extra]
         self._entries: list[tuple[bytes, KeyRecord]] = []
         self._version: int | None = None
@@ -205,8 +209,9 @@ class Keyring:
 
     def check(self, presented: str | None) -> KeyRecord:
         self._refresh()
-        if self.open:
+        if self.open and self.loopback:
             return ANONYMOUS
+        # Off loopback, revoking the last key while serving locks everyone out rather than opening up.
         if not presented:
             raise Unauthorized("missing")
         digest = hashlib.sha256(presented.encode("utf-8", "surrogatepass")).digest()

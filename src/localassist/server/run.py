@@ -153,8 +153,8 @@ def serve(settings: Any, options: ServeOptions, announce: Callable[[str], None])
     store = KeyStore(settings.paths.data_dir)
     from localassist.server.keys import Keyring
 
-    keyring = Keyring(store, keys_extra)
     host, port = settings.serve_host, settings.serve_port
+    keyring = Keyring(store, keys_extra, loopback=is_loopback(host))
     check_bind(host, keyring.open)
     plan = plan_models(settings, options)
     sock = bind(host, port)

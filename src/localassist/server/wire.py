@@ -141,7 +141,7 @@ def _number(body: Mapping[str, Any], name: str, lo: float, hi: float, *, integer
         kind = "an integer" if integer else "a number"
         raise invalid(f"{name} must be {kind}, not {_kind(value)}", name, "invalid_type")
     if not lo <= value <= hi:
-        raise invalid(f"{name} must be between {lo:g} and {hi:g} (got {value})", name)
+        raise invalid(f"{name} must be between {lo} and {hi} (got {value})", name)  # not :g: 1.04858e+06
     return value
 
 

