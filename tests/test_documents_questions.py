@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 
 from localassist.documents import load, load_bytes
 from localassist.documents.model import Locator
-from localassist.documents.questions import BM25, Attached, Source, attach_to_question
+from localassist.documents.questions import BM25, Attached, Source, attach, attach_to_question
 
 FIXTURES = Path(__file__).parent / "fixtures" / "documents"
 sys.path.insert(0, str(FIXTURES))
@@ -179,3 +180,14 @@ def test_file_in_chat_pins_a_document_or_a_summary_of_one(loaded, monkeypatch, t
     assert "Line 60:" not in session.conversation.system  # the summary, not the text
     assert session.used_tokens <= session.budget
     assert "nowhere.txt: no such file" in shown  # one line, and the REPL went on
+
+
+def test_excerpts_notice_says_does_not_fit_for_one_document():
+    """The notice read "contract.pdf (244 tokens) do not fit the context"."""
+    document = load(FIXTURES / "multipage.pdf")
+    words = lambda text: len(text.split())  # noqa: E731  (a stand-in tokenizer: the wording is under test)
+    attached = attach([document], f"Where is {make.PLANTED}?", lambda text: 70 - words(text), words)
+    assert attached.mode == "excerpts"
+    assert re.search(r"multipage\.pdf \([\d,]+ tokens\) does not fit the context", attached.notice)
+    two = attach([document, document], f"Where is {make.PLANTED}?", lambda text: 70 - words(text), words)
+    assert ") do not fit the context" in two.notice

@@ -416,3 +416,21 @@ def test_a_user_template_shadows_the_map_prompt_and_its_notes_are_cached_apart(l
     with pytest.raises(UsageError, match=r"summarize-map .* must contain \{input\}"):
         SummaryTemplates.load(config)
     cache.close()
+
+
+def test_coverage_json_of_a_text_file_has_no_pages_without_text():
+    """A text file's ledger in --json said "pages_without_text": [], as if it had pages."""
+    from localassist.documents.chunking import chunk_document
+    from localassist.documents.summarize import _check_coverage
+
+    words = lambda text: len(text.split())  # noqa: E731  (any counter: the ledger's fields are under test)
+    notes = load(FIXTURES / "notes.md")
+    ledger = _check_coverage(notes, chunk_document(notes, 1000, words)).__dict__
+    assert {k: v for k, v in ledger.items() if v is not None} == {
+        "path": str(FIXTURES / "notes.md"),
+        "kind": "markdown",
+        "chunks": 7,  # the preamble and six headings, each its own piece
+        "lines": 34,
+    }
+    scanned = load(FIXTURES / "half-scanned.pdf")
+    assert _check_coverage(scanned, chunk_document(scanned, 1000, words)).pages_without_text == [2, 3]

@@ -109,7 +109,8 @@ def summarize(
                 bar.stop()
             warn(plan.ledger.line())
             done_now = len(plan.ledger.summarized)
-            warn(f"interrupted: the notes on {done_now} chunks are cached; run the same command again to resume")
+            chunks = f"{done_now} chunk{'s' * (done_now != 1)}"
+            warn(f"interrupted: the notes on {chunks} are cached; run the same command again to resume")
             raise typer.Exit(ExitCode.INTERRUPTED) from None
         finally:
             if bar is not None:

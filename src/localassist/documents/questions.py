@@ -182,8 +182,8 @@ def attach(
         raise DocumentBudgetError(f"no part of {_names(documents)} fits what is left of the context; raise --ctx")
     sources = [Source(chunks[i].locator, scores[i]) for i in chosen]
     notice = (
-        f"{_names(documents)} ({total:,} tokens) do not fit the context: answering from the "
-        f"{len(chosen)} of {len(chunks)} excerpts that match the question best"
+        f"{_names(documents)} ({total:,} tokens) {'does' if len(documents) == 1 else 'do'} not fit the context: "
+        f"answering from the {len(chosen)} of {len(chunks)} excerpts that match the question best"
     )
     return Attached(text, "excerpts", sources, total, len(chunks), len(chosen), notice)
 

@@ -183,7 +183,7 @@ class DocumentLedger:
     kind: str
     chunks: int
     pages: int | None = None
-    pages_without_text: list[int] = field(default_factory=list)
+    pages_without_text: list[int] | None = None  # PDFs only
     rows: int | None = None
     lines: int | None = None
 
