@@ -340,14 +340,14 @@ def engine_error(exc: BaseException | None) -> ApiError:
 
 
 def pooled(vector: Any) -> list[float]:
-    """One vector per input. A model without a pooling layer (a generative model loaded for
-    embeddings) gives one vector per token: those are averaged and L2-normalized here."""
+    """One L2-normalized vector per input, as OpenAI and llama-server return them. A model
+    without a pooling layer gives one vector per token: those are averaged first (the local
+    engine's ``embed`` has done that already, so the normalizing must happen here)."""
     if vector and isinstance(vector[0], (list, tuple)):
         width = len(vector[0])
-        mean = [sum(row[i] for row in vector) / len(vector) for i in range(width)]
-        norm = sum(x * x for x in mean) ** 0.5 or 1.0
-        return [x / norm for x in mean]
-    return [float(x) for x in vector]
+        vector = [sum(row[i] for row in vector) / len(vector) for i in range(width)]
+    norm = sum(float(x) * float(x) for x in vector) ** 0.5 or 1.0
+    return [float(x) / norm for x in vector]
 
 
 async def wait_disconnect(request: Request) -> None:
