@@ -573,6 +573,22 @@ def for_settings(backend: Backend, settings: Any, **kwargs: Any) -> Assistant:
     )
 
 
+def connect_remote(target: Any, settings: Any, *, notify: Callable[[str], None] | None = None) -> Backend:
+    """A backend on a remote engine (a ``RemoteTarget``); the context size is passed only
+    when the user set one, else the server's own is asked for."""
+    from localassist.engine.remote import RemoteBackend
+
+    return RemoteBackend(
+        target.url,
+        target.model,
+        name=target.name,
+        key_env=target.key_env,
+        kind=target.kind,
+        ctx=settings.ctx if settings.sources.get("ctx") not in (None, "default") else None,
+        notify=notify,
+    )
+
+
 def open_backend(
     settings: Any,
     spec: str | None = None,
@@ -596,18 +612,8 @@ def open_backend(
     if getattr(settings, "base_url", None) and wanted == settings.model and settings.sources.get("model") != "flag":
         wanted = None  # with --base-url only -m names the server's model, not a configured default
     if (target := remote_target(wanted, settings)) is not None:
-        from localassist.engine.remote import RemoteBackend
-
         with loading(wanted or target.url):
-            return RemoteBackend(
-                target.url,
-                target.model,
-                name=target.name,
-                key_env=target.key_env,
-                kind=target.kind,
-                ctx=settings.ctx if settings.sources.get("ctx") not in (None, "default") else None,
-                notify=notify,
-            )
+            return connect_remote(target, settings, notify=notify)
     resolved = resolve_model(spec if spec is not None else settings.model, settings)
     with loading(resolved.name):
         options = LoadOptions.from_settings(settings, verbose=verbose, snapshots=snapshots)

@@ -96,16 +96,9 @@ def shared_backend(
 
 def _remote_opener(settings: Any, target: Any):
     def open_remote() -> Backend:
-        from localassist.engine.remote import RemoteBackend
+        from localassist.assistant import connect_remote
 
-        return RemoteBackend(
-            target.url,
-            target.model,
-            name=target.name,
-            key_env=target.key_env,
-            kind=target.kind,
-            ctx=settings.ctx if settings.sources.get("ctx") not in (None, "default") else None,
-        )
+        return connect_remote(target, settings)
 
     return open_remote
 

@@ -74,7 +74,44 @@ def model_identity(path: str | os.PathLike[str], name: str | None = None, sha256
     return f"{name or file.stem}@{sha256}:{size}"
 
 
-class LlamaEmbedder:
+class _PrefixedEmbedder:
+    """What both embedders share: the model's query/document prefixes, and every input
+    counted and refused when over ``max_tokens`` before one vector is made."""
+
+    query_prefix: str
+    document_prefix: str
+    max_tokens: int
+    calls: int  # embed calls made (one per batch), for tests and progress
+    texts_embedded: int
+
+    def _count(self, full: str) -> int:
+        raise NotImplementedError
+
+    def _vectors(self, inputs: list[str]) -> list[list[float]]:
+        raise NotImplementedError
+
+    def count_tokens(self, text: str) -> int:
+        return self._count(self.document_prefix + text)
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self._embed([self.document_prefix + t for t in texts], "document chunk")
+
+    def embed_query(self, text: str) -> list[float]:
+        return self._embed([self.query_prefix + text], "query")[0]
+
+    def _embed(self, inputs: list[str], what: str) -> list[list[float]]:
+        for full in inputs:
+            n = self._count(full)
+            if n > self.max_tokens:
+                raise InputTooLongError(n, self.max_tokens, what)
+        if not inputs:
+            return []
+        self.calls += 1
+        self.texts_embedded += len(inputs)
+        return self._vectors(inputs)
+
+
+class LlamaEmbedder(_PrefixedEmbedder):
     """An :class:`Embedder` over a ``llama_cpp.Llama`` created with ``embedding=True``.
 
     Models whose GGUF sets a pooling type (embedding models: nomic, bge, MiniLM) give one
@@ -99,30 +136,12 @@ class LlamaEmbedder:
         self.calls = 0  # embed calls made (one per batch), for tests and progress
         self.texts_embedded = 0
 
-    def count_tokens(self, text: str) -> int:
-        return self._count(self.document_prefix + text)
-
     def _count(self, full: str) -> int:
         # exactly the tokenize call Llama.embed makes (add_bos=True, special=False)
         return len(self.llm.tokenize(full.encode("utf-8")))
 
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return self._embed([self.document_prefix + t for t in texts], "document chunk")
-
-    def embed_query(self, text: str) -> list[float]:
-        return self._embed([self.query_prefix + text], "query")[0]
-
-    def _embed(self, inputs: list[str], what: str) -> list[list[float]]:
-        for full in inputs:
-            n = self._count(full)
-            if n > self.max_tokens:
-                raise InputTooLongError(n, self.max_tokens, what)
-        if not inputs:
-            return []
-        self.calls += 1
-        self.texts_embedded += len(inputs)
-        raw = self.llm.embed(inputs, normalize=False, truncate=False)
-        return [_pool(vector) for vector in raw]
+    def _vectors(self, inputs: list[str]) -> list[list[float]]:
+        return [_pool(vector) for vector in self.llm.embed(inputs, normalize=False, truncate=False)]
 
     def close(self) -> None:
         self.llm.close()
@@ -137,7 +156,7 @@ def _pool(vector: Sequence[Any]) -> list[float]:
     return list(vector)
 
 
-class BackendEmbedder:
+class BackendEmbedder(_PrefixedEmbedder):
     """An :class:`Embedder` over any localassist ``Backend`` with embeddings (a local
     model loaded with ``LoadOptions(embedding=True)``, or a remote engine): what the CLI
     and the server use. ``source`` is the model as the user named it, so the index can
@@ -165,27 +184,10 @@ class BackendEmbedder:
         self.calls = 0
         self.texts_embedded = 0
 
-    def count_tokens(self, text: str) -> int:
-        return self._count(self.document_prefix + text)
-
     def _count(self, full: str) -> int:
         return len(self.backend.tokenize(full)) + 2  # + the special tokens the embedding call adds (BOS; CLS+SEP)
 
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return self._embed([self.document_prefix + t for t in texts], "document chunk")
-
-    def embed_query(self, text: str) -> list[float]:
-        return self._embed([self.query_prefix + text], "query")[0]
-
-    def _embed(self, inputs: list[str], what: str) -> list[list[float]]:
-        for full in inputs:
-            n = self._count(full)
-            if n > self.max_tokens:
-                raise InputTooLongError(n, self.max_tokens, what)
-        if not inputs:
-            return []
-        self.calls += 1
-        self.texts_embedded += len(inputs)
+    def _vectors(self, inputs: list[str]) -> list[list[float]]:
         return self.backend.embed(inputs)
 
     def close(self) -> None:
