@@ -187,3 +187,17 @@ def test_ctrl_c_at_the_approval_prompt_ends_cleanly_and_the_call_is_logged(model
     (exchange,) = rows
     assert exchange["finish_reason"] == "cancelled"
     assert [(c["name"], c["approval"]) for c in exchange["tool_calls"]] == [("touch", "interrupted")]
+
+
+@pytest.mark.model
+def test_last_round_of_a_react_model_never_prints_a_call_that_is_not_run(starter_model, tmp_path):
+    # The base starter has no tool template (ReAct); after --max-steps it used to copy its
+    # earlier "Action: files / Action Input: {...}" lines onto stdout as the answer.
+    env = {"LOCALASSIST_MODEL": str(starter_model)}
+    args = ["ask", "--tools", "calc,files", "--allow", str(tmp_path), "--tool-choice", "required", *FAST, "-n", "80"]
+    result = no_terminal([*args, "Which files mention the dentist?"], env)
+    assert result.returncode == 0, result.stderr
+    assert "stopped calling tools after 1 round" in result.stderr
+    assert "Action" not in result.stdout
+    if not result.stdout.strip():
+        assert "the model gave no answer after its tool calls" in result.stderr

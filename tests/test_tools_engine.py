@@ -158,7 +158,7 @@ def test_react_fallback_prompt_teaches_the_format_and_folds_results_as_labelled_
         Message("assistant", "", tool_calls=(call,)),
         Message("tool", "6", tool_call_id="call_1", name="multiply"),
     ]
-    request, plan = plain_chat._tool_input(ChatRequest(messages=tuple(messages), tools=tuple(TOOLS.specs())))
+    request, plan, _stops = plain_chat._tool_input(ChatRequest(messages=tuple(messages), tools=tuple(TOOLS.specs())))
     assert plan is not None and plan.fmt.name == "react" and request.tools == ()
     prompt = plain_chat.renderer.render(request.messages)
     assert prompt.startswith("<|im_start|>system\nBe brief.\n\nYou can use these tools:")

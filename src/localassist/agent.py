@@ -163,6 +163,8 @@ class Agent:
                 cut = begun > len(done.tool_calls) or (forced and not done.tool_calls)
                 if done.finish_reason == "length" and cut:
                     yield self._notice(outer, "a tool call was cut off at --max-tokens and not run; raise --max-tokens")
+                if last_round and not done.text.strip():
+                    yield self._notice(outer, "the model gave no answer after its tool calls")
                 if not done.tool_calls or last_round:
                     break
                 step += 1

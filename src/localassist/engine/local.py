@@ -257,21 +257,25 @@ class LocalBackend:
 
     # --- tools
 
-    def _tool_input(self, request: ChatRequest) -> tuple[ChatRequest, ToolPlan | None]:
-        """The request as this template takes it, and how a call is generated (None: no calls).
+    def _tool_input(self, request: ChatRequest) -> tuple[ChatRequest, ToolPlan | None, tuple[str, ...]]:
+        """The request as this template takes it, how a call is generated (None: no calls),
+        and stop strings it adds.
 
         A template with a tool format gets the tools and the tool messages as they are; any
         other gets the ReAct instructions in its system prompt and tool results folded into
         user turns. ``tool_choice`` none renders no tools and allows no call."""
         from localassist.engine import tool_calls as tc
-        from localassist.tools.parsing import detect_format
+        from localassist.tools.parsing import REACT_ACTION, detect_format
 
         fmt = detect_format(self.template.source) if self.renderer.supports_tools else "react"
         messages = list(request.messages)
-        if fmt == "react" and any(m.role == "tool" or m.tool_calls for m in messages):
+        folded = fmt == "react" and any(m.role == "tool" or m.tool_calls for m in messages)
+        if folded:
             messages = tc.fold_tool_messages(messages)
         if not request.tools or request.tool_choice == "none":
-            return replace(request, messages=tuple(messages), tools=()), None
+            # Earlier rounds' "Action:" lines are in the prompt and a model with no tools left
+            # copies them: stop there, or a call that is never run would end the answer.
+            return replace(request, messages=tuple(messages), tools=()), None, (REACT_ACTION,) if folded else ()
         if request.grammar is not None or (request.response_format and request.response_format.type != "text"):
             raise UsageError("tools cannot be combined with a grammar or a JSON schema for the answer")
         specs = tc.tool_specs(request.tools)
@@ -282,7 +286,7 @@ class LocalBackend:
         if fmt == "react":
             system = messages[0].content if messages and messages[0].role == "system" else None
             messages, tools = tc.with_system(messages, tc.react_system(system, specs)), ()
-        return replace(request, messages=tuple(messages), tools=tools), ToolPlan(tc.FORMATS[fmt], forced, grammar)
+        return replace(request, messages=tuple(messages), tools=tools), ToolPlan(tc.FORMATS[fmt], forced, grammar), ()
 
     def _marker_bytes(self, token: int) -> bytes:
         """A token's text, shown even when it is a control token if it is a tool-call marker
@@ -334,9 +338,9 @@ class LocalBackend:
         stream; generation starts when the stream is iterated."""
         if request.prompt is None and not request.messages:
             raise UsageError("nothing to generate from: no messages and no prompt")
-        plan = None
+        plan, tool_stops = None, ()
         if request.prompt is None:
-            request, plan = self._tool_input(request)
+            request, plan, tool_stops = self._tool_input(request)
         elif request.tools:
             raise UsageError("tools need a chat (messages), not a raw prompt")
         grammar = self._grammar_for(request)
@@ -344,7 +348,7 @@ class LocalBackend:
         max_tokens = request.sampling.max_tokens
         if len(tokens) + max_tokens > self.n_ctx:
             raise ContextOverflowError(len(tokens), max_tokens, self.n_ctx)
-        stops = self.stop_strings(request)
+        stops = (*self.stop_strings(request), *tool_stops)
         state = StreamState(self.model_name, len(tokens), load_s=self.load_seconds)
         return ChatStream(state, lambda stream: self._generate(stream, tokens, request.sampling, stops, grammar, plan))
 
