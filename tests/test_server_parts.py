@@ -275,6 +275,14 @@ def test_call_log_listing_reads_through_an_index_not_a_scan(tmp_path):
     assert oct(os.stat(db_path(tmp_path)).st_mode & 0o777) == "0o600"
 
 
+def test_call_log_lists_calls_in_order_of_arrival_not_of_ending(tmp_path):
+    log = CallLog(tmp_path)
+    log.record(Call(created=100.0, key_name="quick", endpoint="chat", status=200))  # came second, ended first
+    log.record(Call(created=50.0, key_name="long-stream", endpoint="chat", status=200))
+    log.close()
+    assert [c.key_name for c in recent(tmp_path, 10)] == ["long-stream", "quick"]
+
+
 def test_call_log_rows_stay_visible_to_other_processes_while_the_key_store_is_open(tmp_path):
     """Regression: opening the second connection (call log beside key store) used to open
     and close the database file, which drops this process's POSIX locks on it; another

@@ -116,7 +116,9 @@ def recent(
     model: str | None = None,
     status: int | None = None,
 ) -> list[Call]:
-    """The newest ``count`` calls (optionally of one key, model or status), oldest first."""
+    """The ``count`` calls written last (optionally of one key, model or status), in order
+    of arrival: rows are written when a call ends, so a long stream is written after
+    calls that came later."""
     where, args = [], []
     for column, value in (("key_name", key), ("model", model), ("status", status)):
         if value is not None:
@@ -134,4 +136,4 @@ def recent(
         raise ServerDBError(f"cannot read the call log: {exc}") from None
     finally:
         db.close()
-    return [Call(**{c: row[c] for c in COLUMNS}) for row in reversed(rows)]
+    return sorted((Call(**{c: row[c] for c in COLUMNS}) for row in reversed(rows)), key=lambda call: call.created)
