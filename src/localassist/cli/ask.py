@@ -1,7 +1,5 @@
 """`localassist ask`: one prompt in, one answer out, under the pipe contract."""
 
-from __future__ import annotations
-
 import json
 from typing import Annotated
 

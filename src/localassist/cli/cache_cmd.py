@@ -1,8 +1,6 @@
 """`localassist cache`: the saved conversation state (KV snapshots) that lets `chat --resume`
 and `ask -c` start without evaluating the whole history again."""
 
-from __future__ import annotations
-
 import json
 from typing import Annotated
 

@@ -1,7 +1,5 @@
 """`localassist chat`: the interactive REPL (see cli/repl.py) around one Assistant."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

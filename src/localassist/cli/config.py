@@ -1,7 +1,5 @@
 """`localassist config`: see and change settings."""
 
-from __future__ import annotations
-
 import json
 from typing import Annotated
 

@@ -1,7 +1,5 @@
 """`pull`, `search`, `verify`, `rm`: the model hub and the local cache."""
 
-from __future__ import annotations
-
 import contextlib
 import json
 import os

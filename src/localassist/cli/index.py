@@ -1,7 +1,5 @@
 """`localassist index`: folder indexes for `ask --docs` and `chat --docs` (private RAG)."""
 
-from __future__ import annotations
-
 import contextlib
 import json
 import time

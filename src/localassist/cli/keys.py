@@ -1,7 +1,5 @@
 """`localassist keys`: API keys for `localassist serve` (only their hashes are stored)."""
 
-from __future__ import annotations
-
 import json
 import time
 from typing import Annotated

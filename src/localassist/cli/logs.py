@@ -1,7 +1,5 @@
 """`localassist logs`: the conversation log (SQLite): list, search, show, export, delete, on/off."""
 
-from __future__ import annotations
-
 import json
 import time
 from typing import Annotated

@@ -1,7 +1,5 @@
 """`localassist models` and `localassist info`: what is on disk, and what a GGUF holds."""
 
-from __future__ import annotations
-
 import json
 from typing import Annotated
 

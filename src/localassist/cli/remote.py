@@ -1,7 +1,5 @@
 """`localassist remote`: name the servers a model may run on (only named ones are ever used)."""
 
-from __future__ import annotations
-
 import json
 import os
 from typing import Annotated

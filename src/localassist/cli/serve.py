@@ -1,7 +1,5 @@
 """`localassist serve`: the models behind an OpenAI-compatible HTTP API."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

@@ -4,8 +4,6 @@ The work is ``documents/summarize.py``; this module loads the files, draws the p
 bar (stderr, terminals only), streams the summary to stdout and reports the coverage.
 """
 
-from __future__ import annotations
-
 import json
 from time import perf_counter
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
@@ -150,7 +148,7 @@ def summarize(
         raise typer.Exit(ExitCode.INTERRUPTED)
 
 
-def load_documents(files: list[str]) -> list[Document]:
+def load_documents(files: list[str]) -> "list[Document]":
     """Load each file (``-``: stdin) and show its warnings; the first error stops it all."""
     from localassist.cli.env import current
     from localassist.documents import STDIN, load, load_bytes
@@ -243,7 +241,7 @@ class ProgressBar:
         self.started = perf_counter()
         self.running = False
 
-    def __call__(self, progress: Progress) -> None:
+    def __call__(self, progress: "Progress") -> None:
         if progress.stage not in self._LABELS:  # the final summary streams to stdout: the bar goes first
             self.stop()
             return
@@ -275,7 +273,7 @@ def attach_file(assistant: Any, settings: Any, path: str) -> str:
     for line in document.warnings:
         warn(line)
 
-    def summarize_to_fit(doc: Document, max_tokens: int) -> tuple[str, str]:
+    def summarize_to_fit(doc: "Document", max_tokens: int) -> tuple[str, str]:
         from localassist.documents.summarize import Summarizer, SummaryOptions, SummaryTemplates
 
         cache = open_cache(settings)

@@ -1,7 +1,5 @@
 """`localassist templates`: list, show and edit prompt templates."""
 
-from __future__ import annotations
-
 import os
 import shlex
 import subprocess

@@ -1,7 +1,5 @@
 """`localassist tools`: the tools a model can be given with --tools."""
 
-from __future__ import annotations
-
 import json
 from typing import Annotated, Any
 
