@@ -434,3 +434,16 @@ def test_coverage_json_of_a_text_file_has_no_pages_without_text():
     }
     scanned = load(FIXTURES / "half-scanned.pdf")
     assert _check_coverage(scanned, chunk_document(scanned, 1000, words)).pages_without_text == [2, 3]
+
+
+def test_stats_line_says_1_model_call_not_1_model_calls():
+    from types import SimpleNamespace
+
+    from localassist.cli.summarize import stats_line
+
+    fields = dict.fromkeys(
+        ("map_calls", "map_cached", "reduce_calls", "reduce_levels", "refine_calls", "refine_cached"), 0
+    )
+    usage = SimpleNamespace(calls=1, prompt_tokens=10, completion_tokens=2, engine_s=0.1, **fields)
+    assert "| 1 model call |" in stats_line("stuff", usage, 0.2) + " |"
+    assert "2 model calls" in stats_line("stuff", SimpleNamespace(**{**vars(usage), "calls": 2}), 0.2)

@@ -206,7 +206,7 @@ def _show(run: Any, facts: str | None, *, markdown: bool, quiet: bool) -> Any:
 
 
 def stats_line(strategy: str, usage: Any, wall_s: float) -> str:
-    parts = [f"strategy {strategy}", f"{usage.calls} model calls"]
+    parts = [f"strategy {strategy}", f"{usage.calls} model call" + ("" if usage.calls == 1 else "s")]
     if usage.map_calls or usage.map_cached:
         parts.append(f"map {usage.map_calls} ({usage.map_cached} cached)")
     if usage.reduce_calls:
