@@ -1,10 +1,16 @@
 """The Python API: the same models, rules and settings as the CLI, without a terminal.
 
+Example::
+
     import localassist
-    model = localassist.load("starter", ctx=2048)          # same resolution rules as -m
+
+    model = localassist.load("starter", ctx=2048)  # same resolution rules as -m
     print(model.ask("The capital of France is", max_tokens=8, temperature=0).text)
-    for piece in model.stream([{"role": "user", "content": "Hi"}]): print(piece, end="")
-    chat = model.chat(system="Be terse"); chat.send("hello"); chat.send("and again")
+    for piece in model.stream([{"role": "user", "content": "Hi"}]):
+        print(piece, end="")
+    chat = model.chat(system="Be terse")
+    chat.send("hello")
+    chat.send("and again")
 """
 
 from __future__ import annotations
