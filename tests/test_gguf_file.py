@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from localassist.errors import ModelInvalidError
-from localassist.models.gguf_file import FILE_TYPES, GGML_TYPES, read_gguf
+from localassist.models.gguf_file import FILE_TYPES, GGML_TYPES, read_gguf, read_gguf_cached
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +82,38 @@ def test_folder_and_missing(tmp_path):
         read_gguf(tmp_path)
     with pytest.raises(ModelInvalidError, match="does not exist"):
         read_gguf(tmp_path / "nope.gguf")
+
+
+def test_cached_header_equals_a_fresh_read_and_skips_the_parse(starter_model, tmp_path, monkeypatch):
+    from localassist.models import gguf_file
+
+    cache = tmp_path / "gguf"
+    first = read_gguf_cached(starter_model, cache)
+    assert first == read_gguf(starter_model)
+    (entry,) = cache.iterdir()
+    assert entry.stat().st_mode & 0o777 == 0o600
+
+    def no_parse(*_args):
+        raise AssertionError("parsed again although the file did not change")
+
+    monkeypatch.setattr(gguf_file, "_parse", no_parse)
+    assert read_gguf_cached(starter_model, cache) == first
+
+
+def test_cached_header_of_a_file_truncated_since_is_not_used(starter_model, tmp_path):
+    copy = tmp_path / "model.gguf"
+    shutil.copyfile(starter_model, copy)
+    cache = tmp_path / "gguf"
+    read_gguf_cached(copy, cache)
+    with copy.open("r+b") as fh:
+        fh.truncate(copy.stat().st_size - 4096)
+    with pytest.raises(ModelInvalidError, match="truncated"):
+        read_gguf_cached(copy, cache)
+
+
+def test_a_damaged_header_cache_entry_is_read_past(starter_model, tmp_path):
+    cache = tmp_path / "gguf"
+    first = read_gguf_cached(starter_model, cache)
+    (entry,) = cache.iterdir()
+    entry.write_bytes(b'{"format": 1, "identity": ')
+    assert read_gguf_cached(starter_model, cache) == first

@@ -39,7 +39,7 @@ from localassist.engine.types import (
     ToolCallDelta,
 )
 from localassist.errors import BackendError, ContextOverflowError, ModelInvalidError, UsageError
-from localassist.models.gguf_file import GGUFInfo, read_gguf
+from localassist.models.gguf_file import GGUFInfo, read_gguf_cached
 
 DEFAULT_CTX_CAP = 8192
 NATURAL_END = "\n\n"  # where a base model's completion stops when no stop string is given
@@ -60,6 +60,7 @@ class LoadOptions:
     verbose: bool = False  # llama.cpp's own log on stderr
     kv_snapshots: Path | None = None  # a folder: save conversations' KV state there and resume from it
     kv_cache_size: int = 2 * 10**9  # the folder's cap in bytes
+    header_cache: Path | None = None  # a folder: remember GGUF headers there (models/gguf_file.py)
 
     @classmethod
     def from_settings(
@@ -76,6 +77,7 @@ class LoadOptions:
             verbose=verbose,
             kv_snapshots=settings.paths.cache_dir / "kv" if snapshots and settings.kv_cache_size > 0 else None,
             kv_cache_size=settings.kv_cache_size,
+            header_cache=settings.paths.cache_dir / "gguf",
         )
 
 
@@ -94,7 +96,7 @@ class LocalBackend:
     def __init__(self, path: Path, name: str | None = None, options: LoadOptions | None = None) -> None:
         options = options or LoadOptions()
         self.options = options
-        self.gguf: GGUFInfo = read_gguf(path)  # fails fast on a bad or truncated file
+        self.gguf: GGUFInfo = read_gguf_cached(path, options.header_cache)  # fails fast on a bad or truncated file
         self.model_name = name or str(path)
         self.path = path
         import llama_cpp

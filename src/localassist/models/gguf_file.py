@@ -9,6 +9,9 @@ downloads before llama.cpp ever sees them.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import mmap
 import struct
 from dataclasses import dataclass, field
@@ -16,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from localassist.errors import ModelInvalidError
+from localassist.files import write_private_bytes
 
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
@@ -245,6 +249,73 @@ def read_gguf(path: str | Path) -> GGUFInfo:
         raise ModelInvalidError(f"{path} is not readable (permission denied)") from None
     except OSError as exc:
         raise ModelInvalidError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+_HEADER_CACHE_FORMAT = 1
+
+
+def read_gguf_cached(path: str | Path, cache_dir: Path | None) -> GGUFInfo:
+    """``read_gguf``, remembered per file in ``cache_dir`` (None: no cache).
+
+    Walking a 262k-string vocabulary to reach the tensor table costs ~70 ms on every
+    load. An entry is keyed by the file's identity (resolved path, inode, size,
+    modification and change times), so a file replaced, grown or truncated is parsed,
+    and checked, again; an unreadable entry is ignored."""
+    path = Path(path)
+    if cache_dir is None:
+        return read_gguf(path)
+    try:
+        st = path.stat()
+        identity = f"{path.resolve()}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}"
+    except OSError:
+        return read_gguf(path)  # says what is wrong with the path
+    entry = cache_dir / f"{hashlib.sha256(identity.encode()).hexdigest()[:32]}.json"
+    try:
+        data = json.loads(entry.read_bytes())
+        if data["format"] == _HEADER_CACHE_FORMAT and data["identity"] == identity:
+            return GGUFInfo(
+                path,
+                data["version"],
+                {key: _from_json(value) for key, value in data["metadata"].items()},
+                data["tensor_count"],
+                data["parameters"],
+                data["file_size"],
+                data["data_end"],
+                data["tensor_types"],
+            )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    info = read_gguf(path)
+    record = {
+        "format": _HEADER_CACHE_FORMAT,
+        "identity": identity,
+        "version": info.version,
+        "metadata": {key: _to_json(value) for key, value in info.metadata.items()},
+        "tensor_count": info.tensor_count,
+        "parameters": info.parameters,
+        "file_size": info.file_size,
+        "data_end": info.data_end,
+        "tensor_types": info.tensor_types,
+    }
+    with contextlib.suppress(OSError):  # a read-only cache costs only the time
+        write_private_bytes(entry, json.dumps(record).encode())
+    return info
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, ArrayInfo):
+        return {"skipped_array": value.length}  # GGUF values are never objects: no clash
+    if isinstance(value, list):
+        return [_to_json(item) for item in value]
+    return value
+
+
+def _from_json(value: Any) -> Any:
+    if isinstance(value, dict):
+        return ArrayInfo(int(value["skipped_array"]))
+    if isinstance(value, list):
+        return [_from_json(item) for item in value]
+    return value
 
 
 def _parse(buf: memoryview, path: Path, size: int) -> GGUFInfo:
