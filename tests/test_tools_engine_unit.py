@@ -122,8 +122,13 @@ def test_every_call_grammar_parses_in_llama_cpp(vocab, fmt, parallel):
     import llama_cpp
 
     from localassist.engine.structured import parse_grammar
+    from localassist.errors import UsageError
 
-    parse_grammar(llama_cpp, vocab._model.vocab, call_grammar(FORMATS[fmt], SPECS, parallel))
+    grammar = call_grammar(FORMATS[fmt], SPECS, parallel)
+    assert parse_grammar(llama_cpp, vocab._model.vocab, grammar) is None  # llama.cpp's parser took it
+    # the same parser does refuse: the grammar with one rule left unclosed is a usage error
+    with pytest.raises(UsageError, match="does not parse"):
+        parse_grammar(llama_cpp, vocab._model.vocab, grammar + "\nunclosed ::= (")
 
 
 def test_strings_in_calls_cannot_hold_raw_control_characters():

@@ -5,9 +5,8 @@ Example::
     import localassist
 
     model = localassist.load("starter", ctx=2048)  # same resolution rules as -m
-    print(model.ask("The capital of France is", max_tokens=8, temperature=0).text)
-    for piece in model.stream([{"role": "user", "content": "Hi"}]):
-        print(piece, end="")
+    answer = model.ask("The capital of France is", max_tokens=8, temperature=0).text
+    pieces = list(model.stream([{"role": "user", "content": "Hi"}]))  # text as it is made
     chat = model.chat(system="Be terse")
     chat.send("hello")
     chat.send("and again")
