@@ -140,6 +140,13 @@ def timed(cmd: list[str], runs: int, env: dict[str, str]) -> dict[str, float]:
 
 MINIMAL = """
 import sys, llama_cpp
+# the same weight layout as localassist's repack=auto (argv[5]): on an AMX Xeon the repacked one crashes
+defaults = llama_cpp.llama_model_default_params
+def model_params():
+    params = defaults()
+    params.use_extra_bufts = sys.argv[5] == "1"
+    return params
+llama_cpp.llama_model_default_params = model_params
 llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=8192, n_batch=512, n_ubatch=512,
                       n_threads=int(sys.argv[3]), verbose=False)
 tokens = llm.tokenize(sys.argv[2].encode(), add_bos=True)
@@ -174,9 +181,18 @@ def cold_start(model: str, threads: int, runs: int, env: dict[str, str], workdir
         "python -c pass (ms)": timed([sys.executable, "-c", "pass"], runs, env),
         "localassist ask, 32 tokens (ms)": timed(ask, runs, env),
         "minimal llama_cpp script, 32 tokens (ms)": timed(
-            [sys.executable, str(script), model, COUNTING, str(threads), "32"], runs, env
+            [sys.executable, str(script), model, COUNTING, str(threads), "32", str(int(repack_auto()))], runs, env
         ),
     }
+
+
+def repack_auto() -> bool:
+    """localassist's repack=auto on this machine, so the tools it is compared with use the same weights."""
+    import llama_cpp
+
+    from localassist.engine.llama_load import decide_repack, system_info
+
+    return decide_repack("auto", system_info(llama_cpp))[0]
 
 
 def llama_bench(path: str, model: str, threads: int, runs: int) -> dict[str, float]:
@@ -197,6 +213,8 @@ def llama_bench(path: str, model: str, threads: int, runs: int) -> dict[str, flo
             "json",
             "-ngl",
             "0",
+            "--repack",
+            str(int(repack_auto())),
         ],
         check=True,
         capture_output=True,

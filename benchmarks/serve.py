@@ -28,6 +28,12 @@ from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import repack_auto
+
+# llama-server with the weight layout localassist's repack=auto picks (off on AMX Xeons, where it crashes)
+NO_REPACK = () if repack_auto() else ("--no-repack",)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -197,6 +203,7 @@ def start(kind: str, args: argparse.Namespace, port: int) -> Server:
             "1",
             "-ngl",
             "0",
+            *NO_REPACK,
         ]
         return Server(kind, cmd, port, "model")
     cmd = [

@@ -51,6 +51,12 @@ PROMPTS = [
     "7, 14, 21, 28, 35,",
 ]
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import repack_auto  # noqa: E402
+
+# llama-server with the weight layout localassist's repack=auto picks (off on AMX Xeons, where it crashes)
+NO_REPACK = () if repack_auto() else ("--no-repack",)
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -226,7 +232,7 @@ def main() -> None:
                 [
                     *(args.llama_server, "-m", model, "--port", str(port), "-np", str(n), "-c", str(args.ctx * n)),
                     *("-t", t, "-tb", t, "-b", "512", "-ub", "512", "-fa", "off", "--swa-full", "--no-webui"),
-                    *("-ngl", "0"),
+                    *("-ngl", "0", *NO_REPACK),
                 ],
                 port,
             )

@@ -13,12 +13,32 @@ import pytest
 
 from localassist.models import bundled as starter
 
+# `LOCALASSIST_REPACK=off python -m pytest` runs the whole suite the way an AMX Xeon runs it
+# (llama.cpp's extra buffer types off, other kernels): in subprocesses through the setting,
+# in-process by making `auto` see what llama.cpp reports on such a machine.
+REPACK = os.environ.get("LOCALASSIST_REPACK")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def repack_as_asked():
+    if REPACK != "off":
+        yield
+        return
+    from localassist.engine import llama_load
+
+    real = llama_load.system_info
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(llama_load, "system_info", lambda llama_cpp: real(llama_cpp) + "AMX_INT8 = 1 | ")
+        yield
+
 
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for key in list(os.environ):
         if key.startswith("LOCALASSIST_"):
             monkeypatch.delenv(key)
+    if REPACK:
+        monkeypatch.setenv("LOCALASSIST_REPACK", REPACK)
     home = tmp_path / "home"
     monkeypatch.setenv("LOCALASSIST_HOME", str(home))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
@@ -90,9 +110,9 @@ def backend(starter_model):
 def vocab(starter_model):
     """llama.cpp's own tokenizer for the starter model (vocab only, no weights): the
     oracle for token counts, independent of localassist's code."""
-    import llama_cpp
+    from localassist.engine.llama_load import new_llama
 
-    llm = llama_cpp.Llama(model_path=str(starter_model), vocab_only=True, verbose=False)
+    llm, _, _ = new_llama(model_path=str(starter_model), vocab_only=True, verbose=False)
     yield llm
     llm.close()
 

@@ -225,8 +225,9 @@ def test_leaving_a_stream_early_closes_the_connection():
 
 @pytest.mark.model
 def test_embeddings_are_the_engines_mean_pooled_vectors(starter_model):
-    import llama_cpp
     import numpy as np
+
+    from localassist.engine.llama_load import new_llama
 
     embeddings = LocalAssistEmbeddings(model=str(starter_model), ctx=512, threads=1)
     try:
@@ -234,7 +235,7 @@ def test_embeddings_are_the_engines_mean_pooled_vectors(starter_model):
         query = embeddings.embed_query("green pears")
     finally:
         close_shared_backends()
-    oracle = llama_cpp.Llama(
+    oracle, _, _ = new_llama(
         model_path=str(starter_model),
         embedding=True,
         n_ctx=512,

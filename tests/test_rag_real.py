@@ -18,9 +18,9 @@ pytestmark = pytest.mark.model
 
 @pytest.fixture(scope="module")
 def llm(starter_model):
-    import llama_cpp
+    from localassist.engine.llama_load import new_llama
 
-    model = llama_cpp.Llama(
+    model, _, _ = new_llama(
         model_path=str(starter_model), embedding=True, n_ctx=512, n_batch=512, n_ubatch=512, verbose=False
     )
     yield model

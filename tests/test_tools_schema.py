@@ -51,12 +51,14 @@ def test_llama_cpp_converts_the_union_schema_to_a_grammar(registry):
 @pytest.mark.model
 def test_the_starter_model_constrained_by_the_grammar_writes_a_valid_call(starter_model):
     """llama.cpp's own grammar parser accepts the grammar, and sampling under it yields a call that validates."""
-    from llama_cpp import Llama, LlamaGrammar
+    from llama_cpp import LlamaGrammar
     from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    from localassist.engine.llama_load import new_llama
 
     registry = resolve_tools("calc,time")
     schema = registry.call_schema()
-    llm = Llama(model_path=str(starter_model), n_ctx=512, verbose=False)
+    llm, _, _ = new_llama(model_path=str(starter_model), n_ctx=512, verbose=False)
     grammar = LlamaGrammar.from_string(json_schema_to_gbnf(json.dumps(schema)), verbose=False)
     out = llm.create_completion(
         'Tool call for the arithmetic 2+2 as JSON: {"name": "calc", "arguments": {"expression": "2+2"}}\nTool call: ',

@@ -46,7 +46,11 @@ def load_embedder(settings: Any, spec: str, *, loading: Callable[[str], Any] | N
     except ModelNotAvailableError as exc:
         raise ModelNotAvailableError(f"the index's embedding model is missing: {exc}") from None
     options = LoadOptions(
-        ctx=settings.ctx or EMBED_CTX, threads=settings.threads, embedding=True, gpu_layers=settings.gpu_layers
+        ctx=settings.ctx or EMBED_CTX,
+        threads=settings.threads,
+        embedding=True,
+        gpu_layers=settings.gpu_layers,
+        repack=settings.repack,
     )
     with (loading or (lambda _name: nullcontext()))(resolved.name):
         backend = LocalBackend(resolved.path, resolved.name, options)

@@ -148,6 +148,13 @@ def _to_optional_str(value: Any) -> str | None:
     return text if text else None
 
 
+def _to_repack(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text == "auto":
+        return text
+    return "on" if _to_bool(text) else "off"
+
+
 def _to_gpu_layers(value: Any) -> str:
     text = str(value).strip().lower()
     if text in {"auto", "all"}:
@@ -199,6 +206,9 @@ SPECS: dict[str, Spec] = {
         _between(512, 65536),
     ),
     "flash_attn": Spec(_to_bool, False, "true or false", "use flash attention"),
+    "repack": Spec(
+        _to_repack, "auto", "auto, on or off", "llama.cpp's repacked weight layouts (auto: off on AMX CPUs)"
+    ),
     "chat_format": Spec(_to_optional_str, None, "a chat format name", "override the chat template", nullable=True),
     "temperature": Spec(parse_float, 0.8, "a number between 0 and 2", "sampling temperature", _between(0, 2)),
     "top_k": Spec(
@@ -310,6 +320,7 @@ class Settings:
     threads: int | None = None
     batch: int = 512
     flash_attn: bool = False
+    repack: str = "auto"
     chat_format: str | None = None
     temperature: float = 0.8
     top_k: int = 40

@@ -46,6 +46,7 @@ def ask(
     threads: options.Threads = None,
     batch: options.Batch = None,
     flash_attn: options.FlashAttn = None,
+    repack: options.Repack = None,
     chat_format: options.ChatFormat = None,
     temperature: options.Temperature = None,
     top_k: options.TopK = None,

@@ -36,6 +36,7 @@ def chat(
     threads: options.Threads = None,
     batch: options.Batch = None,
     flash_attn: options.FlashAttn = None,
+    repack: options.Repack = None,
     chat_format: options.ChatFormat = None,
     temperature: options.Temperature = None,
     top_k: options.TopK = None,

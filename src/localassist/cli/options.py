@@ -37,6 +37,14 @@ FlashAttn = Annotated[
     bool | None,
     typer.Option("--flash-attn/--no-flash-attn", help="Flash attention.", show_default=False, rich_help_panel=ENGINE),
 ]
+Repack = Annotated[
+    str | None,
+    typer.Option(
+        "--repack",
+        help="llama.cpp's repacked weight layouts: auto (off on AMX CPUs, where they crash), on, off.",
+        rich_help_panel=ENGINE,
+    ),
+]
 ChatFormat = Annotated[
     str | None,
     typer.Option(

@@ -49,18 +49,28 @@ def serve(
         float | None,
         typer.Option("--timeout", help="Time limit of one request, seconds [default: 600].", rich_help_panel=SERVER),
     ] = None,
+    serve_auth: Annotated[
+        str | None,
+        typer.Option(
+            "--auth",
+            help="API keys: auto (open on loopback until a key is ever created), keys (always needed), "
+            "open (none needed: loopback, no active key) [default: auto].",
+            rich_help_panel=SERVER,
+        ),
+    ] = None,
     verbose: options.Verbose = False,
     gpu_layers: options.GpuLayers = None,
     ctx: options.Ctx = None,
     threads: options.Threads = None,
     batch: options.Batch = None,
     flash_attn: options.FlashAttn = None,
+    repack: options.Repack = None,
     chat_format: options.ChatFormat = None,
 ) -> None:
     """Serve models over an OpenAI-compatible API (chat, completions, embeddings).
 
     \b
-      localassist serve                              # 127.0.0.1:8080, no key needed on loopback
+      localassist serve                              # 127.0.0.1:8080, no key needed until one is created
       localassist serve -m qwen2.5:1.5b --embed nomic-embed.gguf --port 9000
       localassist keys create laptop && localassist serve --host 0.0.0.0
     """

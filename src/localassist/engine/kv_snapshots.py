@@ -438,5 +438,6 @@ def for_backend(backend: Any) -> SnapshotStore:
         n_batch=backend.batch,
         flash_attn=options.flash_attn,
         gpu_layers=backend.gpu_layers,
+        repack=backend.repack,  # repacked weights compute in another order: another state
     )
     return SnapshotStore(options.kv_snapshots, identity, options.kv_cache_size)

@@ -11,6 +11,7 @@ from typing import Any
 # ggml's log levels (ggml.h): 3 warnings, 4 errors, 5 the continuation of the previous line
 _WARN, _ERROR, _CONT = 3, 4, 5
 _OFFLOAD_RE = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
+_WEIGHTS_RE = re.compile(r"(\S+) model buffer size")  # where the weights went: CPU_Mapped, CPU_REPACK, AMX, CUDA0
 
 
 class _LlamaLog:
@@ -23,6 +24,7 @@ class _LlamaLog:
         self.lock = threading.Lock()
         self.tail: deque[tuple[int, str]] = deque(maxlen=40)
         self.offloaded: tuple[int, int] | None = None
+        self.weight_buffers: list[str] = []
         self._keeping = False
         self._callback: Any = None  # kept referenced: llama.cpp holds a raw pointer to it
 
@@ -41,6 +43,8 @@ class _LlamaLog:
         with self.lock:
             if found := _OFFLOAD_RE.search(text):
                 self.offloaded = (int(found.group(1)), int(found.group(2)))
+            elif found := _WEIGHTS_RE.search(text):
+                self.weight_buffers.append(found.group(1))
             if level == _CONT and self._keeping and self.tail:
                 kept_level, kept = self.tail[-1]
                 self.tail[-1] = (kept_level, kept + text.rstrip("\n"))
@@ -62,6 +66,7 @@ class _LlamaLog:
         with self.lock:
             self.tail.clear()
             self.offloaded = None
+            self.weight_buffers = []
 
 
 LLAMA_LOG = _LlamaLog()

@@ -55,6 +55,7 @@ class LoadOptions:
     batch: int = 512
     gpu_layers: str = "auto"  # auto | all | N
     flash_attn: bool = False
+    repack: str = "auto"  # auto | on | off: llama.cpp's extra buffer types (engine/llama_load.py)
     chat_format: str | None = None
     embedding: bool = False
     verbose: bool = False  # llama.cpp's own log on stderr
@@ -72,6 +73,7 @@ class LoadOptions:
             batch=settings.batch,
             gpu_layers=settings.gpu_layers,
             flash_attn=settings.flash_attn,
+            repack=settings.repack,
             chat_format=settings.chat_format,
             embedding=embedding,
             verbose=verbose,
@@ -101,6 +103,8 @@ class LocalBackend:
         self.path = path
         import llama_cpp
 
+        from localassist.engine.llama_load import new_llama
+
         if not options.verbose:
             LLAMA_LOG.install(llama_cpp)
         self._llama_cpp = llama_cpp
@@ -115,7 +119,8 @@ class LocalBackend:
         with LOAD_LOCK:
             LLAMA_LOG.start_load()
             try:
-                self.llm = llama_cpp.Llama(
+                self.llm, self.repack, self.repack_reason = new_llama(
+                    repack=options.repack,
                     model_path=str(path),
                     n_ctx=self.n_ctx,
                     n_batch=self.batch,
@@ -133,6 +138,7 @@ class LocalBackend:
                 raise ModelInvalidError(f"llama.cpp could not load {path}: {reason}") from None
             # What llama.cpp did, not what was asked: None when its log was not captured (-v).
             self.offloaded = LLAMA_LOG.offloaded if not options.verbose else None
+            self.weight_buffers = tuple(dict.fromkeys(LLAMA_LOG.weight_buffers)) if not options.verbose else None
         self.load_seconds = perf_counter() - start
         self._lock = threading.Lock()
         self._owner: int | None = None  # the thread generating now
@@ -599,6 +605,8 @@ class LocalBackend:
                 "threads": self.threads,
                 "batch": self.batch,
                 "flash_attn": self.options.flash_attn,
+                "repack": f"{'on' if self.repack else 'off'} ({self.repack_reason})",
+                **({"weights": "+".join(self.weight_buffers)} if self.weight_buffers else {}),
                 "chat_template": self.template.name,
                 "load_s": round(self.load_seconds, 3),
             },
@@ -615,10 +623,6 @@ class LocalBackend:
             with self._lock:
                 llm.close()
                 self.llm = None
-
-
-def load_backend(path: Path, name: str | None = None, options: LoadOptions | None = None) -> LocalBackend:
-    return LocalBackend(path, name, options)
 
 
 def _pooled(vector: Sequence[Any]) -> list[float]:

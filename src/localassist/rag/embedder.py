@@ -207,10 +207,10 @@ def load_llama_embedder(
     """Load a GGUF as an embedder; prefixes default to the model family's (see PREFIXES)."""
     if not Path(path).is_file():
         raise EmbedderError(f"embedding model not found: {os.fspath(path)}")
-    import llama_cpp
+    from localassist.engine.llama_load import new_llama
 
     try:
-        llm = llama_cpp.Llama(
+        llm, _, _ = new_llama(
             model_path=os.fspath(path),
             embedding=True,
             n_ctx=n_ctx,
