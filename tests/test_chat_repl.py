@@ -21,14 +21,14 @@ PROMPT_READY = "\x1b[?2004h"  # prompt_toolkit turns bracketed paste on once per
 
 
 class Repl:
-    def __init__(self, *args: str, env: dict[str, str]) -> None:
+    def __init__(self, *args: str, env: dict[str, str], columns: int = 120) -> None:
         full_env = {**os.environ, **env, "PROMPT_TOOLKIT_NO_CPR": "1", "TERM": "xterm-256color"}
         full_env.pop("NO_COLOR", None)
         self.child = pexpect.spawn(
             sys.executable,
             ["-m", "localassist", "chat", "-T", "0", *args],
             env=full_env,
-            dimensions=(40, 120),
+            dimensions=(40, columns),
             encoding="utf-8",
             timeout=90,
         )
@@ -48,11 +48,27 @@ class Repl:
 
 
 def stats(repl: Repl) -> dict[str, int]:
-    shown = repl.send("/stats")
-    found = re.search(r"prompt (\d+) tok \((\d+) cached\) \|\s+answer\s+(\d+) tok", shown)
+    # The line wraps at the terminal's width wherever its words fall (the model's path is
+    # part of it): read it as words, never by where a line breaks.
+    shown = " ".join(repl.send("/stats").split())
+    found = re.search(r"prompt (\d+) tok \((\d+) cached\) \| answer (\d+) tok", shown)
     assert found, shown
     prompt, cached, answer = map(int, found.groups())
     return {"prompt": prompt, "cached": cached, "answer": answer}
+
+
+def test_stats_are_read_the_same_wherever_the_terminal_wraps_the_line(starter_model, tmp_path):
+    # a model path as long as pytest's temp folders grow, in a terminal narrower than the line
+    deep = tmp_path / ("d" * 50) / ("e" * 50)
+    deep.mkdir(parents=True)
+    (deep / "starter.gguf").symlink_to(starter_model)
+    counts = []
+    for columns in (40, 57, 300):
+        repl = Repl("-n", "4", env={"LOCALASSIST_MODEL": str(deep / "starter.gguf")}, columns=columns)
+        repl.send("Hello")
+        counts.append(stats(repl))
+        assert repl.exit() == 0
+    assert counts[0] == counts[1] == counts[2] and 0 < counts[0]["answer"] <= 4, counts
 
 
 def test_multi_turn_set_clear_regen_and_exit(model_env, tmp_path):
