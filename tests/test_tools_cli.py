@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pexpect
@@ -192,3 +193,30 @@ def test_last_round_of_a_react_model_never_prints_a_call_that_is_not_run(starter
     assert "Action" not in result.stdout
     if not result.stdout.strip():
         assert "the model gave no answer after its tool calls" in result.stderr
+
+
+HOG_TOOLS = str(FIXTURES / "hog_tools.py")  # hog(n: int): a backtracking regex that holds the interpreter lock
+
+
+@pytest.mark.model
+def test_tool_timeout_stops_a_tool_that_holds_the_interpreter_lock(model_env):
+    args = ["ask", "--tools", HOG_TOOLS, "--tool-choice", "hog", "--tool-timeout", "1", *FAST, "-n", "40", "Search."]
+    started = time.monotonic()
+    result = no_terminal(args, model_env, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert "hog: timed out after 1 s; no result" in result.stderr
+    assert time.monotonic() - started < 120
+
+
+@pytest.mark.model
+def test_ctrl_c_stops_a_tool_that_holds_the_interpreter_lock(model_env):
+    args = ["-m", "localassist", "ask", "--tools", HOG_TOOLS, "--tool-choice", "hog", *FAST, "-n", "40"]
+    env = {**os.environ, **model_env, "TERM": "dumb"}
+    child = pexpect.spawn(sys.executable, [*args, "Search."], env=env, encoding="utf-8", timeout=120)
+    child.expect("localassist: tool hog ")
+    time.sleep(1.0)  # the tool is in its search now
+    child.sendintr()
+    child.expect(pexpect.EOF, timeout=20)  # before the fix only kill -9 ended it
+    child.close()
+    assert child.exitstatus == 130, child.before
+    assert "Traceback" not in child.before

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -10,6 +15,7 @@ from localassist.errors import UsageError
 from localassist.tools import ToolContext, run_tool
 from localassist.tools import files as files_module
 from localassist.tools.files import FilesTool, resolve_roots
+from localassist.tools.runner import GRACE_S
 
 SECRET = "the-secret-outside-the-root"
 
@@ -146,3 +152,95 @@ def test_allow_folders_are_checked(tmp_path):
         resolve_roots([tmp_path / "missing"])
     with pytest.raises(UsageError, match="not a folder"):
         resolve_roots([tmp_path / "file.txt"])
+
+
+# --- a pattern the model writes cannot hang the tool (issue #19, item 4)
+
+CATASTROPHIC = r"(a+)+$"  # exponential on a backtracking engine: 2**40 ways to fail on "a" * 40 + "!"
+
+GREP_IN_A_CHILD = """
+import sys, time
+from pathlib import Path
+from localassist.tools import ToolContext, run_tool
+from localassist.tools.files import FilesTool
+
+root, timeout = Path(sys.argv[1]), float(sys.argv[2])
+print("started", flush=True)
+started = time.monotonic()
+arguments = {"action": "grep", "pattern": sys.argv[3], "regex": True, "path": "poison.txt"}
+result = run_tool(FilesTool(), arguments, ToolContext(roots=(root,), timeout_s=timeout))
+print(f"{time.monotonic() - started:.2f}", result.is_error, repr(result.content), flush=True)
+"""
+
+
+def _poisoned(root):
+    """A document a model might grep: lines that make a backtracking engine take exponential time."""
+    (root / "poison.txt").write_text(("a" * 40 + "!\n") * 20 + "aaaa\n")
+
+
+def _grep_child(root, timeout_s: float):
+    return subprocess.Popen(
+        [sys.executable, "-c", GREP_IN_A_CHILD, str(root), str(timeout_s), CATASTROPHIC],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_a_catastrophic_grep_regex_cannot_run_past_the_tool_timeout(tree):
+    # A child process: on a backtracking engine the search held the interpreter lock, so the
+    # runner's time limit never fired and the test itself would hang.
+    root, _ = tree
+    _poisoned(root)
+    child = _grep_child(root, timeout_s=2)
+    try:
+        stdout, stderr = child.communicate(timeout=2 + GRACE_S + 20)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
+        pytest.fail("the grep ran past its 2 s time limit")
+    assert child.returncode == 0, stderr
+    seconds, is_error, content = stdout.splitlines()[1].split(" ", 2)
+    assert is_error == "False" and float(seconds) < 2
+    assert ast.literal_eval(content).splitlines() == ["poison.txt:21: aaaa", "1 match in 1 file"]
+
+
+def test_ctrl_c_stops_a_grep_on_a_catastrophic_regex(tree):
+    root, _ = tree
+    _poisoned(root)
+    child = _grep_child(root, timeout_s=600)
+    assert child.stdout.readline() == "started\n"
+    time.sleep(1.0)  # inside the search, were it still running
+    child.send_signal(signal.SIGINT)
+    try:
+        _, stderr = child.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
+        pytest.fail("Ctrl-C did not stop the grep")
+    # Either the search was already over (linear time), or Ctrl-C ended it.
+    assert child.returncode == 0 or "KeyboardInterrupt" in stderr, stderr
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [(r"(a)\1", r"invalid escape sequence: \1"), ("(?=a)", "invalid perl operator: (?="), ("(", "missing ): (")],
+)
+def test_grep_patterns_re2_cannot_run_are_a_clear_tool_error(tree, capfd, pattern, reason):
+    root, _ = tree
+    result = run({"action": "grep", "pattern": pattern, "regex": True}, [root])
+    assert result.is_error
+    assert result.content == (
+        f"files: bad regex {pattern!r}: {reason} (the engine is RE2: no backreferences, lookahead or lookbehind)"
+    )
+    assert capfd.readouterr().err == ""  # RE2 keeps its own complaint to itself
+
+
+def test_plain_grep_is_literal_and_ignore_case_works(tree):
+    root, _ = tree
+    (root / "prices.txt").write_text("a.b costs $5 (ish)\naxb\n")
+    assert run({"action": "grep", "pattern": "a.b costs $5 (", "path": "prices.txt"}, [root]).content == (
+        "prices.txt:1: a.b costs $5 (ish)\n1 match in 1 file"
+    )
+    found = run({"action": "grep", "pattern": "ALICE", "ignore_case": True, "path": "todo.md"}, [root]).content
+    assert found == "todo.md:2: call Alice\n1 match in 1 file"

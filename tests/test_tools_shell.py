@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -96,6 +97,39 @@ def test_ctrl_c_during_a_command_kills_it_before_the_interrupt_goes_on(tmp_path)
     child = int((tmp_path / "child").read_text())
     time.sleep(0.2)
     assert not _running(child), "the command still runs after Ctrl-C"
+
+
+SHELL_IN_A_CHILD = """
+import sys
+from pathlib import Path
+from localassist.tools import ToolContext, run_tool
+from localassist.tools.shell import ShellTool
+
+print("started", flush=True)
+command = "sh -c 'sleep 300 & echo $! > child; wait'"
+run_tool(ShellTool(), {"command": command}, ToolContext(roots=(Path(sys.argv[1]),), assume_yes=True, timeout_s=600))
+"""
+
+
+def test_ctrl_c_kills_the_command_before_the_process_exits(tmp_path):
+    # In a process of its own, which exits on the interrupt as ``ask`` does: the runner's wait for
+    # the kill returned at once after Ctrl-C (an interrupted Thread.join), so the command outlived it.
+    child = subprocess.Popen(
+        [sys.executable, "-c", SHELL_IN_A_CHILD, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert child.stdout.readline() == b"started\n"
+    for _ in range(100):
+        if (tmp_path / "child").exists() and (tmp_path / "child").read_text():
+            break
+        time.sleep(0.1)
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=20)
+    assert b"KeyboardInterrupt" in stderr
+    command = int((tmp_path / "child").read_text())
+    alive = _running(command)
+    if alive:
+        os.kill(command, signal.SIGKILL)
+    assert not alive, "the command still runs after Ctrl-C ended the process"
 
 
 def _running(pid: int) -> bool:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -171,3 +175,95 @@ def test_async_user_tools_are_awaited():
         return f"hi {name}"
 
     assert run_tool(function_tool(hello), {"name": "Ada"}, ToolContext()).content == "hi Ada"
+
+
+# --- a user tool that holds the interpreter lock is still stopped (issue #19, item 4)
+
+HOG_TOOLS = FIXTURES / "hog_tools.py"
+RUN_IN_A_CHILD = """
+import sys, time
+from localassist.tools import ToolContext, run_tool
+from localassist.tools.user import load_user_tools
+
+(hog,) = [t for t in load_user_tools(sys.argv[1]) if t.name == "hog"]
+print("started", flush=True)
+started = time.monotonic()
+result = run_tool(hog, {"n": 1}, ToolContext(timeout_s=float(sys.argv[2])))
+print(f"{time.monotonic() - started:.2f}", result.is_error, result.content, flush=True)
+"""
+
+
+def _hog_child(tmp_path: Path, timeout_s: float) -> tuple[subprocess.Popen[str], Path]:
+    """The call in a child process: before the fix the tool ran on a thread of the caller, and
+    holding the lock there hung the caller (here the child, not the test)."""
+    pid_file = tmp_path / "hog.pid"
+    child = subprocess.Popen(
+        [sys.executable, "-c", RUN_IN_A_CHILD, str(HOG_TOOLS), str(timeout_s)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HOG_PID_FILE": str(pid_file)},
+    )
+    return child, pid_file
+
+
+def _finish(child: subprocess.Popen[str], seconds: float, what: str) -> tuple[str, str]:
+    try:
+        return child.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
+        pytest.fail(what)
+
+
+def _gone(pid_file: Path) -> bool:
+    """Whether the tool's process has ended (it is killed here if not, so no test leaves it spinning)."""
+    pid = int(pid_file.read_text())
+    for _ in range(50):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    return False
+
+
+def test_a_user_tool_holding_the_interpreter_lock_stops_at_its_timeout(tmp_path):
+    child, pid_file = _hog_child(tmp_path, timeout_s=1)
+    stdout, stderr = _finish(child, 1 + GRACE_S + 20, "the tool ran past its 1 s time limit")
+    assert child.returncode == 0, stderr
+    seconds, outcome = stdout.splitlines()[1].split(" ", 1)
+    assert outcome == "True hog: timed out after 1 s; no result"
+    assert float(seconds) < 1 + GRACE_S + 2
+    assert _gone(pid_file)  # the tool's process was killed, not left running
+
+
+def test_ctrl_c_stops_a_user_tool_holding_the_interpreter_lock(tmp_path):
+    child, pid_file = _hog_child(tmp_path, timeout_s=600)
+    assert child.stdout.readline() == "started\n"
+    for _ in range(100):  # until the tool is inside its search
+        if pid_file.exists() and pid_file.read_text():
+            break
+        time.sleep(0.1)
+    time.sleep(0.5)
+    child.send_signal(signal.SIGINT)
+    _, stderr = _finish(child, 20, "Ctrl-C did not stop the tool")
+    assert "KeyboardInterrupt" in stderr
+    assert _gone(pid_file)
+
+
+def test_a_user_tools_prints_never_reach_stdout_and_each_call_runs_apart(capfd):
+    (chatty,) = [t for t in load_user_tools(HOG_TOOLS) if t.name == "chatty"]
+    result = run_tool(chatty, {"text": "hi"}, ToolContext())
+    assert not result.is_error and result.content.startswith("echo hi from ")
+    assert int(result.content.rsplit(" ", 1)[1]) != os.getpid()
+    assert "printed by the tool" not in capfd.readouterr().out
+
+
+def test_a_user_tool_whose_process_dies_says_so(tmp_path):
+    path = tmp_path / "dies.py"
+    path.write_text("import os\n\ndef die(code: int) -> str:\n    os._exit(code)\n")
+    (die,) = load_user_tools(path)
+    result = run_tool(die, {"code": 3}, ToolContext(assume_yes=True))
+    assert result.is_error and result.content == "die: the tool's process ended with code 3"

@@ -3,12 +3,16 @@
 Every path the model gives is resolved (``..`` and symlinks followed) and must land inside an
 allowed root, so ``../``, absolute paths elsewhere and symlinks pointing out are all refused.
 Binary files are refused by content (a NUL byte, or bytes that are not UTF-8).
+
+``grep`` matches with RE2 (``google-re2``), whose time is linear in the text: the model writes
+the pattern, possibly copied from a document, and a backtracking engine such as Python's ``re``
+takes exponential time on ``(a+)+$`` while holding the interpreter lock, so neither the time
+limit nor Ctrl-C could stop it.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -66,13 +70,32 @@ def read_text(path: Path) -> str:
         raise ToolError(f"{path.name} is not UTF-8 text; only text files can be read") from None
 
 
+def compile_pattern(pattern: str, *, regex: bool, ignore_case: bool) -> Any:
+    """``pattern`` compiled by RE2 (as literal text unless ``regex``); ``ToolError`` saying why it cannot be."""
+    import re2
+
+    options = re2.Options()
+    options.literal = not regex
+    options.case_sensitive = not ignore_case
+    options.log_errors = False  # RE2 would write its complaint on stderr; the model gets it instead
+    try:
+        return re2.compile(pattern, options)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        if isinstance(reason, bytes):  # the binding passes RE2's message on as bytes
+            reason = reason.decode("utf-8", "replace")
+        raise ToolError(
+            f"bad regex {pattern!r}: {reason} (the engine is RE2: no backreferences, lookahead or lookbehind)"
+        ) from None
+
+
 class FilesTool(Tool):
     name = "files"
     description = (
         "Read the user's files, only inside the folders they allowed. action=list: the entries of a folder "
         "(no path: the allowed folders); read: a text file (optionally from start_line, line_count lines); "
-        "grep: lines matching pattern (plain text, or a Python regex with regex=true) in a file or under a "
-        "folder, as path:line: text."
+        "grep: lines matching pattern (plain text, or with regex=true an RE2 regular expression: no "
+        "backreferences or lookaround) in a file or under a folder, as path:line: text."
     )
     parameters = {  # noqa: RUF012
         "type": "object",
@@ -146,11 +169,9 @@ class FilesTool(Tool):
         pattern = arguments.get("pattern")
         if not pattern:
             raise ToolError("action 'grep' needs 'pattern'")
-        flags = re.IGNORECASE if arguments.get("ignore_case") else 0
-        try:
-            matcher = re.compile(pattern if arguments.get("regex") else re.escape(pattern), flags)
-        except re.error as exc:
-            raise ToolError(f"bad regex {pattern!r}: {exc}") from None
+        matcher = compile_pattern(
+            pattern, regex=bool(arguments.get("regex")), ignore_case=bool(arguments.get("ignore_case"))
+        )
         starts = [locate(arguments["path"], roots)] if arguments.get("path") else list(roots)
         limit = min(arguments.get("max_matches", DEFAULT_MATCHES), MAX_MATCHES)
         hits: list[str] = []

@@ -53,9 +53,15 @@ def run_tool(tool: Tool, arguments: dict[str, Any], context: ToolContext) -> Too
 
 def _run_with_deadline(tool: Tool, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
     box: list[ToolResult] = []
+    # Waited on instead of ``Thread.join``: a join that Ctrl-C interrupts leaves the thread
+    # marked as stopped (CPython 3.11), so a second join would return at once.
+    finished = threading.Event()
 
     def target() -> None:
-        box.append(_run_catching(tool, arguments, context))
+        try:
+            box.append(_run_catching(tool, arguments, context))
+        finally:
+            finished.set()
 
     # A daemon thread: Python cannot kill a thread, so a tool that ignores its deadline is
     # abandoned (and told to stop through ``context.cancel``) rather than waited for.
@@ -65,13 +71,13 @@ def _run_with_deadline(tool: Tool, arguments: dict[str, Any], context: ToolConte
     try:
         # Short waits: Ctrl-C is delivered to whichever thread the OS picks, and the main thread
         # raises KeyboardInterrupt only when it wakes up.
-        while worker.is_alive() and time.monotonic() < give_up:
-            worker.join(JOIN_POLL_S)
+        while not finished.is_set() and time.monotonic() < give_up:
+            finished.wait(JOIN_POLL_S)
     except KeyboardInterrupt:
         context.cancel.set()
-        # Give a running command the moment it needs to be killed: the worker is a daemon
-        # thread, and an exiting process would otherwise leave the command's group running.
-        worker.join(GRACE_S)
+        # Give a running process the moment it needs to be killed: the worker is a daemon
+        # thread, and an exiting process would otherwise leave the process's group running.
+        finished.wait(GRACE_S)
         raise
     if box:
         return box[0]

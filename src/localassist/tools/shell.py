@@ -78,7 +78,7 @@ class ShellTool(Tool):
             raise ToolError(f"command not found: {argv[0]}") from None
         except PermissionError:
             raise ToolError(f"permission denied: {argv[0]}") from None
-        stdout, stderr, ended = _wait(process, context)
+        stdout, stderr, ended = wait_killable(process, context)
         parts = [ended or f"exit code: {process.returncode}"]
         for label, data in (("stdout", stdout), ("stderr", stderr)):
             if data:
@@ -86,14 +86,19 @@ class ShellTool(Tool):
         return ToolResult("\n".join(parts), is_error=bool(ended))
 
 
-def _wait(process: subprocess.Popen[bytes], context: ToolContext) -> tuple[bytes, bytes, str]:
-    """stdout, stderr and why it was stopped ('' when it ended by itself)."""
+def wait_killable(
+    process: subprocess.Popen[bytes], context: ToolContext, input: bytes | None = None
+) -> tuple[bytes, bytes, str]:
+    """stdout, stderr and why it was stopped ('' when it ended by itself): the process (started
+    in a session of its own) is killed with its group at the deadline or on Ctrl-C."""
     while True:
         try:
-            stdout, stderr = process.communicate(timeout=min(POLL_S, max(context.remaining(), 0.01)))
+            stdout, stderr = process.communicate(input, timeout=min(POLL_S, max(context.remaining(), 0.01)))
             return stdout, stderr, ""
         except subprocess.TimeoutExpired:
-            # communicate() keeps what it read so far, so retrying loses nothing.
+            # communicate() keeps what it read so far and the input it has still to write, so
+            # retrying loses nothing.
+            input = None
             if context.expired():
                 break
     reason = "interrupted" if context.cancel.is_set() else f"timed out after {context.timeout_s:g} s"

@@ -4,11 +4,12 @@ A function ``def forecast(city: str, days: int = 3) -> str`` with a docstring be
 named ``forecast`` whose schema has ``city`` (required string) and ``days`` (integer, default 3).
 The docstring's first paragraph is the description; Google-style ``Args:`` lines describe the
 parameters. User tools are ``exec`` (the user approves every call) unless marked ``@safe``.
+A tool from a file runs each call in a child process (``tools/child.py``), which the time limit
+and Ctrl-C can always stop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import itertools
 import json
@@ -52,10 +53,21 @@ class FunctionTool(Tool):
         self.source = source  # the file it came from, for ``tools list``
 
     def run(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
-        result = self.function(**arguments)
-        if inspect.isawaitable(result):
-            result = asyncio.run(_await(result))
-        return ToolResult(format_result(result))
+        if self.source is None:  # a function handed over in Python: only this process has it
+            return ToolResult(call(self.function, arguments))
+        from localassist.tools.child import run_in_child
+
+        return run_in_child(self.source, self.name, arguments, context)
+
+
+def call(function: Callable[..., Any], arguments: dict[str, Any]) -> str:
+    """``function(**arguments)`` (awaited when it is async), as text for the model."""
+    result = function(**arguments)
+    if inspect.isawaitable(result):
+        import asyncio  # only for async tools: it takes longer to import than a child takes to start
+
+        result = asyncio.run(_await(result))
+    return format_result(result)
 
 
 async def _await(awaitable: Any) -> Any:
@@ -184,12 +196,25 @@ def load_user_tools(path: str | Path) -> list[FunctionTool]:
     Loading runs the file's top-level code, as importing it would: the user named the file.
     """
     file = Path(path).expanduser()
+    module = load_module(file, path)
+    functions = [
+        value
+        for key, value in vars(module).items()
+        if inspect.isfunction(value) and not key.startswith("_") and value.__module__ == module.__name__
+    ]
+    if not functions:
+        raise UsageError(f"--tools {path}: defines no public functions (names without a leading _)")
+    return [function_tool(function, source=file.resolve()) for function in functions]
+
+
+def load_module(file: Path, shown: str | Path) -> types.ModuleType:
+    """The Python file ``file`` run as a fresh module; ``UsageError`` naming ``shown`` when it cannot be."""
     if not file.is_file():
-        raise UsageError(f"--tools {path}: no such file")
+        raise UsageError(f"--tools {shown}: no such file")
     module_name = f"localassist_user_tools_{next(_module_numbers)}_{re.sub(r'[^0-9A-Za-z_]', '_', file.stem)}"
     spec = spec_from_file_location(module_name, file)
     if spec is None or spec.loader is None:
-        raise UsageError(f"--tools {path}: not a Python file")
+        raise UsageError(f"--tools {shown}: not a Python file")
     module = module_from_spec(spec)
     sys.modules[module_name] = module  # dataclasses and typing look the module up while it runs
     saved, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ in the user's folder
@@ -197,17 +222,10 @@ def load_user_tools(path: str | Path) -> list[FunctionTool]:
         spec.loader.exec_module(module)
     except SyntaxError as exc:
         del sys.modules[module_name]
-        raise UsageError(f"--tools {path}: syntax error on line {exc.lineno}: {exc.msg}") from None
+        raise UsageError(f"--tools {shown}: syntax error on line {exc.lineno}: {exc.msg}") from None
     except (Exception, SystemExit) as exc:
         del sys.modules[module_name]
-        raise UsageError(f"--tools {path}: loading it raised {type(exc).__name__}: {exc}") from None
+        raise UsageError(f"--tools {shown}: loading it raised {type(exc).__name__}: {exc}") from None
     finally:
         sys.dont_write_bytecode = saved
-    functions = [
-        value
-        for key, value in vars(module).items()
-        if inspect.isfunction(value) and not key.startswith("_") and value.__module__ == module_name
-    ]
-    if not functions:
-        raise UsageError(f"--tools {path}: defines no public functions (names without a leading _)")
-    return [function_tool(function, source=file.resolve()) for function in functions]
+    return module
