@@ -12,14 +12,16 @@ here reads or writes the terminal.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from localassist.conversation.exchange_log import ExchangeLog
+from localassist.conversation.log_store import Attachment
 from localassist.conversation.memory import Conversation, FitReport, MemoryPolicy, fit
 from localassist.engine.types import Backend, ChatRequest, ChatStream, Done, Message, ResponseFormat, SamplingParams
 from localassist.errors import UsageError
@@ -60,12 +62,13 @@ class Assistant:
     ) -> None:
         """``explicit``: the parameters the user gave as flags (and ``system`` when -s was
         given); a template's options and system prompt never override those. ``context``:
-        a document pinned in the system prompt (piped into chat)."""
+        a document pinned in the system prompt (piped into chat), logged as ``stdin``."""
         self.backend = backend
         self.base_params = sampling or SamplingParams()
         self.explicit = set(explicit)
         self.memory = memory or MemoryPolicy()
-        self.context = context
+        # documents pinned to the context (piped into chat, /file), in order; logged, resumed
+        self.attachments: list[Attachment] = []
         self.rules: str | None = None
         self.log = log
         self.agent: Any = None  # an agent.Agent (--tools): answers may call tools
@@ -75,9 +78,26 @@ class Assistant:
         self.template: Any = None
         self.template_params: dict[str, str] = {}
         self._system_before_template: str | None = None
-        self._refresh_used()
+        if context:
+            self.attach(Attachment("stdin", hashlib.sha256(context.encode("utf-8")).hexdigest(), "whole", context))
+        else:
+            self._refresh_used()
 
     # --- state
+
+    @property
+    def context(self) -> str | None:
+        """The text of the attached documents, as the system prompt holds it."""
+        text = None
+        for attachment in self.attachments:
+            text = f"{text.rstrip()}\n\n{attachment.text}" if text else attachment.text
+        return text
+
+    @property
+    def attachment_limit(self) -> int:
+        """Tokens the conversation may take with a new attachment: a quarter of the budget
+        stays free for the turns to come."""
+        return self.budget - max(64, self.budget // 4)
 
     def _system_with_context(self, system: str | None) -> str | None:
         parts = [system] if system else []
@@ -142,6 +162,8 @@ class Assistant:
             self.memory,
             summarize=self._summarize,
             max_tokens=self.params.max_tokens,
+            # a remote server that cannot count gets estimates: those may warn, never refuse
+            exact=getattr(self.backend, "exact_tokens", True),
         )
 
     # --- turns
@@ -196,6 +218,7 @@ class Assistant:
         if turn.user is None:
             if self.log is not None:
                 self.log.exchange(turn.prompt, done, self.params.record(), self.user_system)
+            self._log_snapshots(self.backend)
             return done
         answer = Message("assistant", done.text, interrupted=done.cancelled)
         self.conversation.turns += [turn.user, answer]
@@ -203,7 +226,17 @@ class Assistant:
         if self.log is not None:
             calls = getattr(turn.stream, "records", ())  # the tool calls behind the answer (agent.AgentStream)
             self.log.exchange(turn.user.content, done, self.params.record(), self.user_system, turn.regenerated, calls)
+        self._log_snapshots(self.backend)
         return done
+
+    def _log_snapshots(self, backend: Backend) -> None:
+        """Record with the conversation the KV snapshots ``backend`` saved since the last
+        time (local engines; the memory policy's summaries included): each holds the
+        conversation's every token, so deleting the conversation must delete them."""
+        saved = getattr(backend, "saved_snapshots", None)
+        names = saved() if saved is not None else []
+        if names and self.log is not None:
+            self.log.snapshots(names)
 
     def restore(self, messages: list[Message]) -> str | None:
         """Reopen a conversation (``chat --resume``, ``ask -c``): its messages, fitted to
@@ -213,11 +246,35 @@ class Assistant:
         self._refresh_used()
         return notice
 
-    def set_context(self, text: str | None) -> None:
-        """The documents pinned in the system prompt (piped into chat, ``/file``): the
-        memory policy never drops them."""
-        self.context = text or None
+    def attach(self, attachment: Attachment, *, limit: int | None = None, log: bool = True) -> bool:
+        """Pin a document to the context (the system prompt, which the memory policy never
+        drops) and log it with the conversation (``log``: False for one restored from the
+        log). With ``limit``, only if the conversation then takes at most that many tokens:
+        False, and nothing changed, if it would take more."""
+        self.attachments.append(attachment)
         self._set_system(self.user_system)
+        if limit is not None and self.used_tokens > limit:
+            self.attachments.pop()
+            self._set_system(self.user_system)
+            return False
+        if log and self.log is not None:
+            self.log.attach(attachment)
+        return True
+
+    def restore_attachments(self, attachments: Sequence[Attachment]) -> list[str]:
+        """Pin a resumed conversation's documents again, as logged (the text the model was
+        given, not the file as it is now), each if it fits as ``/file`` would pin it; one
+        line for each that does not, saying it was left out."""
+        lines = []
+        for attachment in attachments:
+            if not self.attach(attachment, limit=self.attachment_limit, log=False):
+                tokens = len(self.backend.tokenize(attachment.text))
+                left = max(0, self.attachment_limit - self.used_tokens)
+                lines.append(
+                    f"{attachment.name} was attached to this conversation ({attachment.mode}, {tokens:,} tokens) "
+                    f"but does not fit the context now ({left:,} tokens left for documents): it was left out"
+                )
+        return lines
 
     # --- commands
 
@@ -300,6 +357,7 @@ class Assistant:
 
     def switch_backend(self, backend: Backend) -> None:
         old, self.backend = self.backend, backend
+        self._log_snapshots(old)
         old.close()
         self._refresh_used()
 
@@ -543,7 +601,8 @@ def start(assistant: Assistant, prepared: Prepared) -> tuple[Turn, list[str]]:
     if prepared.raw:
         return assistant.complete(prepared.user_text, grammar=prepared.grammar), []
     history = prepared.history.messages() if prepared.history else []
-    notices = [assistant.restore(prepared.shots + history)]  # few-shot examples, then the conversation
+    notices: list[str | None] = list(assistant.restore_attachments(prepared.history.attachments if prepared.history else []))
+    notices.append(assistant.restore(prepared.shots + history))  # few-shot examples, then the conversation
     if prepared.history and prepared.settings.sources.get("system") == "flag" and assistant.log is not None:
         assistant.log.system(prepared.settings.system)  # -s on a continued conversation: its new system prompt
     response_format = ResponseFormat("json_schema", prepared.schema) if prepared.schema is not None else None

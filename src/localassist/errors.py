@@ -71,9 +71,10 @@ class ContextOverflowError(LocalAssistError):
 
     exit_code = ExitCode.CONTEXT_OVERFLOW
 
-    def __init__(self, prompt_tokens: int, max_tokens: int, n_ctx: int) -> None:
+    def __init__(self, prompt_tokens: int, max_tokens: int, n_ctx: int, message: str | None = None) -> None:
         super().__init__(
-            f"input does not fit the context: {prompt_tokens:,} prompt tokens + "
+            message
+            or f"input does not fit the context: {prompt_tokens:,} prompt tokens + "
             f"{max_tokens:,} max tokens > {n_ctx:,} context. Shorten the input, lower "
             f"--max-tokens, or raise --ctx (the model's training context is the limit)"
         )
@@ -120,11 +121,14 @@ class RemoteAuthError(RemoteError):
     exit_code = ExitCode.ACCESS_DENIED
 
 
-class RemoteContextOverflowError(LocalAssistError):
+class RemoteContextOverflowError(ContextOverflowError):
     """The prompt does not fit a remote engine's context (said by the server, or refused
-    beforehand because the server would clip it silently)."""
+    beforehand because the server would clip it silently). A ContextOverflowError, so what
+    handles an overflow (summary memory falling back to dropping) handles a remote one
+    too; the counts are the server's where it sent them, else 0 (unknown)."""
 
-    exit_code = ExitCode.CONTEXT_OVERFLOW
+    def __init__(self, message: str, prompt_tokens: int = 0, max_tokens: int = 0, n_ctx: int = 0) -> None:
+        super().__init__(prompt_tokens, max_tokens, n_ctx, message)
 
 
 class DocumentError(LocalAssistError):

@@ -1,7 +1,9 @@
 """Conversation memory: what of a long conversation still goes to the model.
 
 Tokens are counted with the model's own tokenizer on the rendered chat template
-(``count`` is ``Backend.count_tokens``), never estimated. The budget is the context
+(``count`` is ``Backend.count``), except on a remote server that cannot count, where it
+is a conservative estimate: then a prompt that seems too long is sent with a warning and
+the server decides, since only an exact count may refuse. The budget is the context
 window minus ``max_tokens``. The system prompt is never dropped.
 
 Policies:
@@ -77,6 +79,7 @@ class FitReport:
     dropped_exchanges: int = 0
     dropped_tokens: int = 0
     summarized_exchanges: int = 0
+    may_not_fit: str | None = None  # an estimate over the context: sent anyway, the server decides
 
     def notice(self) -> str | None:
         if self.summarized_exchanges:
@@ -86,12 +89,13 @@ class FitReport:
                 f"({self.dropped_tokens:,} tokens) to fit the context"
             )
         if self.dropped_exchanges:
-            return (
+            dropped = (
                 f"dropped {self.dropped_exchanges} oldest "
                 f"{'exchange' if self.dropped_exchanges == 1 else 'exchanges'}, "
                 f"{self.dropped_tokens:,} tokens, to fit the context"
             )
-        return None
+            return f"{dropped}; {self.may_not_fit}" if self.may_not_fit else dropped
+        return self.may_not_fit
 
 
 def _window(conversation: Conversation, size: int) -> int:
@@ -126,8 +130,13 @@ def fit(
     policy: MemoryPolicy,
     summarize: Summarizer | None = None,
     max_tokens: int = 0,
+    exact: bool = True,
 ) -> FitReport:
-    """Shrink ``conversation`` (in place) so that it plus ``new`` fits ``budget`` tokens."""
+    """Shrink ``conversation`` (in place) so that it plus ``new`` fits ``budget`` tokens.
+
+    ``exact`` False: ``count`` is an estimate above the real count (a server that cannot
+    count), so a prompt it puts over the budget even alone is not refused: the report
+    says it may not fit, and the server, which counts, decides."""
     before = count(conversation.messages(new))
     dropped = _window(conversation, policy.window) if policy.kind == "window" else 0
     tokens = count(conversation.messages(new)) if dropped else before
@@ -135,11 +144,18 @@ def fit(
         return FitReport(tokens, dropped, before - tokens if dropped else 0)
 
     alone = count(Conversation(conversation.system).messages(new))
+    may_not_fit = None
     if alone > budget:
-        raise ContextOverflowError(alone, max_tokens, budget + max_tokens)
+        if exact:
+            raise ContextOverflowError(alone, max_tokens, budget + max_tokens)
+        may_not_fit = (
+            f"the input may not fit the context: about {alone:,} prompt tokens (estimated: the server cannot "
+            f"count them) + {max_tokens:,} max tokens > {budget + max_tokens:,} context; sent anyway, the server "
+            "decides"
+        )
 
     exchanges = conversation.exchanges()
-    if policy.kind == "summary" and summarize is not None and exchanges:
+    if policy.kind == "summary" and summarize is not None and exchanges and may_not_fit is None:
         # Summarize the older half and keep the recent exchanges verbatim; if that is not
         # enough, summarize everything (each summary costs a generation, so two tries at most).
         earlier = [Message("system", f"{SUMMARY_PREFIX}\n{conversation.summary}")] if conversation.summary else []
@@ -167,4 +183,4 @@ def fit(
     if tokens > budget:  # the summary note is the last thing left to let go of
         conversation.summary = None
         tokens = count(conversation.messages(new))
-    return FitReport(tokens, dropped, before - tokens)
+    return FitReport(tokens, dropped, before - tokens, may_not_fit=may_not_fit)

@@ -126,10 +126,16 @@ def error_for(status: int | None, error: ServerError, where: str, key_hint: str)
     code = str(error.code or "")
     if is_context_error(error):
         numbers = ""
-        if isinstance(error.extra.get("n_prompt_tokens"), int) and isinstance(error.extra.get("n_ctx"), int):
-            numbers = f" ({error.extra['n_prompt_tokens']:,} prompt tokens, context {error.extra['n_ctx']:,})"
+        prompt, n_ctx = error.extra.get("n_prompt_tokens"), error.extra.get("n_ctx")
+        if isinstance(prompt, int) and isinstance(n_ctx, int):
+            numbers = f" ({prompt:,} prompt tokens, context {n_ctx:,})"
+        else:
+            prompt = n_ctx = 0
         return RemoteContextOverflowError(
-            f"input does not fit the context of {where}{numbers}: {said}. Shorten the input or lower --max-tokens"
+            f"input does not fit the context of {where}{numbers}: {said.rstrip('.')}. Shorten the input or lower "
+            "--max-tokens",
+            prompt_tokens=prompt,
+            n_ctx=n_ctx,
         )
     if status in (401, 403) or kind in ("authentication_error", "permission_error") or code == "invalid_api_key":
         return RemoteAuthError(f"{where} refused the request ({status_text}: {said}); {key_hint}")
@@ -156,8 +162,9 @@ def estimate_tokens(text: str) -> int:
     """An upper estimate of the tokens ``text`` takes, for servers that cannot count:
     a word of n letters as n/3 tokens, every digit, symbol and run of whitespace as
     one, a non-ASCII character as its UTF-8 length less one (a CJK character 2, an
-    emoji 3). Real tokenizers give fewer (tested against two of them); never clip on it,
-    only refuse or budget."""
+    emoji 3). Real tokenizers give fewer (tested against two of them), often far fewer:
+    it budgets and warns, never cuts text, and refuses only for Ollama, which would clip
+    a prompt that does not fit without saying so."""
     total = 0
     for piece in _PIECES.findall(text):
         if piece[-1].isascii() and piece[-1].islower():
