@@ -435,7 +435,7 @@ def test_llama_server_counts_with_its_own_template_and_tokenizer(server):
     server.route("POST", "/tokenize", Reply(json={"tokens": [1, 2, 3, 4, 5]}))
     backend = RemoteBackend(server.url)
     assert backend.count([Message("user", "Hi")]) == 5 and backend.tokenize("Hi") == [1, 2, 3, 4, 5]
-    assert server.posted("/apply-template")[0] == {"messages": [{"role": "user", "content": "Hi"}]}
+    assert server.posted("/apply-template")[0] == {"messages": [{"role": "user", "content": "Hi"}], "model": "qwen"}
     assert server.posted("/tokenize")[0]["add_special"] is True
     assert "exact" in backend.info().details["tokens"]
 

@@ -128,3 +128,18 @@ def test_ask_docs_gives_the_same_text_remote_as_in_process(served, starter_chat_
     assert added.returncode == 0, added.stderr
     local, remote = both(served, starter_chat_path, "ask", "--docs", "notes", "Where is the team offsite?")
     assert local.strip() and local == remote
+
+
+def test_ask_remote_is_not_refused_on_an_estimate_serve_counts_exactly(served, starter_chat_path):
+    # prose the client's estimate puts at about twice its real size: over the 1,024-token
+    # context by the estimate, well inside it by the tokenizer (the local run is the proof)
+    from localassist.engine.wire import estimate_messages
+
+    prompt = "Summarize in one line: " + "the cat sat on the mat and looked at the door " * 50
+    assert estimate_messages([prompt]) + 12 > 1024
+    local = run_cli("ask", "-m", str(starter_chat_path), *ENGINE, prompt)
+    remote = run_cli("ask", "--base-url", served.url, *ENGINE, "-v", prompt)
+    assert local.returncode == 0, local.stderr
+    assert remote.returncode == 0, remote.stderr
+    assert local.stdout.strip() and remote.stdout == local.stdout
+    assert "tokens=exact" in remote.stderr and "may not fit" not in remote.stderr

@@ -321,12 +321,12 @@ class RemoteBackend:
             props = self._json("GET", "/props", quiet_404=True) or {}
             settings = props.get("default_generation_settings") or {}
             n_ctx, source = _int(settings.get("n_ctx")) or _int(props.get("n_ctx")), "/props"
-        tokenizer = kind == LLAMA_CPP or (kind == LOCALASSIST and self._has_tokenizer())
+        tokenizer = kind == LLAMA_CPP or (kind == LOCALASSIST and self._has_tokenizer(chosen))
         return Probe(kind, chosen, ids, n_ctx, source if n_ctx else "unknown", tokenizer, perf_counter() - start)
 
-    def _has_tokenizer(self) -> bool:
+    def _has_tokenizer(self, model: str) -> bool:
         """Whether the server answers llama-server's ``/tokenize`` (asked once, with no text)."""
-        body = self._json("POST", "/tokenize", {"content": ""}, quiet_404=True)
+        body = self._json("POST", "/tokenize", {"content": "", "model": model}, quiet_404=True)
         return isinstance(body, dict) and isinstance(body.get("tokens"), list)
 
     def _is_ollama(self) -> bool:
@@ -385,10 +385,14 @@ class RemoteBackend:
 
     def tokenize(self, text: str, *, special: bool = False) -> list[int]:
         """The server's token ids (llama-server's ``/tokenize``); on a server without one,
-        placeholder ids as many as the conservative estimate (``exact_tokens`` is False)."""
+        placeholder ids as many as the conservative estimate (``exact_tokens`` is False).
+        ``model`` goes along for a server of several models (localassist serve)."""
         if self._tokenizer:
             body = self._json(
-                "POST", "/tokenize", {"content": text, "add_special": False, "parse_special": special}, quiet_404=True
+                "POST",
+                "/tokenize",
+                {"content": text, "add_special": False, "parse_special": special, "model": self.model},
+                quiet_404=True,
             )
             if isinstance(body, dict) and isinstance(body.get("tokens"), list):
                 return [t if isinstance(t, int) else int(t.get("id", 0)) for t in body["tokens"]]
@@ -401,20 +405,25 @@ class RemoteBackend:
 
     def count(self, messages: Sequence[Message]) -> int:
         """Prompt tokens of ``messages``: rendered by the server's template and counted by
-        its tokenizer where it has them, else the conservative estimate."""
-        if self._tokenizer:
-            rendered = self._json(
-                "POST", "/apply-template", {"messages": [m.as_openai() for m in messages]}, quiet_404=True
-            )
-            if isinstance(rendered, dict) and isinstance(rendered.get("prompt"), str):
-                body = self._json(
-                    "POST",
-                    "/tokenize",
-                    {"content": rendered["prompt"], "add_special": True, "parse_special": True},
-                    quiet_404=True,
+        its tokenizer where it has them, else the conservative estimate. localassist serve
+        tokenizes the messages in one call, exactly as its chat endpoint evaluates them;
+        llama-server's rendered text is tokenized, which counts message text that looks
+        like a control token (a pasted ``<|im_end|>``) as that one token."""
+        if self._tokenizer and messages:
+            wanted = [m.as_openai() for m in messages]
+            if self.probe.kind == LOCALASSIST:
+                body = self._json("POST", "/tokenize", {"messages": wanted, "model": self.model}, quiet_404=True)
+            else:
+                rendered = self._json(
+                    "POST", "/apply-template", {"messages": wanted, "model": self.model}, quiet_404=True
                 )
-                if isinstance(body, dict) and isinstance(body.get("tokens"), list):
-                    return len(body["tokens"])
+                prompt = rendered.get("prompt") if isinstance(rendered, dict) else None
+                body = None
+                if isinstance(prompt, str):
+                    asked = {"content": prompt, "add_special": True, "parse_special": True, "model": self.model}
+                    body = self._json("POST", "/tokenize", asked, quiet_404=True)
+            if isinstance(body, dict) and isinstance(body.get("tokens"), list):
+                return len(body["tokens"])
             self._tokenizer = False
         return estimate_messages([m.content for m in messages])
 

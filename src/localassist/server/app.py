@@ -10,6 +10,7 @@ after the grace period, shutdown.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import sys
 import threading
 import time
@@ -22,13 +23,13 @@ from typing import Any
 import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from localassist.engine.types import Backend, ChatRequest, ChatStream, Done, SamplingParams, TextDelta, ToolCallDelta
 from localassist.errors import ContextOverflowError, LocalAssistError, UsageError
-from localassist.server import wire
+from localassist.server import tokens, wire
 from localassist.server.calllog import Call, CallLog
 from localassist.server.keys import KeyRecord, Keyring, Unauthorized
 from localassist.server.limits import RateLimiter
@@ -38,6 +39,7 @@ from localassist.server.worker import CallJob, Job, ModelWorker, QueueFull, Stop
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 DRAIN_LIMIT = 64 * 1024 * 1024  # past this an oversized body is not even read to the end
+DRAIN_S = 5  # after the grace period, how long a client has to read its response's end before it is dropped
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class ServeConfig:
     log_content: bool = True
     requests_per_minute: int = 0
     tokens_per_minute: int = 0
+    read_timeout_s: float = 30.0  # for a request's body (its headers: server/connections.py)
     defaults: SamplingParams = field(default_factory=SamplingParams)
 
 
@@ -83,6 +86,7 @@ class ServerState:
         self.limiter = RateLimiter()
         self.load_error: BaseException | None = None
         self.on_fatal: Callable[[], None] = lambda: None  # set by run.py: stop the HTTP server
+        self.drop_connections: Callable[[], None] = lambda: None  # set by run.py: abort every open connection
         self.loop: asyncio.AbstractEventLoop | None = None
         self._loader: threading.Thread | None = None
 
@@ -111,12 +115,17 @@ class ServerState:
             self.status = "ready"
 
     def begin_shutdown(self) -> None:
-        """SIGTERM: stop taking requests now; after the grace period, cancel what still runs."""
+        """SIGTERM: stop taking requests now. After the grace period, cancel what still runs:
+        every response ends at once with its ``shutting_down`` error (a stream: the frame and
+        ``[DONE]``), without waiting for the engine to notice, so the process never has to
+        cut one off. ``DRAIN_S`` later, drop the connections of clients that have not read
+        that far, rather than leave uvicorn to cancel their tasks."""
         if self.status == "stopping":
             return
         self.status = "stopping"
         if self.loop is not None:
             self.loop.call_soon_threadsafe(self.loop.call_later, self.config.grace_s, self.cancel_all, "shutdown")
+            self.loop.call_soon_threadsafe(self.loop.call_later, self.config.grace_s + DRAIN_S, self.drop_connections)
 
     def cancel_all(self, reason: str) -> None:
         for loaded in self.models():
@@ -126,12 +135,16 @@ class ServerState:
         return [*self.chat.values(), *self.embed.values()]
 
     def close(self) -> None:
+        """Off the loop, once the HTTP side is done: each worker finishes the token, prompt
+        batch or embedding it is in (its jobs are cancelled), then its model is freed:
+        never under a running decode."""
         if self._loader is not None:
             self._loader.join()
-        self.cancel_all("shutdown")
         for loaded in self.models():
             loaded.worker.stop()
             loaded.backend.close()
+
+    def close_log(self) -> None:
         if self.calllog is not None:
             self.calllog.close()
 
@@ -168,6 +181,8 @@ class ServerState:
                 "invalid": "Incorrect API key provided.",
                 "revoked": "This API key has been revoked.",
             }[exc.reason]
+            if not self.keyring.active:  # every key revoked: the server stays locked, it never opens
+                message += " No API key is active on this server: create one with `localassist keys create NAME`."
             raise ApiError(
                 401, message, "invalid_request_error", "invalid_api_key", headers={"WWW-Authenticate": "Bearer"}
             ) from None
@@ -182,15 +197,25 @@ class ServerState:
         too_big = declared.isdigit() and int(declared) > limit
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                too_big = True
-            if too_big:  # read on (and drop) so the client gets the 413 rather than a reset connection
-                if size > DRAIN_LIMIT:
-                    break
-                continue
-            chunks.append(chunk)
+        try:
+            with anyio.fail_after(self.config.read_timeout_s):  # a body sent slowly or never is not waited for
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        too_big = True
+                    if too_big:  # read on (and drop) so the client gets the 413 rather than a reset connection
+                        if size > DRAIN_LIMIT:
+                            break
+                        continue
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise ApiError(
+                408,
+                f"the request body did not arrive within {self.config.read_timeout_s:g} s (serve_read_timeout)",
+                "timeout_error",
+                "request_timeout",
+                headers={"Connection": "close"},
+            ) from None
         if too_big:
             raise ApiError(
                 413,
@@ -266,16 +291,22 @@ class ServerState:
         except LocalAssistError as exc:  # a chat template that refuses these messages, ...
             raise wire.invalid(str(exc), param) from None
 
-    def finish_call(self, call: Call, t0: float, job: Job | None = None, done: Done | None = None) -> None:
-        """Record the call once its job is over: a generation cancelled by a disconnect is
-        logged with the tokens it really produced before it stopped."""
+    def finish_call(
+        self, call: Call, t0: float, job: Job | None = None, done: Done | None = None
+    ) -> asyncio.Future[None] | None:
+        """Record the call. When its outcome is known (no job, or the job ended on its own),
+        the row is written now and the future is done once it is committed: the response
+        awaits it before its last byte, so a call a client saw answered is never lost. A
+        generation cancelled while running (disconnect, time limit, shutdown) is recorded
+        once the engine has stopped it (within a token or prompt batch), with the tokens it
+        really produced: then None."""
         call.total_s = round(perf_counter() - t0, 4)
-        if job is None:
-            self._record(call, t0, None, None)
-        else:
+        if job is not None and job.stop_reason is not None and job.started is not None:
             job.when_finished(lambda: self._record(call, t0, job, done))
+            return None
+        return asyncio.wrap_future(self._record(call, t0, job, done))
 
-    def _record(self, call: Call, t0: float, job: Job | None, done: Done | None) -> None:
+    def _record(self, call: Call, t0: float, job: Job | None, done: Done | None) -> concurrent.futures.Future[None]:
         if job is not None and job.started is not None:
             call.queue_s = round(job.queue_s, 4)
         if done is None and isinstance(job, StreamJob) and job.started is not None:
@@ -299,7 +330,10 @@ class ServerState:
             self.limiter.used(call.key_name, done.usage.total_tokens)
         self.metrics.request(call.endpoint, call.status)
         if self.calllog is not None:
-            self.calllog.record(call)
+            return self.calllog.record(call)
+        written: concurrent.futures.Future[None] = concurrent.futures.Future()
+        written.set_result(None)
+        return written
 
 
 def retry_headers(seconds: float) -> dict[str, str]:
@@ -382,12 +416,18 @@ def create_app(state: ServerState) -> Starlette:
             except ApiError as err:
                 call.status, call.error_code = err.status, err.code
                 response = error_response(err)
+            except ClientDisconnect:  # gone while sending its body: the client's event, not a server error
+                err = STOP_ERRORS["disconnect"](state.config)
+                call.status, call.error_code = err.status, err.code
+                response = error_response(err)
             except Exception as exc:  # never a traceback to the client
                 sys.stderr.write(f"localassist: error: {endpoint}: {type(exc).__name__}: {exc}\n")
                 err = ApiError(500, "internal server error; see the server's log", "server_error", "internal_error")
                 call.status, call.error_code = 500, err.code
                 response = error_response(err)
-            state.finish_call(call, t0, getattr(call, "_job", None), getattr(call, "_done", None))
+            committed = state.finish_call(call, t0, getattr(call, "_job", None), getattr(call, "_done", None))
+            if committed is not None:
+                await committed
             return response
 
         return run
@@ -438,41 +478,44 @@ def create_app(state: ServerState) -> Starlette:
     async def sse(job: StreamJob, writer: wire.ChunkWriter, call: Call, t0: float) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
         timer = loop.call_later(state.config.timeout_s, job.cancel, "timeout")
-        done: Done | None = None
         call.status = 200
         ended = False
         try:
             yield writer.start()
             while True:
                 event = await job.events.get()
-                if isinstance(event, TextDelta):
-                    chunk = writer.text(event.text)
-                    if chunk:
-                        yield chunk
-                    continue
-                if isinstance(event, ToolCallDelta):
-                    yield writer.tool_call(event)
-                    continue
-                if isinstance(event, Done):
-                    done = event
                 if job.stop_reason is not None or isinstance(event, Stopped):
+                    # cancelled (time limit, shutdown: at once, tokens still queued are dropped) or failed
                     err = (
                         STOP_ERRORS[job.stop_reason](state.config)
                         if job.stop_reason is not None
                         else engine_error(event.error if isinstance(event, Stopped) else None)
                     )
                     call.status, call.error_code = err.status, err.code
+                    ended = True
+                    committed = state.finish_call(call, t0, job)
+                    if committed is not None:
+                        await committed
                     yield writer.error(err)
-                else:
+                    return
+                if isinstance(event, TextDelta):
+                    chunk = writer.text(event.text)
+                    if chunk:
+                        yield chunk
+                elif isinstance(event, ToolCallDelta):
+                    yield writer.tool_call(event)
+                elif isinstance(event, Done):
+                    ended = True
+                    await state.finish_call(call, t0, job, event)  # committed before the client sees the end
                     yield writer.finish(event)
-                break
-            ended = True
+                    return
         finally:
             timer.cancel()
-            if not ended:  # the client went away (or the server is going down): stop generating
+            if not ended:  # the client went away, or shutdown dropped a client that did not read: stop generating
                 job.cancel("disconnect")
-                call.status, call.error_code = 499, "client_disconnected"
-            state.finish_call(call, t0, job, done)
+                err = STOP_ERRORS["shutdown" if job.stop_reason == "shutdown" else "disconnect"](state.config)
+                call.status, call.error_code = err.status, err.code
+                state.finish_call(call, t0, job)
 
     async def chat_completions(request: Request, key: KeyRecord, call: Call, t0: float) -> Response:
         return await generate(request, key, call, t0, chat=True)
@@ -526,6 +569,29 @@ def create_app(state: ServerState) -> Starlette:
             raise wire.model_not_found(wanted, sorted(cards))
         return json_response(200, cards[wanted])
 
+    def token_model(name: str | None, call: Call, chat_only: bool = False) -> Backend:
+        chat = {n: m.backend for n, m in state.chat.items()}
+        embed = {} if chat_only else {n: m.backend for n, m in state.embed.items()}
+        call.model, backend = tokens.choose(name, chat, embed)
+        return backend
+
+    # llama-server's token endpoints: no generation, so no queue and no rate limit; off the
+    # event loop, since a long text takes a while to tokenize
+    async def tokenize(request: Request, key: KeyRecord, call: Call, t0: float) -> Response:
+        req = tokens.parse_tokenize(await state.read_json(request))
+        backend = token_model(req.model, call)
+        return json_response(200, await anyio.to_thread.run_sync(tokens.tokenize, backend, req))
+
+    async def detokenize(request: Request, key: KeyRecord, call: Call, t0: float) -> Response:
+        name, ids = tokens.parse_detokenize(await state.read_json(request))
+        backend = token_model(name, call)
+        return json_response(200, await anyio.to_thread.run_sync(tokens.detokenize, backend, ids))
+
+    async def apply_template(request: Request, key: KeyRecord, call: Call, t0: float) -> Response:
+        name, messages = tokens.parse_apply_template(await state.read_json(request))
+        backend = token_model(name, call, chat_only=True)
+        return json_response(200, await anyio.to_thread.run_sync(tokens.apply_template, backend, messages))
+
     async def metrics(request: Request, key: KeyRecord, call: Call, t0: float) -> Response:
         text = state.metrics.render((m.name, m.kind, m.worker.waiting, m.worker.running) for m in state.models())
         return Response(text, media_type=CONTENT_TYPE)
@@ -562,7 +628,11 @@ def create_app(state: ServerState) -> Starlette:
         try:
             yield
         finally:
+            state.cancel_all("shutdown")
             await anyio.to_thread.run_sync(state.close)
+            # the rows of generations cancelled last were queued on this loop as their workers
+            # stopped, before this line runs: now the call log writes them and closes
+            await anyio.to_thread.run_sync(state.close_log)
 
     routes = [
         Route("/v1/chat/completions", api("chat.completions", chat_completions), methods=["POST"]),
@@ -571,6 +641,9 @@ def create_app(state: ServerState) -> Starlette:
         Route("/v1/models", api("models", models), methods=["GET"]),
         Route("/v1/models/{model:path}", api("models", models), methods=["GET"]),
         Route("/metrics", api("metrics", metrics), methods=["GET"]),
+        Route("/tokenize", api("tokenize", tokenize), methods=["POST"]),
+        Route("/detokenize", api("detokenize", detokenize), methods=["POST"]),
+        Route("/apply-template", api("apply-template", apply_template), methods=["POST"]),
         Route("/health", health, methods=["GET"]),
         Route("/v1/health", health, methods=["GET"]),
     ]
