@@ -74,7 +74,7 @@ def test_info_reads_metadata_without_loading(cli, model_env):
         (["ask", "hi", "--gpu-layers", "many"], 2, "--gpu-layers must be auto, all"),
         (["ask", "hi", "--batch", "8"], 2, "--batch must be a whole number between 512"),
         (["ask", "hi", "--chat-format", "klingon"], 2, "--chat-format must be one of"),
-        (["ask", "hi", "--temperature", "warm"], 2, "Invalid value"),
+        (["ask", "hi", "--temperature", "warm"], 2, "invalid value"),
         (["ask"], 2, "nothing to ask"),
         (["ask", "hi", "-m", "nonesuch"], 3, "unknown model 'nonesuch'"),
         (["ask", "hi", "-m", "/no/such/model.gguf"], 3, "does not exist"),

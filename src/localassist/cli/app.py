@@ -13,7 +13,7 @@ import typer
 
 from localassist import __version__
 from localassist.cli import ask as ask_cmd
-from localassist.cli import cache_cmd, templates_cmd, tools_cmd
+from localassist.cli import cache_cmd, library_messages, templates_cmd, tools_cmd
 from localassist.cli import chat as chat_cmd
 from localassist.cli import config as config_cmd
 from localassist.cli import hub as hub_cmd
@@ -24,7 +24,8 @@ from localassist.cli import models as models_cmd
 from localassist.cli import remote as remote_cmd
 from localassist.cli import serve as serve_cmd
 from localassist.cli import summarize as summarize_cmd
-from localassist.cli.console import debug_enabled, error, exit_broken_pipe
+from localassist.cli.console import PROG, debug_enabled, error, exit_broken_pipe
+from localassist.cli.usage import usage_line
 from localassist.errors import ExitCode, LocalAssistError, exit_code_for
 
 app = typer.Typer(
@@ -106,8 +107,19 @@ def join_param_pairs(argv: list[str]) -> list[str]:
 
 def main() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    library_messages.route()
     try:
-        app(args=join_param_pairs(sys.argv[1:]))
+        # standalone_mode=False: Typer's usage errors come here, to be said in one line
+        code = app(args=join_param_pairs(sys.argv[1:]), prog_name=PROG, standalone_mode=False)
+    except typer.TyperException as exc:  # an unknown option or command, a bad value, a missing argument
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `localassist logs rm` alone: the help is the answer
+            exc.show()
+        else:
+            error(usage_line(exc))
+        sys.exit(exc.exit_code)
+    except typer.Abort:  # Ctrl-C or end of input at a yes/no question
+        sys.stderr.write("\n")
+        sys.exit(ExitCode.INTERRUPTED)
     except LocalAssistError as exc:
         if debug_enabled():
             raise
@@ -126,3 +138,5 @@ def main() -> None:
             raise
         error(f"internal error: {type(exc).__name__}: {exc} (set LOCALASSIST_DEBUG=1 for the traceback)")
         sys.exit(ExitCode.ERROR)
+    if isinstance(code, int) and code:  # a typer.Exit(code) raised by a command
+        sys.exit(code)

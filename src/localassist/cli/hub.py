@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from localassist.cli import options
 from localassist.cli.console import out, stderr_is_terminal, warn
 from localassist.cli.env import current
 from localassist.cli.tables import human_count, human_size, print_table
@@ -22,6 +23,15 @@ def pull(
     model: Annotated[str, typer.Argument(help="Catalog name, or owner/repo[:QUANT] (Q4_K_M, q8_0, IQ4_XS ...).")],
     file: Annotated[str | None, typer.Option("--file", help="Exact .gguf file name in the repo.")] = None,
     offline: Annotated[bool, typer.Option("--offline", help="No network: re-check what is cached for MODEL.")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="The hub library's own warnings (a dropped connection it resumes) on stderr.",
+            callback=options.show_library_messages,
+        ),
+    ] = False,
 ) -> None:
     """Download a GGUF model into the Hugging Face cache (resumable, sha256-checked).
 

@@ -87,7 +87,24 @@ ApiKeyEnv = Annotated[
     str | None,
     typer.Option("--api-key-env", help="Environment variable holding the server's API key.", rich_help_panel=ENGINE),
 ]
-Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="llama.cpp logs, backend and offload report on stderr.")]
+
+
+def show_library_messages(value: bool) -> bool:
+    """-v also shows what the libraries underneath warn about (pypdf, huggingface_hub, ...)."""
+    from localassist.cli.library_messages import show
+
+    return show(value)
+
+
+Verbose = Annotated[
+    bool,
+    typer.Option(
+        "--verbose",
+        "-v",
+        help="llama.cpp logs, backend and offload report, the libraries' own warnings, on stderr.",
+        callback=show_library_messages,
+    ),
+]
 
 
 def setting_flags(params: dict[str, Any]) -> dict[str, Any]:

@@ -10,16 +10,21 @@ the page labels this needs.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import io
 import json
+import logging
 import os
-from pathlib import Path
+import re
+import threading
+from array import array
 
 from localassist.documents.chunking import line_span
 from localassist.documents.decoding import decode
-from localassist.documents.model import STDIN, Document, Locator, Piece
+from localassist.documents.model import STDIN, Document, LineMap, Locator, Piece
 from localassist.errors import DocumentError, DocumentNotFoundError
+from localassist.files import NotRegularFileError, read_regular_bytes
 
 KINDS = ("text", "markdown", "pdf", "csv", "html", "json")
 _BY_EXTENSION = {
@@ -39,11 +44,13 @@ def load(path: str | os.PathLike[str], kind: str | None = None) -> Document:
     """Load a file. ``kind`` overrides detection (one of :data:`KINDS`)."""
     name = os.fspath(path)
     try:
-        data = Path(name).read_bytes()
+        data = read_regular_bytes(name)  # a FIFO or a device is refused, never waited on
     except FileNotFoundError:
         raise DocumentNotFoundError(f"{name}: no such file") from None
     except IsADirectoryError:
         raise DocumentError(f"{name} is a folder; give a file") from None
+    except NotRegularFileError as error:
+        raise DocumentError(f"{name} is {error.strerror}; give a file") from None
     except OSError as error:
         raise DocumentError(f"cannot read {name}: {error.strerror or error}") from None
     return load_bytes(data, name, kind)
@@ -68,24 +75,29 @@ def load_bytes(data: bytes, path: str = STDIN, kind: str | None = None) -> Docum
     if kind == "csv":
         _load_csv(document, text, name, tab=path.lower().endswith(".tsv"))
         return document
+    document.lines = _count_lines(text)
+    line_map = None  # text that is not the file's own lines says where each character was
     if kind == "json":
-        text = _pretty_json(document, text, name)
+        text, line_map = _pretty_json(document, text, name)
     elif kind == "html":
         from localassist.documents.htmltext import html_to_text
 
-        text = html_to_text(text)
+        text, line_map = html_to_text(text)
         if not text.strip():
             raise DocumentError(f"{name} has no text outside its markup")
     lines = text.split("\n")
-    document.lines = len(lines) - 1 if text.endswith("\n") else len(lines)
     if kind in ("markdown", "html"):
         from localassist.documents.markdown import sections
 
         starts = sections(lines)
     else:
         starts = [(0, None)]
-    document.pieces = _line_pieces(text, lines, starts, path)
+    document.pieces = _line_pieces(text, lines, starts, path, line_map)
     return document
+
+
+def _count_lines(text: str) -> int:
+    return text.count("\n") + (not text.endswith("\n"))
 
 
 def detect_kind(path: str, data: bytes) -> str:
@@ -94,16 +106,27 @@ def detect_kind(path: str, data: bytes) -> str:
     return _BY_EXTENSION.get(os.path.splitext(path)[1].lower(), "text")
 
 
-def _line_pieces(text: str, lines: list[str], starts: list[tuple[int, str | None]], path: str) -> list[Piece]:
-    """One piece per section: from its first line to the next section's first line."""
+def _line_pieces(
+    text: str, lines: list[str], starts: list[tuple[int, str | None]], path: str, line_map: LineMap | None
+) -> list[Piece]:
+    """One piece per section: from its first line to the next section's first line.
+    Lines are the text's own, or with ``line_map`` the file's lines it says."""
     offsets = [0]
     for line in lines[:-1]:
         offsets.append(offsets[-1] + len(line) + 1)
     pieces = []
     for k, (first, section) in enumerate(starts):
+        start = offsets[first]
         end = offsets[starts[k + 1][0]] if k + 1 < len(starts) else len(text)
-        piece_text = text[offsets[first] : end]
+        piece_text = text[start:end]
         if not piece_text.strip():
+            continue
+        if line_map is not None:
+            piece_map = line_map.cut(start, end)
+            span = piece_map.span(piece_text, 0, len(piece_text))
+            if span is not None:  # else only what html_to_text wrote (an empty <pre>'s fence): nothing to cite
+                locator = Locator(path, line_start=span[0], line_end=span[1], section=section)
+                pieces.append(Piece(piece_text, locator, line_map=piece_map))
             continue
         newlines = [i for i, c in enumerate(piece_text) if c == "\n"]
         a, b = line_span(piece_text, newlines, 0, len(piece_text))
@@ -112,7 +135,14 @@ def _line_pieces(text: str, lines: list[str], starts: list[tuple[int, str | None
     return pieces
 
 
-def _pretty_json(document: Document, text: str, name: str) -> str:
+# a JSON token: a string, a bracket or punctuation, or a number or literal
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\],:]|[^\s{}\[\],:"]+')
+
+
+def _pretty_json(document: Document, text: str, name: str) -> tuple[str, LineMap | None]:
+    """The JSON printed with an indent of 2, and the line of the file each of its tokens
+    came from; with repeated keys, the text as written (printing it again would keep only
+    the last value of each)."""
     duplicates: list[str] = []
 
     def keep_last(pairs: list[tuple[str, object]]) -> dict[str, object]:
@@ -133,8 +163,19 @@ def _pretty_json(document: Document, text: str, name: str) -> str:
         raise DocumentError(f"{name} is JSON nested too deeply to read") from None
     if duplicates:
         keys = ", ".join(repr(k) for k in sorted(set(duplicates))[:5])
-        document.warnings.append(f"{name} repeats JSON keys ({keys}); only the last value of each is read")
-    return json.dumps(value, indent=2, ensure_ascii=False) + "\n"
+        document.warnings.append(f"{name} repeats JSON keys ({keys}); JSON readers keep only the last value of each")
+        return text, None
+    pretty = json.dumps(value, indent=2, ensure_ascii=False) + "\n"
+    # the printed tokens are the file's, in the same order: the k-th printed token is on the k-th one's line
+    newlines = [i for i, c in enumerate(text) if c == "\n"]
+    source = [bisect.bisect_right(newlines, m.start()) + 1 for m in _JSON_TOKEN.finditer(text)]
+    printed = [m.span() for m in _JSON_TOKEN.finditer(pretty)]
+    if len(source) != len(printed):  # not expected: then the text as written, whose lines are the file's
+        return text, None
+    lines = array("i", [0]) * len(pretty)
+    for (start, end), line in zip(printed, source, strict=True):
+        lines[start:end] = array("i", [line]) * (end - start)
+    return pretty, LineMap.of(lines)
 
 
 def _load_csv(document: Document, text: str, name: str, *, tab: bool) -> None:
@@ -175,6 +216,36 @@ def _load_csv(document: Document, text: str, name: str, *, tab: bool) -> None:
 
 
 def _load_pdf(document: Document, data: bytes, name: str) -> None:
+    """pypdf tells what it had to repair (a truncated file, a broken cross-reference table)
+    through ``logging`` only; a PDF it could read all the same gets one warning saying so,
+    since some of its text may be missing."""
+    import logging
+
+    repairs = _Repairs()
+    pypdf_log = logging.getLogger("pypdf")
+    pypdf_log.addHandler(repairs)
+    try:
+        _read_pdf(document, data, name)
+    finally:
+        pypdf_log.removeHandler(repairs)
+    if repairs.said:
+        document.warnings.append(f"{name} is damaged ({repairs.said[0]}); it was repaired, some text may be missing")
+
+
+class _Repairs(logging.Handler):
+    """pypdf's warnings during one load, in the thread doing it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.thread = threading.get_ident()
+        self.said: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread:
+            self.said.append(" ".join(record.getMessage().split()))
+
+
+def _read_pdf(document: Document, data: bytes, name: str) -> None:
     import pypdf
     from pypdf.errors import DependencyError, PyPdfError
 

@@ -115,6 +115,19 @@ def disable_agent_detection() -> None:
         pass
 
 
+def hand_over_logging() -> None:
+    """huggingface_hub prints its warnings through a handler of its own ("Error while
+    downloading ... Trying to resume download..." on a connection it then resumes). This
+    module never prints: its records go up to the application's handlers, as every other
+    library's do (the CLI shows them with -v)."""
+    import logging
+
+    hub_log = logging.getLogger("huggingface_hub")
+    for handler in list(hub_log.handlers):
+        if type(handler) is logging.StreamHandler:  # the one huggingface_hub adds when imported
+            hub_log.removeHandler(handler)
+
+
 def endpoint() -> str:
     """HF_ENDPOINT (a mirror) read at call time, like every other setting."""
     from huggingface_hub import constants
@@ -128,6 +141,7 @@ def _api(token: str | None):
     if constants.HF_HUB_OFFLINE:
         raise DownloadError("HF_HUB_OFFLINE=1 is set in the environment; unset it to reach the hub")
     disable_agent_detection()
+    hand_over_logging()
     return HfApi(endpoint=endpoint(), token=token, library_name=USER_AGENT)
 
 
@@ -376,6 +390,7 @@ def download(
 
     disable_progress_bars()
     disable_agent_detection()
+    hand_over_logging()
     root = repo_cache_dir(plan.repo)
     blobs = root / "blobs"
     blobs.mkdir(parents=True, exist_ok=True)
