@@ -3,6 +3,7 @@ reaches the network (HF_HUB_OFFLINE=1, and the CLI sets it too)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -114,6 +115,33 @@ def vocab(starter_model):
 
     llm, _, _ = new_llama(model_path=str(starter_model), vocab_only=True, verbose=False)
     yield llm
+    llm.close()
+
+
+@pytest.fixture(scope="session")
+def greedy(starter_model):
+    """The oracle for expected model text: llama.cpp's own greedy continuation of a raw
+    prompt on the starter (llama-cpp-python, the same file and weight layout as
+    localassist, the prompt evaluated in one batch), as the text of each token. Kernels
+    differ by CPU and by repack, so model text is never a string recorded on one machine."""
+    import llama_cpp
+
+    from localassist.engine.llama_load import new_llama
+
+    llm, _, _ = new_llama(model_path=str(starter_model), n_ctx=512, n_threads=2, verbose=False)
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+
+    def continuation(prompt: str, n: int) -> list[str]:
+        llm.reset()  # the whole prompt in one batch, nothing reused from the last call
+        tokens: list[int] = []
+        for token in llm.generate(llm.tokenize(prompt.encode(), add_bos=True), temp=0.0):
+            if llama_cpp.llama_vocab_is_eog(vocab, token) or len(tokens) == n:
+                break
+            tokens.append(token)
+        text = [llm.detokenize(tokens[:i]) for i in range(len(tokens) + 1)]
+        return [after[len(before) :].decode("utf-8", "replace") for before, after in itertools.pairwise(text)]
+
+    yield continuation
     llm.close()
 
 

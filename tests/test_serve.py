@@ -144,7 +144,6 @@ def test_stream_wire_format_frame_by_frame(server, backend):
 def test_completions_endpoint_continues_the_prompt(server, backend):
     reply = client(server).completions.create(model=MODEL, prompt="1, 2, 3, 4,", max_tokens=6, temperature=0)
     assert reply.choices[0].text == alone(backend, prompt="1, 2, 3, 4,", max_tokens=6)
-    assert reply.choices[0].text.startswith(" 5, 6")
 
 
 def test_json_schema_answer_validates_against_the_schema(server):
