@@ -84,4 +84,7 @@ def new_llama(*, repack: str = "auto", **kwargs: Any) -> tuple[Any, bool, str]:
 
     allowed, reason = decide_repack(repack, system_info(llama_cpp))
     llm = llama_class(llama_cpp)(use_extra_bufts=allowed, **kwargs)
+    if "_model_params" not in vars(llm):  # a llama-cpp-python that no longer assigns model_params
+        llm.close()
+        raise RuntimeError("this llama-cpp-python version loads without model_params: repack cannot be set")
     return llm, allowed, reason
