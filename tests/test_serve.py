@@ -24,6 +24,7 @@ pytest.importorskip("starlette")
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
 
+import openai_schema  # noqa: E402
 from localassist.engine.types import ChatRequest, Message, SamplingParams  # noqa: E402
 from serverproc import ServerProc, sse_frames  # noqa: E402
 
@@ -537,14 +538,18 @@ def test_fuzzed_requests_never_get_a_500_or_a_traceback(server):
         statuses.append(resp.status_code)
         assert resp.status_code < 500, (path, body, resp.text)
         assert "Traceback" not in resp.text
+        operation = path.removeprefix("/v1")
         if resp.status_code >= 400:
             error = resp.json()["error"]
             assert set(error) == ERROR_KEYS and isinstance(error["code"], str), resp.text
+            openai_schema.check_error(resp.json())
         elif resp.headers["content-type"].startswith("text/event-stream"):
             frames = sse_frames(resp.content)
             assert frames[-1] == "[DONE]"
-        else:
-            resp.json()
+            for f in frames[:-1]:
+                openai_schema.check_chunk(operation, json.loads(f))
+        elif path != "/v1/embeddings" or '"embedding":"' not in resp.text:  # base64: a string, as OpenAI sends
+            openai_schema.check(operation, resp.json())
 
     try:
         check()

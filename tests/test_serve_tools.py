@@ -15,6 +15,7 @@ import pytest
 pytest.importorskip("starlette")
 openai = pytest.importorskip("openai")
 
+import openai_schema  # noqa: E402
 from localassist.engine.types import ChatRequest, Message, SamplingParams  # noqa: E402
 from localassist.tools.registry import resolve_tools  # noqa: E402
 from serverproc import ServerProc, sse_frames  # noqa: E402
@@ -130,6 +131,8 @@ def test_the_raw_stream_frames_have_openais_tool_call_fields(server):
         frames = sse_frames(response.read())
     assert frames[-1] == "[DONE]"
     chunks = [json.loads(f) for f in frames[:-1]]
+    for chunk in chunks:
+        openai_schema.check_chunk("/chat/completions", chunk)
     deltas = [c["choices"][0]["delta"] for c in chunks]
     first_call = next(d["tool_calls"][0] for d in deltas if "tool_calls" in d)
     assert set(first_call) == {"index", "id", "type", "function"}

@@ -478,7 +478,6 @@ def chat_completion(cid: str, created: int, model: str, done: Done) -> dict[str,
         "object": "chat.completion",
         "created": created,
         "model": model,
-        "system_fingerprint": None,
         "choices": [
             {
                 "index": 0,
@@ -497,7 +496,6 @@ def text_completion(cid: str, created: int, model: str, done: Done) -> dict[str,
         "object": "text_completion",
         "created": created,
         "model": model,
-        "system_fingerprint": None,
         "choices": [{"index": 0, "text": done.text, "logprobs": None, "finish_reason": done.finish_reason}],
         "usage": usage(done),
     }
@@ -524,10 +522,11 @@ class ChunkWriter:
             "object": "chat.completion.chunk" if self.chat else "text_completion",
             "created": self.created,
             "model": self.model,
-            "system_fingerprint": None,
             "choices": choices,
         }
-        if self.include_usage:
+        # OpenAI's schema lets a chat chunk's usage be null until the last chunk; a completion
+        # chunk has the completion's shape, where usage is an object or absent
+        if self.include_usage and (self.chat or usage_value is not None):
             obj["usage"] = usage_value
         return frame(obj)
 
