@@ -166,7 +166,7 @@ def test_csv_chunks_repeat_the_header_fit_the_budget_and_hold_each_row_once(coun
         assert parsed[1:] == records[start : end + 1]
         next_row = end + 1
     assert next_row == len(records)
-    assert str(chunks[0].locator) == f"{path} rows 1–{chunks[0].locator.row_end}"
+    assert str(chunks[0].locator) == f"{path} L2–{chunks[0].locator.row_end + 1}"  # lines: the header is line 1
 
 
 def test_a_csv_row_too_big_for_the_budget_is_split_with_the_header_on_every_part(count):

@@ -251,7 +251,27 @@ def test_csv_rows_are_numbered_from_1_after_the_header_with_their_own_text():
         assert piece.locator.row_start == piece.locator.row_end
     quoted = document.pieces[11]  # row 12 holds a field with a newline: two file lines
     assert (quoted.locator.row_start, quoted.locator.line_start, quoted.locator.line_end) == (12, 13, 14)
-    assert str(document.pieces[0].locator) == f"{path} row 1"
+
+
+def test_csv_locators_name_the_file_lines_not_data_row_numbers():
+    from localassist.documents import chunk_document
+
+    path = FIXTURES / "sales.csv"
+    lines = path.read_text(encoding="utf-8").split("\n")
+    document = load(path)
+    for piece in document.pieces:
+        # "row 1" would send a reader to the header: line 1 in an editor and in a spreadsheet
+        label = str(piece.locator).removeprefix(f"{path} ")
+        start, _, end = label.removeprefix("L").partition("–")
+        cited = "\n".join(lines[int(start) - 1 : int(end or start)]) + "\n"
+        assert cited == piece.text, label
+    assert str(document.pieces[0].locator) == f"{path} L2"
+    chunks = chunk_document(document, 20, count_words)  # words: two a row
+    assert len(chunks) > 3
+    for chunk in chunks:
+        start, end = chunk.locator.line_start, chunk.locator.line_end
+        assert str(chunk.locator) == f"{path} L{start}–{end}"
+        assert chunk.text == lines[0] + "\n" + "\n".join(lines[start - 1 : end]) + "\n"  # the header, then those lines
 
 
 def test_csv_with_only_a_header_is_an_error():
@@ -275,20 +295,96 @@ def test_html_becomes_text_with_heading_sections_and_no_scripts():
         "- apple\n- banana\n\n"
         "Closing paragraph.\n"
     )
-    lines = text.split("\n")
-    for piece in document.pieces:
-        start, end = piece.locator.line_start, piece.locator.line_end
-        assert piece.text.strip() == "\n".join(lines[start - 1 : end]).strip()
-    assert [p.locator.section for p in document.pieces] == [None, "Main title", "Main title > Section two"]
+    # by hand from the fixture: the title is on line 2, <h1> on 5, <h2> on 8, the last <p> on 10
+    got = [(p.locator.section, p.locator.line_start, p.locator.line_end) for p in document.pieces]
+    assert got == [(None, 2, 2), ("Main title", 5, 7), ("Main title > Section two", 8, 10)]
+    assert document.lines == 11  # of the file, not of the text taken out of it
 
 
-def test_json_is_pretty_printed_and_line_ranges_refer_to_that_text():
+_WORD = re.compile(r"[^\W_]+")
+
+
+def words(text: str) -> set[str]:
+    return {w.casefold() for w in _WORD.findall(text)}
+
+
+def marks(text: str) -> set[str]:
+    """Words and JSON brackets: what a line of the source shares with a chunk taken from it."""
+    return words(text) | set(re.findall(r"[{}\[\]]", text))
+
+
+def assert_cites_source_lines(path: Path, chunks) -> None:
+    """The oracle is the file itself: the cited lines hold every word of the chunk, and the
+    first and the last cited line each hold one of its words or brackets (no padding)."""
+    lines = path.read_text(encoding="utf-8").split("\n")
+    for chunk in chunks:
+        start, end = chunk.locator.line_start, chunk.locator.line_end
+        assert 1 <= start <= end <= len(lines), (str(chunk.locator), chunk.text)
+        cited = lines[start - 1 : end]
+        assert words(chunk.text) <= words("\n".join(cited)), (str(chunk.locator), chunk.text)
+        assert marks(cited[0]) & marks(chunk.text) and marks(cited[-1]) & marks(chunk.text), str(chunk.locator)
+
+
+def count_words(text: str) -> int:
+    return len(text.split())
+
+
+def test_html_locators_point_at_source_lines_not_extracted_text(tmp_path):
+    from localassist.documents import chunk_document
+
+    one_line = tmp_path / "garden.html"
+    one_line.write_text(
+        "<html><head><title>Garden notes</title></head><body><h1>Garden</h1>"
+        "<p>The tomatoes were planted in April along the south fence.</p><h2>Watering</h2>"
+        "<p>Water the beds every second morning before nine.</p><p>The rain barrel holds two hundred litres.</p>"
+        "<h2>Pests</h2><ul><li>Slugs on the lettuce</li><li>Aphids on the roses</li></ul></body></html>\n",
+        encoding="utf-8",
+    )
+    wrapped = tmp_path / "wrapped.html"
+    wrapped.write_text(
+        "<!doctype html>\n<html>\n<head>\n<title>Orchard log</title>\n<style>p { margin: 0 }</style>\n</head>\n"
+        "<body>\n\n<h1>\n  Orchard\n</h1>\n"
+        "<p>The pear trees\n   were pruned in\n   February, after the frost,\n   and again in\n   late June.</p>\n"
+        "<table><tr><td>apples</td>\n<td>forty crates</td></tr>\n<tr><td>plums</td><td>nine crates</td></tr></table>\n"
+        "<pre>ladder  3 m\nshears  2</pre>\n\n\n"
+        "<h2>Bees</h2><p>Two hives</p><p>by the wall.</p>\n</body>\n</html>\n",
+        encoding="utf-8",
+    )
+    for path in (one_line, wrapped, FIXTURES / "page.html"):
+        chunks = chunk_document(load(path), 6, count_words)
+        assert len(chunks) > 3
+        assert_cites_source_lines(path, chunks)
+    assert {str(c.locator).split(" § ")[0] for c in chunk_document(load(one_line), 6, count_words)} == {
+        f"{one_line} L1"  # one long line: every chunk says that line
+    }
+
+
+def test_json_is_pretty_printed_and_its_locators_are_the_source_lines():
     document = load(fixture("data.json"))
     expected = json.dumps(json.loads((FIXTURES / "data.json").read_text()), indent=2, ensure_ascii=False) + "\n"
     (piece,) = document.pieces
     assert piece.text == expected
-    assert (piece.locator.line_start, piece.locator.line_end) == (1, expected.count("\n"))
-    assert "caf\u00e9" in piece.text
+    assert (piece.locator.line_start, piece.locator.line_end) == (1, 1)  # the file is one line
+    assert "caf\u00e9" in piece.text and document.lines == 1
+
+
+def test_json_locators_point_at_source_lines_not_pretty_printed_text(tmp_path):
+    from localassist.documents import chunk_document
+
+    path = tmp_path / "orders.json"
+    path.write_text(
+        '{\n    "orders": [\n        {"id": 1, "item": "lantern", "note": "left at the gate"},\n'
+        '        {"id": 2, "item": "kettle",\n         "note": "signed by\\nthe neighbour"}\n    ],\n'
+        '    "shop": {"name": "Hollow Oak", "town": "Ashby"}, "tags": ["tin", "copper", "brass"]\n}\n',
+        encoding="utf-8",
+    )
+    chunks = chunk_document(load(path), 6, count_words)
+    assert len(chunks) > 3
+    assert_cites_source_lines(path, chunks)
+    minified = tmp_path / "min.json"
+    minified.write_text(json.dumps(json.loads(path.read_text()), separators=(",", ":")), encoding="utf-8")
+    chunks = chunk_document(load(minified), 6, count_words)
+    assert len(chunks) > 3 and {(c.locator.line_start, c.locator.line_end) for c in chunks} == {(1, 1)}
 
 
 def test_invalid_json_says_where():
@@ -296,9 +392,12 @@ def test_invalid_json_says_where():
         load_bytes(b'{"a": 1,\n "b": }\n', "bad.json")
 
 
-def test_duplicate_json_keys_are_a_warning():
-    document = load_bytes(b'{"a": 1, "a": 2}', "dup.json")
-    assert document.warnings == ["dup.json repeats JSON keys ('a'); only the last value of each is read"]
+def test_duplicate_json_keys_are_a_warning_and_the_text_is_read_as_written():
+    document = load_bytes(b'{"a": 1,\n "a": 2}', "dup.json")
+    assert document.warnings == ["dup.json repeats JSON keys ('a'); JSON readers keep only the last value of each"]
+    # pretty-printing would keep only the last value, so the text is the file's own
+    assert document.pieces[0].text == '{"a": 1,\n "a": 2}'
+    assert (document.pieces[0].locator.line_start, document.pieces[0].locator.line_end) == (1, 2)
 
 
 # --- locators and imports ----------------------------------------------------------------
@@ -309,7 +408,8 @@ def test_locator_strings():
     assert str(Locator("report.pdf", page=3, page_label="iii")) == "report.pdf p.3 (iii)"
     assert str(Locator("notes.md", line_start=40, line_end=58)) == "notes.md L40–58"
     assert str(Locator("notes.md", line_start=7, line_end=7, section="Intro > Setup")) == "notes.md L7 § Intro > Setup"
-    assert str(Locator("sales.csv", row_start=1, row_end=50, line_start=2, line_end=51)) == "sales.csv rows 1–50"
+    assert str(Locator("sales.csv", row_start=1, row_end=50, line_start=2, line_end=51)) == "sales.csv L2–51"
+    assert str(Locator("sales.csv", row_start=1, row_end=50)) == "sales.csv rows 1–50"  # no lines known
     assert str(Locator("-", line_start=1, line_end=2)) == "stdin L1–2"
 
 

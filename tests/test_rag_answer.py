@@ -68,7 +68,8 @@ def test_citation_check_flags_markers_outside_1_to_k(answer, cited, invalid):
 
 def test_sources_footer_lists_short_labels_of_all_or_the_cited_blocks():
     assert sources_footer(HITS[:2]) == "[1] meetings/2025-07-03.md L12–30  [2] budget.pdf p.4"
-    assert sources_footer(HITS, cited=[3, 4]) == "[3] book.pdf p.2 (ii)  [4] sales.csv row 7"
+    # a CSV is cited by the file's lines: data row 7 is line 8, under the header
+    assert sources_footer(HITS, cited=[3, 4]) == "[3] book.pdf p.2 (ii)  [4] sales.csv L8"
     assert cite_label(HITS[0].locator) == "meetings/2025-07-03.md L12–30"
 
 

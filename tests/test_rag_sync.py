@@ -275,3 +275,25 @@ def test_kill_9_mid_sync_leaves_a_usable_index_and_the_next_run_finishes(folder,
         assert index.info().files == CORPUS_FILES + 30
         hit = index.search("code word of note 29", embedder).hits[0]
         assert hit.path == "extra/note-29.md" and "word29x" in hit.text
+
+
+def test_an_index_synced_before_html_locators_cited_the_file_gets_them_at_the_next_sync(folder, data):
+    (folder / "garden.html").write_text(
+        "<html><body><h1>Garden</h1><p>Tomatoes go in in April.</p><h2>Pests</h2><p>Slugs on the lettuce.</p>"
+        "</body></html>\n",
+        encoding="utf-8",
+    )
+    embedder = HashEmbedder()
+    with create_index(data, "docs", folder) as index:
+        index.sync(embedder)
+        garden = "file_id = (SELECT id FROM files WHERE path = 'garden.html')"
+        with raw(index.path) as db:  # as an earlier version left it: lines of the text taken out of the HTML
+            db.execute(f"UPDATE chunks SET line_start = line_start + 4, line_end = line_end + 4 WHERE {garden}")
+            db.execute("DELETE FROM meta WHERE key = 'locators'")
+        embedder.calls.clear()
+        report = index.sync(embedder)
+        assert (report.relocated, report.updated, embedder.calls) == (["garden.html"], [], [])  # vectors kept
+        assert report.notices == ["read 1 HTML or JSON file again: their sources now cite lines of the file"]
+        spans = raw(index.path).execute(f"SELECT DISTINCT line_start, line_end FROM chunks WHERE {garden}")
+        assert spans.fetchall() == [(1, 1)]  # the file is one line
+        assert index.sync(embedder).relocated == []  # once

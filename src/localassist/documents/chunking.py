@@ -55,10 +55,12 @@ def chunk_document(document: Document, budget: int, count_tokens: CountTokens, *
         return _chunk_rows(document, budget, count_tokens)
     chunks: list[Chunk] = []
     for piece in document.pieces:
-        newlines = _newlines(piece.text) if piece.first_line is not None else []
+        newlines = _newlines(piece.text) if piece.first_line is not None and piece.line_map is None else []
         for span in split_spans(piece.text, budget, count_tokens, overlap=overlap):
-            text = piece.text[span.start : span.end]
-            chunks.append(Chunk(text, _narrow(piece, newlines, span.start, span.end), span.tokens))
+            locator = _narrow(piece, newlines, span.start, span.end)
+            if locator is None:  # only what the loader wrote (a code fence, a list mark): nothing of the file
+                continue
+            chunks.append(Chunk(piece.text[span.start : span.end], locator, span.tokens))
     return chunks
 
 
@@ -214,7 +216,7 @@ def _chunk_rows(document: Document, budget: int, count: CountTokens) -> list[Chu
             row = rows[i]
             newlines = _newlines(row.text)
             for span in _hard_split(row.text, 0, len(row.text), budget, count, prefix=header):
-                locator = _narrow(row, newlines, span.start, span.end)
+                locator = _narrow(row, newlines, span.start, span.end) or row.locator
                 chunks.append(Chunk(header + row.text[span.start : span.end], locator, span.tokens))
             j = i + 1
         i = j
@@ -236,7 +238,10 @@ def line_span(text: str, newlines: list[int], start: int, end: int) -> tuple[int
     return bisect.bisect_left(newlines, first), bisect.bisect_left(newlines, last)
 
 
-def _narrow(piece: Piece, newlines: list[int], start: int, end: int) -> Locator:
+def _narrow(piece: Piece, newlines: list[int], start: int, end: int) -> Locator | None:
+    if piece.line_map is not None:  # text taken out of the file (HTML, JSON): the lines it came from
+        span = piece.line_map.span(piece.text, start, end)
+        return replace(piece.locator, line_start=span[0], line_end=span[1]) if span else None
     if piece.first_line is None:
         return piece.locator
     a, b = line_span(piece.text, newlines, start, end)

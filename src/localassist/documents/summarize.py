@@ -729,7 +729,7 @@ def _notes_text(items: Sequence[_Notes], facts: str | None) -> str:
 
 
 def span_label(locators: Sequence[Locator]) -> str:
-    """``report.pdf p.3–9``, ``notes.md L1–240``, ``sales.csv rows 1–80``: where a run of
+    """``report.pdf p.3–9``, ``notes.md L1–240``, ``sales.csv L2–81``: where a run of
     chunks comes from, per file."""
     by_path: dict[str, list[Locator]] = {}
     for locator in locators:
@@ -742,10 +742,10 @@ def span_label(locators: Sequence[Locator]) -> str:
         lines = [n for x in locs for n in (x.line_start, x.line_end) if n is not None]
         if pages:
             parts.append(f"{name} {_range('p.', min(pages), max(pages))}")
+        elif lines:  # CSV rows too: line 1 of a CSV is its header, so its lines are what a reader finds
+            parts.append(f"{name} {_range('L', min(lines), max(lines))}")
         elif rows:
             parts.append(f"{name} {_range('rows ' if min(rows) != max(rows) else 'row ', min(rows), max(rows))}")
-        elif lines:
-            parts.append(f"{name} {_range('L', min(lines), max(lines))}")
         else:
             parts.append(name)
     return ", ".join(parts)
@@ -805,9 +805,8 @@ def _check_coverage(document: Document, chunks: list[Chunk]) -> DocumentLedger:
     for c in chunks:
         covered.update(range(c.locator.line_start or 0, (c.locator.line_end or 0) + 1))
     for piece in document.pieces:
-        first = piece.first_line or 1
-        for offset, line in enumerate(piece.text.split("\n")):
-            if line.strip() and first + offset not in covered:
-                raise CoverageError(f"internal error: {name} line {first + offset} is in no chunk")
+        missing = piece.source_lines() - covered
+        if missing:
+            raise CoverageError(f"internal error: {name} line {min(missing)} is in no chunk")
     ledger.lines = document.lines
     return ledger

@@ -27,7 +27,7 @@ _RANGE_LIMIT = 1000  # a "[1-99999]" in an answer is flagged, not expanded into 
 
 
 def cite_label(locator: Locator) -> str:
-    """``budget.pdf p.4``, ``notes.md L12–30``, ``sales.csv rows 3–9``: the locator
+    """``budget.pdf p.4``, ``notes.md L12–30``, ``sales.csv L4–10``: the locator
     without its section, short enough for a footer."""
     return str(replace(locator, section=None))
 

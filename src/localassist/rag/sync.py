@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from localassist.documents import chunk_document, load_bytes
 from localassist.errors import DocumentError
+from localassist.files import read_regular_bytes
 from localassist.rag.errors import EmbedderError, RagError
 from localassist.rag.store import now
 
@@ -32,6 +33,11 @@ if TYPE_CHECKING:
     from localassist.rag.store import Index
 
 CHUNKER_VERSION = "documents-1"
+# Locators of HTML and JSON chunks cite lines of the file since version 2 (before: lines of
+# the text taken out of it). Their text is the same, so a sync re-reads only those files and
+# their vectors are reused, instead of a full rebuild.
+LOCATORS_VERSION = "2"
+_RELOCATED_KINDS = ("html", "json")
 BM25_ONLY_NOTICE = "no embedding model: the index uses keyword (BM25) search only"
 # Without an embedding model, chunks are sized in words and punctuation marks: close
 # enough to tokens for BM25, and the chunker records which counter it used.
@@ -58,6 +64,7 @@ class SyncReport:
     added: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    relocated: list[str] = field(default_factory=list)  # unchanged, chunked again for new locators
     unchanged: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason), new this run
     chunks_written: int = 0
@@ -159,13 +166,20 @@ def sync(
                 for path in gone:
                     report.chunks_removed += job.delete_file(db, known[path]["id"])
             report.removed = gone
+        job.relocate = () if index.meta().get("locators") == LOCATORS_VERSION else _RELOCATED_KINDS
         total = len(on_disk)
         for done, (path, st) in enumerate(sorted(on_disk.items())):
             if progress:
                 progress(Progress(done, total, report.chunks_written, report.embedded, path))
             job.file(folder, path, st, known.get(path))
         with index.transaction() as db:
-            index.set_meta(db, last_sync=now())
+            index.set_meta(db, last_sync=now(), locators=LOCATORS_VERSION)
+        if report.relocated:
+            count = len(report.relocated)
+            report.notices.append(
+                f"read {count} HTML or JSON file{'s' if count != 1 else ''} again: their sources now cite "
+                f"lines of the file"
+            )
         if progress:
             progress(Progress(total, total, report.chunks_written, report.embedded, None))
     report.seconds = time.perf_counter() - started
@@ -190,6 +204,7 @@ class _Job:
         self.embedder = embedder
         self.report = report
         self.batch_size = max(1, batch_size)
+        self.relocate: tuple[str, ...] = ()  # kinds whose chunks are made again even when unchanged
         self.model_id = embedder.model_id if embedder else ""
         self.dimension = int(embedder.dimension) if embedder else 0
         budget = int(meta["chunk_tokens"])
@@ -242,16 +257,17 @@ class _Job:
 
     def file(self, folder: Path, path: str, st: os.stat_result, row: sqlite3.Row | None) -> None:
         report = self.report
-        if row is not None and _stamp(st) == (row["size"], row["mtime_ns"]):
+        relocate = row is not None and row["kind"] in self.relocate
+        if row is not None and _stamp(st) == (row["size"], row["mtime_ns"]) and not relocate:
             report.unchanged += 1
             return
         try:
-            data = (folder / path).read_bytes()
+            data = read_regular_bytes(folder / path)  # swapped for a FIFO since the walk: refused, not waited on
         except OSError as error:
             self._skip(path, st, row, "", f"cannot be read: {error.strerror or error}")
             return
         sha = hashlib.sha256(data).hexdigest()
-        if row is not None and row["sha256"] == sha:  # touched, not changed
+        if row is not None and row["sha256"] == sha and not relocate:  # touched, not changed
             with self.index.transaction() as db:
                 db.execute(
                     "UPDATE files SET size = ?, mtime_ns = ? WHERE id = ?", (st.st_size, st.st_mtime_ns, row["id"])
@@ -301,7 +317,10 @@ class _Job:
                 self.index.set_meta(db, vectors_version=os.urandom(8).hex())
             self._drop_unused_vectors(db, sorted(set(old_hashes) - {c.sha256 for c in chunks}))
         report.chunks_written += len(chunks)
-        (report.updated if row is not None else report.added).append(path)
+        if row is None:
+            report.added.append(path)
+        else:
+            (report.relocated if relocate and row["sha256"] == sha else report.updated).append(path)
 
     def _vectors_for(self, texts: list[str], hashes: list[str]) -> dict[str, bytes]:
         """float32 blobs for the texts the index has no vector for yet, by text hash."""
