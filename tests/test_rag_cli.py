@@ -117,3 +117,25 @@ def test_chat_docs_cites_sources_each_turn(folder, model_env, cli):
     assert "Sources: " not in plain
     assert "answering from index notes" in repl.send("/docs on")
     assert repl.exit() == 0
+
+
+def test_deleted_file_is_never_cited_by_ask_docs_chat_docs_or_index_search(cli, folder, model_env):
+    from test_chat_repl import Repl
+
+    index_add(cli, folder, "--no-embed")
+    (folder / "meetings" / "2025-07-03.md").unlink()  # and no sync
+    notice = (
+        "meetings/2025-07-03.md was deleted since the index was synced: its passages were left out "
+        "(run `localassist index sync notes`)"
+    )
+    ask = cli("ask", "--docs", "notes", "What was the offsite budget?")
+    assert ask.returncode == 0, ask.stderr
+    # the only file that said it is gone: nothing is left to answer from, and no model was asked
+    assert ask.stdout.strip() == "The indexed documents do not say."
+    assert f"localassist: {notice}" in ask.stderr.splitlines() and "2025-07-03" not in ask.stderr.replace(notice, "")
+    search = cli("index", "search", "notes", "offsite budget euros", "--json")
+    assert json.loads(search.stdout)["hits"] == [] and f"localassist: {notice}" in search.stderr.splitlines()
+    repl = Repl("--docs", "notes", "-m", "starter-chat", "-n", "8", env={})
+    shown = " ".join(repl.send("What was the offsite budget?").split())
+    assert notice in shown and "Sources:" not in shown
+    assert repl.exit() == 0

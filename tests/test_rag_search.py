@@ -3,6 +3,7 @@ locators that point at the right page and lines."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -159,3 +160,79 @@ def test_a_cosine_floor_can_make_a_hit_without_query_terms_count(tmp_path, folde
         assert index.search(question, embedder, min_cosine=best).found
         assert not index.search(question, embedder, min_cosine=best + 0.01).found
     assert cosine_floor_for("all-MiniLM-L6-v2@abc:123") == 0.45 and cosine_floor_for("gemma@x:1") is None
+
+
+def test_html_hits_cite_the_lines_of_the_file_not_of_the_text_taken_out_of_it(tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "garden.html").write_text(  # one line, as many saved pages are
+        "<html><body><h1>Garden</h1><p>The tomatoes were planted in April along the south fence.</p>"
+        "<h2>Watering</h2><p>Water the beds every second morning before nine.</p>"
+        "<h2>Pests</h2><ul><li>Slugs on the lettuce</li><li>Aphids on the roses</li></ul></body></html>\n",
+        encoding="utf-8",
+    )
+    with create_index(tmp_path / "data", "garden", folder) as index:
+        index.sync(None)
+        hits = [index.search(q).hits[0] for q in ("watering beds morning", "slugs aphids pests")]
+    assert [sources_footer([h]) for h in hits] == ["[1] garden.html L1", "[1] garden.html L1"]
+    assert [h.locator.section for h in hits] == ["Garden > Watering", "Garden > Pests"]
+
+
+def stale_notice(path: str, what: str) -> str:
+    if what == "deleted":
+        return (
+            f"{path} was deleted since the index was synced: its passages were left out "
+            f"(run `localassist index sync docs`)"
+        )
+    return (
+        f"{path} changed since the index was synced: its passages are from the version indexed and their "
+        f"lines may have moved (run `localassist index sync docs`)"
+    )
+
+
+def test_deleted_file_is_never_cited_from_a_stale_index(index, folder):
+    assert index.search("sourdough flour starter").hits[0].path == "notes/sourdough.txt"
+    (folder / "notes" / "sourdough.txt").unlink()  # and no sync
+    result = index.search("the sourdough flour starter, and the offsite budget", min_coverage=0)
+    assert result.hits and all(h.path != "notes/sourdough.txt" for h in result.candidates)  # the others still answer
+    assert result.notices == [stale_notice("notes/sourdough.txt", "deleted")]
+    gone = index.search("sourdough")  # the only file with the word is gone: nothing to answer from
+    assert not gone.found and gone.notices == [stale_notice("notes/sourdough.txt", "deleted")]
+    assert index.search("parental leave").notices == []  # the deleted file was not among the hits
+
+
+def test_a_deleted_copy_gives_way_to_the_identical_text_that_is_still_there(tmp_path, folder):
+    (folder / "copy").mkdir()
+    (folder / "copy" / "vendors-copy.txt").write_bytes((folder / "notes" / "vendors.txt").read_bytes())
+    with create_index(tmp_path / "data", "docs", folder) as index:
+        index.sync(None)
+        (folder / "copy" / "vendors-copy.txt").unlink()
+        result = index.search("Who is the contact at Pellworth & Finch?")
+    (vendors,) = [h for h in result.hits if "vendors" in h.path]
+    assert (vendors.path, vendors.duplicates) == ("notes/vendors.txt", ())
+    assert result.notices == [stale_notice("copy/vendors-copy.txt", "deleted")]
+
+
+def test_a_file_changed_since_the_sync_is_named_when_its_passages_are_cited(index, folder):
+    path = folder / "notes" / "sourdough.txt"
+    text = path.read_text(encoding="utf-8")
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))  # touched, not changed
+    assert index.search("sourdough flour starter").notices == []
+    path.write_text("A new first line.\n\n" + text, encoding="utf-8")  # every line moved down two
+    result = index.search("sourdough flour starter")
+    assert result.hits[0].path == "notes/sourdough.txt"  # the text is still the file's, its lines may not be
+    assert result.notices == [stale_notice("notes/sourdough.txt", "changed")]
+
+
+def test_the_langchain_retriever_leaves_out_a_file_deleted_since_the_sync(tmp_path, folder):
+    pytest.importorskip("langchain_core")
+    from localassist.integrations.langchain import LocalAssistRetriever
+
+    data = tmp_path / "data"
+    with create_index(data, "docs", folder) as index:
+        index.sync(None)
+    retriever = LocalAssistRetriever(index="docs", k=3, data_dir=str(data))
+    assert retriever.invoke("sourdough flour starter")[0].metadata["source"] == "notes/sourdough.txt"
+    (folder / "notes" / "sourdough.txt").unlink()
+    assert all(d.metadata["source"] != "notes/sourdough.txt" for d in retriever.invoke("sourdough flour starter"))

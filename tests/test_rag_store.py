@@ -3,7 +3,6 @@ that leaves the index intact."""
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 import stat
 import subprocess
@@ -119,15 +118,19 @@ def test_list_and_remove(data, folder):
         remove_index(data, "a")
 
 
-def test_a_gone_folder_is_a_clear_error_and_the_index_still_answers(data, folder):
+def test_a_gone_folder_is_a_clear_error_and_the_index_answers_when_it_is_back(data, folder, tmp_path):
     with create_index(data, "docs", folder) as index:
         index.sync(None)
-    shutil.rmtree(folder)
+    folder.rename(tmp_path / "away")
     with open_index(data, "docs") as index:
         with pytest.raises(FolderGoneError, match=f"the folder of index 'docs' is gone: {folder.resolve()}"):
             index.sync(None)
         with pytest.raises(FolderGoneError):
             index.staleness()
+        with pytest.raises(FolderGoneError):  # none of its files is there to cite
+            index.search("parental leave")
+    (tmp_path / "away").rename(folder)
+    with open_index(data, "docs") as index:
         assert index.search("parental leave").found
 
 

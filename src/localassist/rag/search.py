@@ -8,11 +8,14 @@ and each one is quoted, so ``NOT``, ``*``, ``"`` or ``col:`` in a question are j
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import sqlite3
+import stat
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from localassist.documents import Locator
@@ -111,8 +114,10 @@ def search(
     """The ``k`` best chunks for ``query``. With no embedder (or an index built without
     one) it is BM25 alone, said in ``notices``. ``min_cosine`` defaults to the model's
     measured floor (:data:`COSINE_FLOORS`; none for other models); ``min_coverage=0``
-    turns the relevance floor off. Raises EmbedderError when the embedder is not the
-    index's, or gives a query vector of another size."""
+    turns the relevance floor off. Files deleted since the last sync are never cited (their
+    chunks are left out) and changed ones are named, both in ``notices``. Raises
+    EmbedderError when the embedder is not the index's, or gives a query vector of another
+    size, and FolderGoneError when the indexed folder is gone."""
     started = time.perf_counter()
     meta = index.meta()
     notices: list[str] = []
@@ -127,13 +132,14 @@ def search(
     if model_id and embedder is None:  # (a BM25-only index said so once, when it was built)
         notices.append(f"no embedding model given (the index uses {model_id}): keyword (BM25) search only")
     terms = query_terms(query)
+    disk = _OnDisk(index.check_folder(), index.name)
     try:
         bm25 = _bm25(index.db, terms, candidates)
         vector_rank, cosines, matrix = ([], {}, None)
         if use_vectors:
             vector_rank, cosines, matrix = _vector(index, embedder, query, candidates)
         fused = _fuse([list(bm25), vector_rank])
-        ranked = _assemble(index.db, fused, bm25, cosines, matrix, k)
+        ranked = _assemble(index.db, fused, bm25, cosines, matrix, k, disk)
         coverage = _coverage(index.db, terms, {hit.text_hash: hit.text for hit in ranked}, _chunk_total(index))
     except sqlite3.Error as error:
         raise index.explain(error) from None
@@ -141,6 +147,7 @@ def search(
     found = any(hit.coverage >= min_coverage for hit in ranked) or (
         cosine_floor is not None and any((hit.cosine or -1.0) >= cosine_floor for hit in ranked)
     )
+    notices += disk.notices(ranked if found else [])
     mode = "hybrid" if use_vectors else "bm25"
     return SearchResult(query, ranked if found else [], mode, notices, ranked, time.perf_counter() - started)
 
@@ -192,8 +199,69 @@ def _fuse(rankings: list[list[str]]) -> list[tuple[str, float]]:
     return sorted(scores.items(), key=lambda item: -item[1])
 
 
-def _assemble(db, fused, bm25, cosines, matrix, k) -> list[Hit]:
-    """The top k of the fused ranking with near-duplicates folded into the hit they repeat."""
+class _OnDisk:
+    """Whether the files behind the hits are still as indexed, asked of the file system at
+    answer time: an index is only as fresh as its last sync, and a file deleted since
+    must never be cited (its chunks are left out), nor a changed one cited silently."""
+
+    def __init__(self, folder: Path, name: str) -> None:
+        self.folder = folder
+        self.name = name
+        self.deleted: list[str] = []  # in the order met among the best hits
+        self._state: dict[str, str] = {}
+
+    def state(self, row: sqlite3.Row) -> str:
+        """The file of a chunk row (its files columns joined): same, changed or deleted."""
+        path = row["path"]
+        if path not in self._state:
+            self._state[path] = self._check(path, row)
+        return self._state[path]
+
+    def _check(self, path: str, row: sqlite3.Row) -> str:
+        file = self.folder / path
+        try:
+            st = file.stat()
+        except OSError:
+            return "deleted"
+        if not stat.S_ISREG(st.st_mode):
+            return "deleted"
+        if (st.st_size, st.st_mtime_ns) == (row["file_size"], row["file_mtime_ns"]):
+            return "same"
+        try:  # touched is not changed: the bytes decide (read only for a file among the hits)
+            digest = hashlib.sha256(file.read_bytes()).hexdigest()
+        except OSError:
+            return "deleted"
+        return "same" if digest == row["file_sha256"] else "changed"
+
+    def live(self, rows: list[sqlite3.Row]) -> list[sqlite3.Row]:
+        """The rows whose file is still there; the others' paths are noted."""
+        out = []
+        for row in rows:
+            if self.state(row) == "deleted":
+                if row["path"] not in self.deleted:
+                    self.deleted.append(row["path"])
+            else:
+                out.append(row)
+        return out
+
+    def notices(self, hits: list[Hit]) -> list[str]:
+        sync = f"(run `localassist index sync {self.name}`)"
+        lines = [
+            f"{path} was deleted since the index was synced: its passages were left out {sync}" for path in self.deleted
+        ]
+        changed = dict.fromkeys(hit.path for hit in hits if self._state.get(hit.path) == "changed")
+        lines += [
+            f"{path} changed since the index was synced: its passages are from the version indexed and their "
+            f"lines may have moved {sync}"
+            for path in changed
+        ]
+        return lines
+
+
+def _assemble(db, fused, bm25, cosines, matrix, k, disk: _OnDisk) -> list[Hit]:
+    """The top k of the fused ranking with near-duplicates folded into the hit they repeat.
+    Chunks of files deleted since the sync are left out: the same text in a file that is
+    still there takes their place."""
     if not fused:
         return []
     hashes = [h for h, _ in fused]
@@ -204,6 +272,9 @@ def _assemble(db, fused, bm25, cosines, matrix, k) -> list[Hit]:
     duplicates: dict[str, list[Locator]] = {}
     for h, score in fused:
         if h not in rows:  # removed by a sync since the vectors were read
+            continue
+        rows[h] = disk.live(rows[h])
+        if not rows[h]:
             continue
         row = matrix_row.get(h)
         if row is not None and kept_vectors:
@@ -257,7 +328,8 @@ def _chunks_by_hash(db: sqlite3.Connection, hashes: list[str]) -> dict[str, list
     marks = ",".join("?" * len(hashes))
     out: dict[str, list[sqlite3.Row]] = {}
     for row in db.execute(
-        f"SELECT c.*, f.path FROM chunks c JOIN files f ON f.id = c.file_id WHERE c.text_hash IN ({marks}) "
+        "SELECT c.*, f.path, f.size AS file_size, f.mtime_ns AS file_mtime_ns, f.sha256 AS file_sha256 "
+        f"FROM chunks c JOIN files f ON f.id = c.file_id WHERE c.text_hash IN ({marks}) "
         "ORDER BY f.path, c.ordinal",
         hashes,
     ):
