@@ -124,6 +124,40 @@ def test_keyring_accepts_a_key_refuses_wrong_and_revoked_ones(tmp_path):
     store.close()
 
 
+def test_a_keyring_that_has_had_a_key_never_opens_when_every_key_is_revoked(tmp_path):
+    store = KeyStore(tmp_path)
+    ring = Keyring(store, open_access=True)  # started open: no key had ever been created
+    assert ring.check(None).name == "anonymous"
+    key = KeyStore(tmp_path).create("first")  # `keys create` while serving closes it
+    ring._checked = 0.0
+    with pytest.raises(Unauthorized):
+        ring.check(None)
+    assert ring.check(key).name == "first"
+    other = KeyStore(tmp_path)
+    assert other.revoke("first")  # the last key
+    other.close()
+    ring._checked = 0.0
+    for presented in (None, key, "la-anything-else-at-all"):
+        with pytest.raises(Unauthorized):
+            ring.check(presented)
+    assert not ring.open and not ring.active
+    store.close()
+
+
+def test_open_access_is_chosen_at_start_never_by_revoking_keys():
+    from localassist.server.run import open_access
+
+    assert open_access("auto", "127.0.0.1", active=False, ever=False)  # a fresh install on loopback
+    assert not open_access("auto", "127.0.0.1", active=False, ever=True)  # every key revoked: locked
+    assert not open_access("auto", "127.0.0.1", active=True, ever=True)
+    assert not open_access("keys", "127.0.0.1", active=False, ever=False)
+    assert open_access("open", "::1", active=False, ever=True)  # the explicit choice
+    assert not open_access("auto", "0.0.0.0", active=True, ever=True)
+    for auth, host, active in (("open", "127.0.0.1", True), ("open", "0.0.0.0", False), ("auto", "0.0.0.0", False)):
+        with pytest.raises(UsageError):
+            open_access(auth, host, active=active, ever=True)
+
+
 def test_key_lines_from_env_or_file():
     text = "# team keys\nalice:aaaaaaaaaaaaaaaaaaaa\n\nbbbbbbbbbbbbbbbbbbbb, carol:cccccccccccccccccccc\n"
     assert parse_key_lines(text, "file") == [
@@ -172,6 +206,46 @@ def test_stream_without_usage_has_no_usage_field_and_a_one_piece_answer_ends_wit
     chunks = [json.loads(f[len("data: ") :]) for f in raw.decode().split("\n\n")[:-2]]
     assert all("usage" not in c for c in chunks)
     assert chunks[-1]["choices"][0] == {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "length"}
+
+
+def test_every_wire_object_matches_openais_published_schema_never_a_null_system_fingerprint():
+    import openai_schema
+    from localassist.engine.types import ToolCall, ToolCallDelta
+
+    def chunks(raw: bytes) -> list[dict]:
+        frames = raw.decode().split("\n\n")[:-1]
+        assert frames[-1] == "data: [DONE]"
+        return [json.loads(f[len("data: ") :]) for f in frames[:-1]]
+
+    for chat, path in ((True, "/chat/completions"), (False, "/completions")):
+        for include_usage in (True, False):
+            writer = wire.ChunkWriter("m", chat=chat, include_usage=include_usage)
+            raw = writer.start() + writer.text("Hel") + writer.text("lo") + writer.finish(_done("Hello", "length"))
+            for chunk in chunks(raw):
+                openai_schema.check_chunk(path, chunk)
+    writer = wire.ChunkWriter("m", chat=True, include_usage=True)
+    raw = (
+        writer.start()
+        + writer.text("Let me")
+        + writer.tool_call(ToolCallDelta(0, "call_1", "multiply", ""))
+        + writer.tool_call(ToolCallDelta(0, None, None, '{"a": 2}'))
+        + writer.finish(_done("Let me", "tool_calls"))
+    )
+    for chunk in chunks(raw):
+        openai_schema.check_chunk("/chat/completions", chunk)
+    err = wire.ApiError(503, "the server is shutting down", "unavailable_error", "shutting_down")
+    for chunk in chunks(writer.error(err)):
+        openai_schema.check_chunk("/chat/completions", chunk)
+    openai_schema.check_error(err.body())
+    call = Done("", "m", "tool_calls", Usage(7, 2, 3), Timings(0, 0.1, None, None, 0.2), (ToolCall("c", "f", "{}"),))
+    for done in (_done("Hi", "stop"), call):
+        body = wire.chat_completion("chatcmpl-1", 1, "m", done)
+        assert "system_fingerprint" not in body
+        openai_schema.check("/chat/completions", body)
+    openai_schema.check("/completions", wire.text_completion("cmpl-1", 1, "m", _done("Hi", "length")))
+    openai_schema.check("/embeddings", wire.embeddings("m", [[0.6, 0.8]], False, 2))
+    openai_schema.check("/models/{model}", wire.model_card("m", 1, 1024))
+    openai_schema.check("/models", {"object": "list", "data": [wire.model_card("m", 1, 1024)]})
 
 
 @pytest.mark.parametrize(

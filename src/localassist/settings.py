@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from localassist.errors import ConfigError, InvalidSettingError, UsageError
-from localassist.files import TOMLDecodeError, load_toml
+from localassist.files import TOMLDecodeError, load_toml, tighten_dirs
 
 ENV_PREFIX = "LOCALASSIST_"
 DEFAULT_INPUT_TEMPLATE = "{instruction}\n\n<input>\n{input}\n</input>"
@@ -306,6 +306,20 @@ SPECS: dict[str, Spec] = {
     "serve_key_file": Spec(
         _to_optional_str, None, "a file path", "file with API keys (name:key per line)", nullable=True
     ),
+    "serve_auth": Spec(
+        lambda v: str(v).strip().lower(),
+        "auto",
+        "auto, keys or open",
+        "API keys: auto (open on loopback until a key is created), keys, open (loopback only)",
+        lambda v: v in ("auto", "keys", "open"),
+    ),
+    "serve_read_timeout": Spec(
+        parse_float,
+        30.0,
+        "seconds between 1 and 3600",
+        "time a client has to send a request's headers, and again its body",
+        _between(1, 3600),
+    ),
 }
 
 
@@ -348,6 +362,8 @@ class Settings:
     serve_max_body_mb: int = 8
     serve_log_content: str = "auto"
     serve_key_file: str | None = None
+    serve_auth: str = "auto"
+    serve_read_timeout: float = 30.0
     paths: Paths = field(default_factory=app_paths, compare=False)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     # the config file's [remotes] table, and the --base-url/--api-key-env flags (flags only:
@@ -387,6 +403,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
 def load_settings(flags: Mapping[str, Any] | None = None) -> Settings:
     """Build the effective settings; ``flags`` holds only the flags the user gave."""
     paths = app_paths()
+    tighten_dirs(paths.config_dir, paths.data_dir, paths.cache_dir)  # left 0755 by an older version
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for name, spec in SPECS.items():

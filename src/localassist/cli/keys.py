@@ -85,8 +85,11 @@ def revoke(name: Annotated[str, typer.Argument(help="The key's name.")]) -> None
     store = _store()
     try:
         revoked = store.revoke(name)
+        left = len(store.records(include_revoked=False))
     finally:
         store.close()
     if not revoked:
         raise UsageError(f"no active key named {name!r} (`localassist keys list` shows them)")
     warn(f"revoked key {name!r}")
+    if not left:  # a server never opens by revocation
+        warn("no stored key is active now: a server without other keys refuses every request until `keys create`")

@@ -111,6 +111,10 @@ class KeyStore:
     def hashes(self) -> list[tuple[str, KeyRecord]]:
         return [(row["hash"], _record(row)) for row in self.db.execute("SELECT * FROM api_keys ORDER BY id")]
 
+    def ever_had_keys(self) -> bool:
+        """A key was created here at some time, revoked or not."""
+        return self.db.execute("SELECT EXISTS (SELECT 1 FROM api_keys)").fetchone()[0] == 1
+
     def revoke(self, name: str) -> bool:
         cur = self.db.execute(
             "UPDATE api_keys SET revoked = ? WHERE name = ? AND revoked IS NULL", (time.time(), check_name(name))
@@ -171,15 +175,19 @@ class Unauthorized(Exception):
 
 class Keyring:
     """The keys the server accepts: the store's (reloaded when another process changes
-    them, so `keys revoke` takes effect within a second) plus env/file keys."""
+    them, so `keys revoke` takes effect within a second) plus env/file keys.
+
+    A ring is open (no key needed) only if it was started open, and only until it sees an
+    active key: from then on every request needs one, and revoking the last key leaves a
+    ring that refuses everyone, never an open one."""
 
     def __init__(
-        self, store: KeyStore | None, extra: Iterable[tuple[str, str, str]] = (), loopback: bool = True
+        self, store: KeyStore | None, extra: Iterable[tuple[str, str, str]] = (), open_access: bool = False
     ) -> None:
-        """``extra``: (name, key, source) from the environment or a key file. ``loopback``:
-        the server listens on loopback only, where having no key means open access."""
+        """``extra``: (name, key, source) from the environment or a key file. ``open_access``:
+        serve without keys while there are none (decided at start: see ``run.open_access``)."""
         self.store = store
-        self.loopback = loopback
+        self._open = open_access
         self._extra = [(key_hash(key), KeyRecord(name, hint(key), source=source)) for name, key, source in extra]
         self._entries: list[tuple[bytes, KeyRecord]] = []
         self._version: int | None = None
@@ -191,6 +199,8 @@ class Keyring:
     def reload(self) -> None:
         stored = self.store.hashes() if self.store is not None else []
         self._entries = [(bytes.fromhex(h), record) for h, record in [*stored, *self._extra]]
+        if self.active:
+            self._open = False  # for good: a ring that has had a key never opens again
         if self.store is not None:
             self._version = self.store.data_version()
 
@@ -203,15 +213,20 @@ class Keyring:
             self.reload()
 
     @property
+    def active(self) -> bool:
+        """At least one key is active."""
+        return any(record.active for _, record in self._entries)
+
+    @property
     def open(self) -> bool:
-        """No active key at all: requests need none (allowed on loopback only)."""
-        return not any(record.active for _, record in self._entries)
+        """Requests need no key."""
+        return self._open
 
     def check(self, presented: str | None) -> KeyRecord:
         self._refresh()
-        if self.open and self.loopback:
+        if self._open:
             return ANONYMOUS
-        # Off loopback, revoking the last key while serving locks everyone out rather than opening up.
+        # With every key revoked nothing below matches an active key: locked, never open.
         if not presented:
             raise Unauthorized("missing")
         digest = hashlib.sha256(presented.encode("utf-8", "surrogatepass")).digest()

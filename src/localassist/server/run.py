@@ -10,6 +10,7 @@ models load in the background while ``/health`` answers 503 ``loading``.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import signal
 import socket
@@ -67,13 +68,27 @@ def gather_keys(key_file: str | None) -> list[tuple[str, str, str]]:
     return out
 
 
-def check_bind(host: str, open_access: bool) -> None:
-    if open_access and not is_loopback(host):
+def open_access(auth: str, host: str, active: bool, ever: bool) -> bool:
+    """Whether the server starts open (no key needed), decided once, at start; a running
+    server never becomes open (see ``Keyring``). ``auth`` is the ``serve_auth`` setting;
+    ``active``: a key is active; ``ever``: the key store has held a key, revoked or not.
+    Open needs a loopback address and no active key, and either ``auth=open`` or
+    ``auth=auto`` on a store that never held a key: once keys were used, revoking them
+    all must not open the server, not even after a restart."""
+    if auth == "open" and not is_loopback(host):
+        raise UsageError(f"--auth open serves without API keys, so only on a loopback address, not on {host}")
+    if auth == "open" and active:
+        raise UsageError(
+            "--auth open serves without API keys, but a key is active: revoke every key first "
+            "(`localassist keys list`), or leave out --auth open"
+        )
+    if not active and not is_loopback(host):
         raise UsageError(
             f"refusing to listen on {host} without API keys: anyone who can reach this machine could use the model. "
             "Create a key with `localassist keys create NAME` (or set LOCALASSIST_API_KEYS / --key-file), "
             "or listen on 127.0.0.1"
         )
+    return not active and (auth == "open" or (auth == "auto" and not ever))
 
 
 def plan_models(settings: Any, options: ServeOptions) -> list[tuple[Any, str]]:
@@ -154,15 +169,16 @@ def serve(settings: Any, options: ServeOptions, announce: Callable[[str], None])
     from localassist.server.keys import Keyring
 
     host, port = settings.serve_host, settings.serve_port
-    keyring = Keyring(store, keys_extra, loopback=is_loopback(host))
-    check_bind(host, keyring.open)
+    active = bool(keys_extra or store.records(include_revoked=False))
+    keyring = Keyring(store, keys_extra, open_access(settings.serve_auth, host, active, store.ever_had_keys()))
     plan = plan_models(settings, options)
     sock = bind(host, port)
 
     import uvicorn
 
-    from localassist.server.app import ServeConfig, ServerState, create_app
+    from localassist.server.app import DRAIN_S, ServeConfig, ServerState, create_app
     from localassist.server.calllog import CallLog
+    from localassist.server.connections import protocol_class
 
     content = log_content(settings.serve_log_content, host)
     config = ServeConfig(
@@ -173,17 +189,23 @@ def serve(settings: Any, options: ServeOptions, announce: Callable[[str], None])
         log_content=content,
         requests_per_minute=settings.serve_requests_per_minute,
         tokens_per_minute=settings.serve_tokens_per_minute,
+        read_timeout_s=settings.serve_read_timeout,
         defaults=SamplingParams.from_settings(settings),
     )
     state = ServerState(config, keyring, CallLog(settings.paths.data_dir), loader(settings, plan, options.verbose))
     app = create_app(state)
+    protocol = protocol_class(config.read_timeout_s)
+    state.drop_connections = protocol.abort_all
     uv_config = uvicorn.Config(
         app,
+        http=protocol,
         lifespan="on",
         loop="asyncio",
         log_level="info" if options.verbose else "warning",
         access_log=options.verbose,
-        timeout_graceful_shutdown=int(config.grace_s) + 5,
+        # a last resort only: the app ends every response at the grace period and drops the
+        # connections still open DRAIN_S later, so uvicorn never has to cancel a task
+        timeout_graceful_shutdown=math.ceil(config.grace_s) + DRAIN_S + 5,
         server_header=False,
     )
     server = _Server(uv_config, state)
@@ -191,7 +213,11 @@ def serve(settings: Any, options: ServeOptions, announce: Callable[[str], None])
     actual = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     names = ", ".join(f"{r.name}" + (" (embeddings)" if k == "embedding" else "") for r, k in plan)
-    auth = "open (no keys: loopback only)" if keyring.open else "API key required"
+    auth = "API key required"
+    if keyring.open:
+        auth = "open: no key needed until one is created"
+    elif not keyring.active:
+        auth = "API key required; none is active: create one with `localassist keys create NAME`"
     announce(
         f"serving {names} on http://{shown}:{actual}/v1 ({auth}; queue {config.max_queue} per model; "
         f"content logging {'on' if content else 'off'})"

@@ -10,8 +10,10 @@ job is never interrupted for a newcomer.
 
 A job's events cross from the worker thread to the event loop through an asyncio
 queue (``loop.call_soon_threadsafe``). ``Job.cancel`` works from the loop at any time:
-a job still waiting is dropped (and its consumer told at once); a running one has its
-``ChatStream`` cancelled, which the engine notices before the next token.
+a job still waiting is dropped; a running one has its ``ChatStream`` cancelled, which
+the engine notices before the next token or prompt batch. Either way its consumer is
+told at once, so a response (a timeout, the end of a shutdown) never waits for the
+engine: a long prompt batch can take many seconds.
 """
 
 from __future__ import annotations
@@ -100,8 +102,9 @@ class Job:
             fn()
 
     def cancel(self, reason: str) -> None:
-        """From the loop: drop a waiting job (its consumer gets ``Stopped`` at once) or
-        cancel a running one (the engine stops before its next token)."""
+        """From the loop: drop a waiting job or cancel a running one (the engine stops
+        before its next token or prompt batch); either way its consumer gets ``Stopped``
+        at once."""
         with self._lock:
             if self.stop_reason is None:
                 self.stop_reason = reason
@@ -111,9 +114,10 @@ class Job:
             running = self._state == "running"
         if dropped:
             self.on_drop(self)
-            self.events.put_nowait(Stopped("cancelled"))
         if running:
             self.interrupt()
+        if dropped or running:
+            self.events.put_nowait(Stopped("cancelled"))
 
     def interrupt(self) -> None:  # pragma: no cover - overridden
         pass
@@ -252,11 +256,14 @@ class ModelWorker:
         for job in running:
             job.cancel(reason)
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float | None = None) -> bool:
+        """End the threads once their jobs are over (a cancelled generation ends within a
+        token or prompt batch). True when they all did: only then may the model be freed."""
         for _ in self._threads:
             self._jobs.put(None)
         for thread in self._threads:
             thread.join(timeout)
+        return not any(thread.is_alive() for thread in self._threads)
 
 
 def ceil_seconds(seconds: float) -> int:
