@@ -21,6 +21,8 @@ MIGRATED = [
     "002_full_text_search",
     "003_exchange_status_system_imported",
     "004_tool_calls",
+    "005_attachments",
+    "006_kv_snapshots",
 ]
 
 

@@ -233,8 +233,9 @@ class Assistant:
         """Record with the conversation the KV snapshots ``backend`` saved since the last
         time (local engines; the memory policy's summaries included): each holds the
         conversation's every token, so deleting the conversation must delete them."""
-        saved = getattr(backend, "saved_snapshots", None)
-        names = saved() if saved is not None else []
+        from localassist.engine.kv_snapshots import saved_by
+
+        names = saved_by(backend)
         if names and self.log is not None:
             self.log.snapshots(names)
 
@@ -267,13 +268,18 @@ class Assistant:
         line for each that does not, saying it was left out."""
         lines = []
         for attachment in attachments:
-            if not self.attach(attachment, limit=self.attachment_limit, log=False):
-                tokens = len(self.backend.tokenize(attachment.text))
-                left = max(0, self.attachment_limit - self.used_tokens)
-                lines.append(
-                    f"{attachment.name} was attached to this conversation ({attachment.mode}, {tokens:,} tokens) "
-                    f"but does not fit the context now ({left:,} tokens left for documents): it was left out"
-                )
+            before = self.used_tokens
+            self.attach(attachment, log=False)
+            if self.used_tokens <= self.attachment_limit:
+                continue
+            tokens = self.used_tokens - before  # what /file said it took
+            self.attachments.pop()
+            self._set_system(self.user_system)
+            lines.append(
+                f"{attachment.name} was attached to this conversation ({attachment.mode}, {tokens:,} tokens) but "
+                f"does not fit the context now ({max(0, self.attachment_limit - before):,} tokens left for "
+                f"documents): it was left out"
+            )
         return lines
 
     # --- commands
@@ -601,7 +607,9 @@ def start(assistant: Assistant, prepared: Prepared) -> tuple[Turn, list[str]]:
     if prepared.raw:
         return assistant.complete(prepared.user_text, grammar=prepared.grammar), []
     history = prepared.history.messages() if prepared.history else []
-    notices: list[str | None] = list(assistant.restore_attachments(prepared.history.attachments if prepared.history else []))
+    notices: list[str | None] = []
+    if prepared.history:  # the conversation's documents first, as they were
+        notices += assistant.restore_attachments(prepared.history.attachments)
     notices.append(assistant.restore(prepared.shots + history))  # few-shot examples, then the conversation
     if prepared.history and prepared.settings.sources.get("system") == "flag" and assistant.log is not None:
         assistant.log.system(prepared.settings.system)  # -s on a continued conversation: its new system prompt

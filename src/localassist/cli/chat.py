@@ -10,6 +10,10 @@ from localassist.errors import UsageError
 Memory = Annotated[str | None, typer.Option("--memory", help="buffer, window:K or summary [default: buffer].")]
 NoHistory = Annotated[bool, typer.Option("--no-history", help="Do not read or write the prompt history.")]
 Resume = Annotated[bool, typer.Option("--resume", "-r", help="Reopen the last conversation.")]
+NoLog = Annotated[
+    bool,
+    typer.Option("--no-log", help="Keep this chat's text off disk: no log, no KV snapshot, prompt history read only."),
+]
 
 
 def chat(
@@ -19,7 +23,7 @@ def chat(
     no_history: NoHistory = False,
     resume: Resume = False,
     cid: Annotated[str | None, typer.Option("--cid", help="Reopen the conversation with this id.")] = None,
-    no_log: Annotated[bool, typer.Option("--no-log", help="Do not log this chat.")] = False,
+    no_log: NoLog = False,
     plain: Annotated[bool, typer.Option("--plain", help="No markdown rendering.")] = False,
     docs: options.Docs = None,
     tools: tooling.Tools = None,
@@ -98,9 +102,15 @@ def chat(
     )
     helper.agent = agent
     if history:
-        # the memory policy decides what of a long conversation goes to the model, as on every turn
+        # its documents first, as they were; then the memory policy decides what of a long
+        # conversation goes to the model, as on every turn
+        left_out = helper.restore_attachments(history.attachments)
         notice = helper.restore(history.messages())
-        say(f"resumed {history.id}: {len(history.shown())} exchanges", style="dim")
+        names = [a.name for a in helper.attachments if a in history.attachments]
+        attached = f"; attached again: {', '.join(names)}" if names else ""
+        say(f"resumed {history.id}: {len(history.shown())} exchanges{attached}", style="dim")
+        for line in left_out:
+            say(line)
         if notice:
             say(notice, style="dim")
     if piped:

@@ -1,7 +1,8 @@
 """Keeping the SQLite log equal to the conversation as it stands: each exchange is logged
 as it finishes (after its answer was shown), /regen supersedes the answer it replaces,
 /undo and /clear hide exchanges, /load replaces them with the transcript, /system is
-recorded.
+recorded, and so is every document pinned to the context (/file, piped text): at once in
+a conversation already logged, else with its first exchange.
 
 A log that cannot be written never costs an answer: the failure goes to ``on_error``
 (the CLI prints one line) and the conversation carries on.
@@ -9,11 +10,12 @@ A log that cannot be written never costs an answer: the failure goes to ``on_err
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from localassist.conversation.log_store import LogStore, StoredConversation, log_path
+from localassist.conversation.log_store import Attachment, LogError, LogStore, StoredConversation, log_path
 from localassist.engine.types import Done, Message
 from localassist.errors import LocalAssistError, UsageError
 
@@ -36,6 +38,49 @@ def load_conversation(data_dir: Path, conversation_id: str | None) -> StoredConv
         store.close()
 
 
+def delete_conversations(data_dir: Path, cache_dir: Path, conversation_id: str | None) -> int:
+    """``logs rm``: delete a conversation (a unique prefix of its id; None: every one) from
+    the log, and the other copies of its text localassist keeps: its KV snapshots (with any
+    no conversation in the log claims) and the lines of chat's prompt history that sent its
+    messages. Returns how many exchanges went. Raises LogError, UsageError."""
+    from localassist.conversation.input_history import forget, history_path
+    from localassist.engine.kv_snapshots import sweep
+
+    store = open_log(data_dir)
+    try:
+        cid = store.resolve_id(conversation_id) if conversation_id is not None else None
+        typed = store.typed(cid)
+        late: LogError | None = None
+        removed = 0
+        try:
+            removed = store.delete(cid) if cid else store.delete_all()
+        except LogError as exc:
+            if _still_there(store, cid):
+                raise  # nothing was deleted
+            late = exc  # deleted, but another process kept the WAL from being truncated
+        sweep(cache_dir / "kv", store.claimed_snapshots())
+        history = history_path(data_dir)
+        try:
+            forget(history, typed)
+        except OSError as exc:
+            raise LogError(f"deleted from the log, but {history} was not rewritten: {exc.strerror or exc}") from None
+        if late is not None:
+            raise late
+        return removed
+    finally:
+        store.close()
+
+
+def _still_there(store: LogStore, conversation_id: str | None) -> bool:
+    if conversation_id is None:
+        return store.counts()[0] > 0
+    try:
+        store.resolve_id(conversation_id)
+    except UsageError:
+        return False
+    return True
+
+
 class ExchangeLog:
     """One conversation in the log, followed as it changes. ``enabled=False``: a no-op."""
 
@@ -52,6 +97,7 @@ class ExchangeLog:
         self.conversation_id = history.id if history else None
         # logged exchange ids in conversation order; None where logging failed (nothing to mark)
         self.ids: list[int | None] = [ex.id for ex in history.shown()] if history else []
+        self.pending: list[Attachment] = []  # attached before the conversation was in the log
 
     def _run(self, action: Callable[[LogStore], T], lost: str) -> T | None:
         if not self.enabled:
@@ -77,15 +123,45 @@ class ExchangeLog:
     ) -> None:
         replaces = self.ids.pop() if regenerated and self.ids else None
         cid = self.conversation_id
+        pending = list(self.pending)
         logged = self._run(
             lambda store: store.log_exchange(
-                cid, prompt, done, params, system, replaces=replaces if cid else None, tool_calls=tool_calls
+                cid,
+                prompt,
+                done,
+                params,
+                system,
+                replaces=replaces if cid else None,
+                tool_calls=tool_calls,
+                attachments=pending,
             ),
             "the answer above was not logged",
         )
         if logged:
             self.conversation_id = logged.conversation_id
+            self.pending = []
         self.ids.append(logged.exchange_id if logged else None)
+
+    def attach(self, attachment: Attachment) -> None:
+        if not self.enabled:
+            return
+        if cid := self.conversation_id:
+            self._run(lambda store: store.log_attachment(cid, attachment), f"the log does not show {attachment.name}")
+        else:
+            self.pending.append(attachment)
+
+    def snapshots(self, names: Sequence[str]) -> None:
+        """Record the KV snapshot files saved for this conversation (LogStore.claim_snapshots).
+        Quietly: the exchange's own line already told of a log that fails, and a snapshot
+        left unclaimed is deleted by the next ``logs rm``."""
+        if not (self.enabled and self.conversation_id):
+            return
+        with contextlib.suppress(LocalAssistError):
+            store = open_log(self.data_dir)
+            try:
+                store.claim_snapshots(self.conversation_id, names)
+            finally:
+                store.close()
 
     def undo(self) -> None:
         last = self.ids.pop() if self.ids else None
@@ -103,9 +179,11 @@ class ExchangeLog:
 
     def replace_with(self, messages: Sequence[Message], model: str, system: str | None) -> None:
         cid = self.conversation_id
+        pending = list(self.pending)
         imported = self._run(
-            lambda store: store.log_imported(cid, list(messages), model=model, system=system),
+            lambda store: store.log_imported(cid, list(messages), model=model, system=system, attachments=pending),
             "the log does not show the loaded transcript",
         )
         if imported:
             self.conversation_id, self.ids = imported.conversation_id, list(imported.exchange_ids)
+            self.pending = []

@@ -20,14 +20,14 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from localassist.conversation.transcript import CUT_SHORT
+from localassist.conversation.transcript import CUT_SHORT, Block
 from localassist.engine.types import Done, Message
 from localassist.errors import LocalAssistError, UsageError
-from localassist.files import create_private_file, private_dir
+from localassist.files import connect_private
 
 STATUSES = ("active", "superseded", "undone", "cleared")
 
@@ -110,6 +110,37 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX tool_calls_by_exchange ON tool_calls(exchange_id, id);
         """,
     ),
+    (
+        # Documents pinned to a conversation's context (chat's /file, text piped into chat):
+        # what the model was given, so that a resume gives it again and `logs show` shows it.
+        # after_exchange: the last exchange logged before it (NULL: before the first one).
+        "005_attachments",
+        """
+        CREATE TABLE attachments (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            after_exchange INTEGER,
+            created REAL NOT NULL,
+            name TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            text TEXT NOT NULL
+        );
+        CREATE INDEX attachments_by_conversation ON attachments(conversation_id, id);
+        """,
+    ),
+    (
+        # The KV snapshot files (engine/kv_snapshots.py, by file name) saved for a conversation:
+        # each holds its every token, so deleting the conversation deletes them too.
+        "006_kv_snapshots",
+        """
+        CREATE TABLE kv_snapshots (
+            conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            PRIMARY KEY (conversation_id, name)
+        ) WITHOUT ROWID;
+        """,
+    ),
 ]
 LOGGED_RESULT_CHARS = 4000
 
@@ -130,6 +161,24 @@ class StoredToolCall:
     result: str
     is_error: bool
     seconds: float | None
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A document pinned to a conversation's context: ``name`` as shown (the path given, or
+    ``stdin``), the sha256 of what was read (the file's bytes; piped text as UTF-8),
+    ``mode`` ``whole`` or ``summary``, and ``text``, exactly what went into the context.
+    As logged, also when it was attached: after which exchange, and the time."""
+
+    name: str
+    sha256: str
+    mode: str
+    text: str
+    after_exchange: int | None = None
+    created: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
 
 
 @dataclass(frozen=True)
@@ -177,6 +226,7 @@ class StoredConversation:
     system: str | None
     created: float
     exchanges: list[Exchange]  # as loaded: only active ones unless include_hidden was asked for
+    attachments: list[Attachment] = field(default_factory=list)  # in the order they were attached
 
     def shown(self, include_hidden: bool = False) -> list[Exchange]:
         return list(self.exchanges) if include_hidden else [ex for ex in self.exchanges if ex.status == "active"]
@@ -209,12 +259,7 @@ class LogStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            private_dir(path.parent)
-            create_private_file(path)  # SQLite gives the -wal and -shm files it creates the database's mode
-            for sidecar in _sidecars(path):
-                if sidecar.exists():  # left by an older version, perhaps readable by others
-                    create_private_file(sidecar)
-            self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
+            self.db = connect_private(path, timeout=30, isolation_level=None)
             self.db.row_factory = sqlite3.Row
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA foreign_keys=ON")
@@ -282,9 +327,11 @@ class LogStore:
         *,
         replaces: int | None = None,
         tool_calls: Sequence[Any] = (),
+        attachments: Sequence[Attachment] = (),
     ) -> Logged:
         """Record one exchange, active, under the system prompt in effect (``system``), with
-        the tool calls behind it (objects with StoredToolCall's attributes, in order).
+        the tool calls behind it (objects with StoredToolCall's attributes, in order) and the
+        ``attachments`` made before it that are not logged yet.
 
         ``conversation_id`` None starts a new conversation whose system prompt is ``system``;
         otherwise it is a full id that must still be in the log. ``replaces`` is the id of
@@ -298,6 +345,7 @@ class LogStore:
             superseded = "UPDATE exchanges SET status = 'superseded' WHERE id = ? AND conversation_id = ?"
             if replaces is not None and not db.execute(superseded, (replaces, cid)).rowcount:
                 raise LogError(f"conversation {cid} has no exchange {replaces} to replace")
+            _attach(db, cid, attachments, now)
             exchange_id = _insert(
                 db,
                 conversation_id=cid,
@@ -337,6 +385,35 @@ class LogStore:
                 )
         return Logged(cid, exchange_id)
 
+    def log_attachment(self, conversation_id: str, attachment: Attachment) -> None:
+        """Record a document pinned to the conversation (a full id) now. Raises LogError."""
+        with self._write() as db:
+            _touch(db, conversation_id, False, "", "", None, time.time())
+            _attach(db, conversation_id, [attachment], time.time())
+
+    def claim_snapshots(self, conversation_id: str, names: Iterable[str]) -> None:
+        """Record KV snapshot files (their names) as holding the conversation (a full id).
+        Raises LogError."""
+        with self._write() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO kv_snapshots (conversation_id, name) VALUES (?, ?)",
+                [(conversation_id, name) for name in names],
+            )
+
+    def typed(self, conversation_id: str | None) -> set[str]:
+        """What chat's prompt history may hold of a conversation (a full id; None: of every
+        one): its messages, and ``/system TEXT`` for each of its system prompts."""
+        where, args = ("WHERE conversation_id = ?", (conversation_id,)) if conversation_id else ("", ())
+        rows = self._read(f"SELECT prompt, system FROM exchanges {where}", args)
+        where, args = ("WHERE id = ?", (conversation_id,)) if conversation_id else ("", ())
+        systems = {row[0] for row in self._read(f"SELECT system FROM conversations {where}", args)}
+        systems |= {row["system"] for row in rows}
+        return {row["prompt"] for row in rows} | {f"/system {text}" for text in systems if text}
+
+    def claimed_snapshots(self) -> set[str]:
+        """The KV snapshot file names the conversations in the log claim."""
+        return {row[0] for row in self._read("SELECT DISTINCT name FROM kv_snapshots")}
+
     def set_status(self, exchange_ids: Iterable[int], status: str) -> int:
         """Mark exchanges ``active``, ``superseded`` (/regen), ``undone`` (/undo) or ``cleared``;
         return how many rows exist among ``exchange_ids``. Raises ValueError for another status."""
@@ -364,7 +441,13 @@ class LogStore:
                 raise LogError(f"conversation {conversation_id} is no longer in the log")
 
     def log_imported(
-        self, conversation_id: str | None, messages: Sequence[Message], *, model: str, system: str | None = None
+        self,
+        conversation_id: str | None,
+        messages: Sequence[Message],
+        *,
+        model: str,
+        system: str | None = None,
+        attachments: Sequence[Attachment] = (),
     ) -> Imported:
         """/load: the conversation becomes the transcript ``messages`` (user and assistant roles).
 
@@ -373,7 +456,8 @@ class LogStore:
         ``system``, and the messages are logged as active exchanges marked imported, with no
         token counts or timings. A question without an answer, or an answer without a
         question, is kept as it is (``StoredConversation.messages()`` gives back exactly
-        ``messages``). Raises ValueError for another role, LogError."""
+        ``messages``); ``attachments`` not logged yet go before them. Raises ValueError for
+        another role, LogError."""
         pairs = _pairs(messages)
         now = time.time()
         cid = conversation_id or new_id()
@@ -381,6 +465,7 @@ class LogStore:
         with self._write() as db:
             _touch(db, cid, conversation_id is None, title, model, system, now)
             _clear(db, cid)
+            _attach(db, cid, attachments, now)
             db.execute("UPDATE conversations SET system = ? WHERE id = ?", (system, cid))
             ids = [
                 _insert(
@@ -473,7 +558,13 @@ class LogStore:
         only_active = "" if include_hidden else " AND status = 'active'"
         rows = self._read(f"SELECT * FROM exchanges WHERE conversation_id = ?{only_active} ORDER BY id", (cid,))
         exchanges = self._with_tool_calls([_exchange(r) for r in rows])
-        return StoredConversation(row["id"], row["title"], row["model"], row["system"], row["created"], exchanges)
+        attachments = [
+            Attachment(a["name"], a["sha256"], a["mode"], a["text"], a["after_exchange"], a["created"])
+            for a in self._read("SELECT * FROM attachments WHERE conversation_id = ? ORDER BY id", (cid,))
+        ]
+        return StoredConversation(
+            row["id"], row["title"], row["model"], row["system"], row["created"], exchanges, attachments
+        )
 
     def recent(
         self,
@@ -563,10 +654,6 @@ def _fts_string(text: str) -> str:
     return '"' + text.replace('"', '""') + '"'
 
 
-def _sidecars(path: Path) -> list[Path]:
-    return [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm")]
-
-
 def _touch(
     db: sqlite3.Connection, cid: str, new: bool, first_prompt: str, model: str, system: str | None, now: float
 ) -> None:
@@ -584,6 +671,17 @@ def _insert(db: sqlite3.Connection, **values: Any) -> int:
     columns = ", ".join(values)
     marks = ", ".join("?" * len(values))
     return db.execute(f"INSERT INTO exchanges ({columns}) VALUES ({marks})", tuple(values.values())).lastrowid
+
+
+def _attach(db: sqlite3.Connection, cid: str, attachments: Sequence[Attachment], now: float) -> None:
+    if not attachments:
+        return
+    after = db.execute("SELECT max(id) FROM exchanges WHERE conversation_id = ?", (cid,)).fetchone()[0]
+    db.executemany(
+        "INSERT INTO attachments (conversation_id, after_exchange, created, name, sha256, mode, text)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(cid, after, now, a.name, a.sha256, a.mode, a.text) for a in attachments],
+    )
 
 
 def _clear(db: sqlite3.Connection, cid: str) -> int:
@@ -671,7 +769,10 @@ def export_markdown(conv: StoredConversation, include_hidden: bool = False) -> s
     shown = conv.shown(include_hidden)
     system = shown[0].system if shown else conv.system
     blocks = [Block("system", system)] if system else []
+    pending = list(conv.attachments)
     for ex in shown:
+        while pending and (pending[0].after_exchange or 0) < ex.id:  # attached before this exchange
+            blocks.append(_attachment_block(pending.pop(0)))
         if ex.system != system:
             system = ex.system
             blocks.append(Block("system", system or ""))
@@ -683,7 +784,12 @@ def export_markdown(conv: StoredConversation, include_hidden: bool = False) -> s
         if ex.finish_reason != "unanswered":
             cut = " *(interrupted)*" if ex.finish_reason in CUT_SHORT else ""
             blocks.append(Block("assistant", ex.response.rstrip() + cut, mark))
+    blocks += [_attachment_block(a) for a in pending]
     return markdown(conv.title, facts, blocks)
+
+
+def _attachment_block(attachment: Attachment) -> Block:
+    return Block("attachment", attachment.text, f"{attachment.name} ({attachment.mode}, sha256 {attachment.sha256})")
 
 
 def _tool_call_text(call: StoredToolCall) -> str:
@@ -703,6 +809,7 @@ def export_json(conv: StoredConversation, include_hidden: bool = False) -> str:
             "system": conv.system,
             "created": conv.created,
             "exchanges": [ex.as_dict() for ex in conv.shown(include_hidden)],
+            "attachments": [a.as_dict() for a in conv.attachments],
         },
         indent=2,
         ensure_ascii=False,

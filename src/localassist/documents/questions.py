@@ -82,7 +82,7 @@ class Source:
 
     @property
     def label(self) -> str:
-        """``contract.pdf p.12``, ``notes.md L40–58``, ``sales.csv rows 3–9``."""
+        """``contract.pdf p.12``, ``notes.md L40–58``, ``sales.csv L4–10``."""
         return str(replace(self.locator, section=None))
 
     def as_dict(self) -> dict[str, Any]:
@@ -227,22 +227,19 @@ def attach_to_question(assistant: Any, documents: Sequence[Document], question: 
 
 def pin(assistant: Any, document: Document, summarize: Callable[[Document, int], tuple[str, str]]) -> str | None:
     """``/file``: pin ``document`` to the conversation's context (the system prompt, which
-    memory never drops). If it does not fit what is left, ``summarize(document,
-    max_tokens)`` gives a summary that does, and its coverage line; the returned notice
-    says so. A quarter of the budget stays free for the conversation."""
-    reserve = max(64, assistant.budget // 4)
-    limit = assistant.budget - reserve
-    before = assistant.context
+    memory never drops; the log keeps it, so a resumed conversation has it again). If it
+    does not fit what is left, ``summarize(document, max_tokens)`` gives a summary that
+    does, and its coverage line; the returned notice says so. A quarter of the budget
+    stays free for the conversation."""
+    from localassist.conversation.log_store import Attachment
+
+    limit = assistant.attachment_limit
     source = name(document.path)
 
-    def try_pin(block: str) -> bool:
-        assistant.set_context(f"{before.rstrip()}\n\n{block}" if before else block)
-        if assistant.used_tokens <= limit:
-            return True
-        assistant.set_context(before)
-        return False
+    def try_pin(mode: str, block: str) -> bool:
+        return assistant.attach(Attachment(source, document.sha256, mode, block), limit=limit)
 
-    if try_pin(document_block(source, document_text(document))):
+    if try_pin("whole", document_block(source, document_text(document))):
         return None
     tokens = len(assistant.backend.tokenize(document_text(document)))
     left = (
@@ -254,6 +251,6 @@ def pin(assistant: Any, document: Document, summarize: Callable[[Document, int],
     if left < MIN_EXCERPT:
         raise DocumentBudgetError(f"no room left to attach {source}: /clear the conversation, or raise --ctx")
     summary, coverage = summarize(document, left)
-    if not try_pin(document_block(f"{source} (summary)", summary)):
+    if not try_pin("summary", document_block(f"{source} (summary)", summary)):
         raise DocumentBudgetError(f"even a summary of {source} does not fit what is left of the context")
     return f"{source} is {tokens:,} tokens, more than the {left:,} left: attached a summary of it ({coverage})"
