@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from localassist.errors import LocalAssistError
-from localassist.files import create_private_file, private_dir
+from localassist.files import connect_private
 
 CACHE_FILE = "summaries.db"
 _SCHEMA = """
@@ -68,9 +68,7 @@ class SummaryCache:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            private_dir(path.parent)
-            create_private_file(path)  # SQLite gives its -wal and -shm files the database's mode
-            self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            self.db = connect_private(path, timeout=30, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute(_SCHEMA)

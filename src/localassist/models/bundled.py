@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from localassist.errors import ModelInvalidError, ModelNotAvailableError
+from localassist.files import private_dir
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ def starter_path(cache_dir: Path) -> Path:
         ) from None
     if target.is_file() and target.stat().st_size == expected_size:
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(target.parent)
     digest = hashlib.sha256()
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".starter.", suffix=".partial")
     try:

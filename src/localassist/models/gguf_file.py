@@ -13,13 +13,14 @@ import contextlib
 import hashlib
 import json
 import mmap
+import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from localassist.errors import ModelInvalidError
-from localassist.files import write_private_bytes
+from localassist.files import NotRegularFileError, check_regular, open_regular, write_private_bytes
 
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
@@ -232,8 +233,8 @@ def read_gguf(path: str | Path) -> GGUFInfo:
     """Read a GGUF file's header; raise ModelInvalidError for anything unusable."""
     path = Path(path)
     try:
-        with path.open("rb") as fh:
-            size = path.stat().st_size
+        with open_regular(path) as fh:  # a FIFO would block the open: refused from a stat first
+            size = os.fstat(fh.fileno()).st_size
             if size < 24:
                 magic = fh.read(4)
                 if magic != GGUF_MAGIC:
@@ -247,6 +248,8 @@ def read_gguf(path: str | Path) -> GGUFInfo:
         raise ModelInvalidError(f"{path} does not exist") from None
     except PermissionError:
         raise ModelInvalidError(f"{path} is not readable (permission denied)") from None
+    except NotRegularFileError as exc:
+        raise ModelInvalidError(f"{path} is {exc.strerror}; pass a GGUF file") from None
     except OSError as exc:
         raise ModelInvalidError(f"cannot read {path}: {exc.strerror or exc}") from None
 
@@ -266,6 +269,7 @@ def read_gguf_cached(path: str | Path, cache_dir: Path | None) -> GGUFInfo:
         return read_gguf(path)
     try:
         st = path.stat()
+        check_regular(path, st.st_mode)
         identity = f"{path.resolve()}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}"
     except OSError:
         return read_gguf(path)  # says what is wrong with the path

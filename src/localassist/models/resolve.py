@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from localassist.errors import ModelInvalidError, ModelNotAvailableError
+from localassist.files import NotRegularFileError, check_regular
 from localassist.models import bundled as starter
 from localassist.models.catalog import CatalogEntry, load_catalog, lookup
 from localassist.models.gguf_file import FILE_TYPES
@@ -205,6 +206,10 @@ def _from_path(spec: str) -> ResolvedModel:
         raise ModelNotAvailableError(f"model file {path} does not exist")
     if path.is_dir():
         raise ModelInvalidError(f"{path} is a folder; pass the .gguf file inside it")
+    try:
+        check_regular(path, path.stat().st_mode)
+    except NotRegularFileError as exc:  # a FIFO: llama.cpp's open would wait for a writer forever
+        raise ModelInvalidError(f"{path} is {exc.strerror}; pass a GGUF file") from None
     if not os.access(path, os.R_OK):
         raise ModelInvalidError(f"{path} is not readable (permission denied)")
     return ResolvedModel(path.resolve(), str(path.resolve()), "path")

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from localassist.files import create_private_file, private_dir
+from localassist.files import FILE_MODE, connect_private
 from localassist.rag.errors import (
     DiskFullError,
     FolderGoneError,
@@ -138,9 +138,7 @@ class Index:
         if not _create and not self.path.is_file():
             raise IndexNotFoundError(f"no index named '{name}'; see the list of indexes, or add one")
         try:
-            private_dir(self.path.parent)
-            create_private_file(self.path)  # SQLite gives its -wal and -shm files the database's mode
-            self.db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
+            self.db = connect_private(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
             self.db.row_factory = sqlite3.Row
             if _create:
                 # a 640-float vector (2.5 KB) fits once in a 4 KB page, three times in 8 KB: a third smaller
@@ -224,7 +222,8 @@ class Index:
         """Hold the index's writer lock: one sync at a time."""
         from filelock import FileLock, Timeout
 
-        lock = FileLock(str(self.path.with_suffix(".lock")), timeout=self.timeout)
+        # 0600 like the index itself (filelock's default is 0644, fchmod'ed past the umask)
+        lock = FileLock(str(self.path.with_suffix(".lock")), timeout=self.timeout, mode=FILE_MODE)
         try:
             lock.acquire()
         except Timeout:

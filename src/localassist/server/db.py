@@ -8,14 +8,12 @@ conversation log; the file and its sidecars are 0600 in a 0700 directory.
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import stat
 import time
 from pathlib import Path
 
 from localassist.errors import LocalAssistError
-from localassist.files import FILE_MODE, create_private_file, private_dir
+from localassist.files import connect_private
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -72,10 +70,7 @@ def connect(data_dir: Path) -> sqlite3.Connection:
     """Open (creating and migrating) the server database; 0600, WAL, 30 s busy timeout."""
     path = db_path(data_dir)
     try:
-        private_dir(path.parent)
-        for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-            _private(file, create=file == path)
-        db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        db = connect_private(path, timeout=30, isolation_level=None, check_same_thread=False)
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never corrupt
@@ -85,18 +80,6 @@ def connect(data_dir: Path) -> sqlite3.Connection:
         raise ServerDBError(f"server database {path}: {exc}") from None
     except OSError as exc:
         raise ServerDBError(f"cannot open the server database {path}: {exc.strerror or exc}") from None
-
-
-def _private(path: Path, create: bool) -> None:
-    """0600, without opening a file that exists: closing any descriptor of a database file
-    drops every POSIX lock this process holds on it, so a second connection opened in the
-    same process (the key store beside the call log) would take away the first one's locks,
-    and another process could then checkpoint and delete the WAL under it."""
-    if path.exists():
-        if stat.S_IMODE(path.stat().st_mode) != FILE_MODE:
-            os.chmod(path, FILE_MODE)
-    elif create:
-        create_private_file(path)
 
 
 def _migrate(db: sqlite3.Connection) -> None:
