@@ -101,14 +101,16 @@ def rm(
     cid: Annotated[str | None, typer.Argument(help="Conversation id to delete.")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Delete every logged conversation.")] = False,
 ) -> None:
-    """Delete one conversation, or all of them; the file is rewritten so the text does not linger."""
+    """Delete one conversation, or all of them, and every copy of the text: the log file is
+    rewritten, its KV snapshots and its lines in the chat prompt history go too."""
+    from localassist.conversation.exchange_log import delete_conversations
     from localassist.errors import UsageError
+    from localassist.settings import load_settings
 
     if bool(cid) == all_:
         raise UsageError("give a conversation id or --all")
-    store = _store()
-    removed = store.delete_all() if all_ else store.delete(cid)
-    store.close()
+    paths = load_settings().paths
+    removed = delete_conversations(paths.data_dir, paths.cache_dir, None if all_ else cid)
     warn(f"deleted {removed} exchange(s)")
 
 

@@ -124,7 +124,7 @@ Param = Annotated[
 ]
 Continue = Annotated[bool, typer.Option("--continue", "-c", help="Continue the last conversation.")]
 Cid = Annotated[str | None, typer.Option("--cid", help="Continue the conversation with this id.")]
-NoLog = Annotated[bool, typer.Option("--no-log", help="Do not log this exchange.")]
+NoLog = Annotated[bool, typer.Option("--no-log", help="Do not log this exchange (and save no KV snapshot of it).")]
 JsonSchema = Annotated[
     str | None, typer.Option("--json-schema", help="Constrain the answer to this JSON schema (file or JSON).")
 ]

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from localassist.cli.console import debug_enabled, err_console, visible
+from localassist.conversation.input_history import as_sent
 from localassist.errors import LocalAssistError
 
 if TYPE_CHECKING:
@@ -79,14 +80,25 @@ class Repl:
         from prompt_toolkit import PromptSession
         from prompt_toolkit.history import FileHistory, InMemoryHistory
         from prompt_toolkit.key_binding import KeyBindings
+        from prompt_toolkit.keys import Keys
 
         history: Any = InMemoryHistory()
         if self.settings.history:
+            from localassist.conversation.input_history import history_path
             from localassist.files import create_private_file, private_dir
 
-            # what the user typed: 0600 in a 0700 folder, before prompt_toolkit appends to it
-            path = create_private_file(private_dir(self.settings.paths.data_dir) / "chat_history")
-            history = FileHistory(str(path))
+            log = self.session.log
+            if log is not None and log.enabled:
+                # what the user typed: 0600 in a 0700 folder, before prompt_toolkit appends to it
+                path = create_private_file(history_path(private_dir(self.settings.paths.data_dir)))
+                history = FileHistory(str(path))
+            else:  # a chat kept out of the log adds nothing to the file: earlier lines, read only
+
+                class ReadOnlyHistory(FileHistory):
+                    def store_string(self, string: str) -> None:
+                        pass
+
+                history = ReadOnlyHistory(str(history_path(self.settings.paths.data_dir)))
         bindings = KeyBindings()
 
         @bindings.add("enter")
@@ -101,6 +113,13 @@ class Repl:
         @bindings.add("escape", "enter")
         def _newline(event) -> None:
             event.current_buffer.insert_text("\n")
+
+        @bindings.add(Keys.Vt100MouseEvent)
+        def _typed_escape_sequence(event) -> None:
+            # Mouse reporting is never turned on, so no terminal sends these: it is an escape
+            # sequence typed or pasted without bracketed paste ("\x1b[31m"), which
+            # prompt_toolkit's mouse handler cannot parse. It is text, kept as typed.
+            event.current_buffer.insert_text(event.data)
 
         kwargs: dict[str, Any] = {"input": self.pt_input, "output": self.pt_output}
         if self.tty_in is not None and self.pt_input is None:
@@ -117,6 +136,33 @@ class Repl:
             prompt_continuation="... ",
             **kwargs,
         )
+
+    def _terminal_fd(self) -> int | None:
+        """The terminal the prompt reads; None for an input given by an embedder or a test."""
+        if self.pt_input is not None:
+            return None
+        from localassist.cli.env import current
+
+        try:
+            return (self.tty_in or current().stdin).fileno()
+        except (AttributeError, OSError, ValueError):
+            return None
+
+    @staticmethod
+    def _give_back_keys(prompt) -> None:
+        """Keys typed ahead of a yes/no question (see cli/typeahead.py) go to this prompt."""
+        from localassist.cli import typeahead
+
+        text = typeahead.take()
+        if text:
+            from prompt_toolkit.input.typeahead import store_typeahead
+            from prompt_toolkit.input.vt100_parser import Vt100Parser
+
+            keys: list = []
+            parser = Vt100Parser(keys.append)
+            parser.feed(text)
+            parser.flush()
+            store_typeahead(prompt.app.input, keys)
 
     def _toolbar(self) -> str:
         s = self.session
@@ -183,18 +229,38 @@ class Repl:
             self._cite(hits, answer(self.session, turn, self.markdown))
 
     def run(self) -> None:
-        from rich.text import Text
+        from localassist.cli import typeahead
 
         prompt = self._prompt_session()
         say(f"{self.session.backend.model_name}: /help for commands, Ctrl-D to leave", style="dim")
+        with typeahead.held(self._terminal_fd()):
+            self._loop(prompt)
+
+    def _loop(self, prompt) -> None:
+        from rich.text import Text
+
+        typed, failures = "", 0  # the line as it stood when the input layer failed: given back
         while True:
+            self._give_back_keys(prompt)
             try:
-                text = prompt.prompt(">>> ")
+                text = prompt.prompt(">>> ", default=typed)
             except KeyboardInterrupt:
+                typed = ""
                 continue  # Ctrl-C on the prompt clears the line
             except EOFError:
                 return
-            text = _strip_block(text.strip())
+            except Exception as exc:  # prompt_toolkit failed on some input: the chat goes on, the line is kept
+                failures += 1
+                if debug_enabled() or failures > 3:  # failing on every fresh prompt: a hang otherwise
+                    raise
+                typed = prompt.default_buffer.text
+                err_console().print(
+                    Text.assemble(("input error: ", "red"), visible(f"{type(exc).__name__}: {exc}")),
+                    Text(" (the conversation and the line are kept)", style="dim"),
+                )
+                continue
+            typed, failures = "", 0
+            text = as_sent(text)
             if not text:
                 continue
             try:
@@ -291,7 +357,8 @@ class Repl:
             if not arg:
                 say(f"model: {s.backend.model_name} (usage: /model NAME)")
                 return None
-            s.switch_backend(load_model(self.settings, arg, snapshots=True))
+            # KV snapshots only for a logged chat: `logs rm` is what deletes them
+            s.switch_backend(load_model(self.settings, arg, snapshots=s.log is not None and s.log.enabled))
             say(f"now chatting with {s.backend.model_name}; the conversation is kept", style="dim")
         elif name == "/file":
             if not arg:
@@ -312,15 +379,6 @@ class Repl:
         else:
             say(f"unknown command {name}; /help lists them")
         return None
-
-
-def _strip_block(text: str) -> str:
-    if text.startswith('"""'):
-        text = text[3:]
-        if text.rstrip().endswith('"""'):
-            text = text.rstrip()[:-3]
-        return text.strip("\n")
-    return text
 
 
 def _k(n: int) -> str:

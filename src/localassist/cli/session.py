@@ -53,13 +53,17 @@ def open_assistant(
 ) -> Assistant:
     """The model and the assistant around it, logging into ``history``'s conversation.
     ``snapshots`` (KV state saved for a later resume): by default when ``history`` is
-    given (``ask -c``); the chat REPL asks for it always."""
+    given (``ask -c``); the chat REPL asks for it always. Never for an exchange kept out
+    of the log (``--no-log``, ``logs off``): a snapshot holds every token of the
+    conversation, and only deleting the conversation from the log deletes it."""
     from localassist.assistant import for_settings
     from localassist.cli.console import error
     from localassist.conversation.exchange_log import ExchangeLog
 
-    backend = load_model(settings, settings.model, verbose, history is not None if snapshots is None else snapshots)
-    exchange_log = ExchangeLog(settings.paths.data_dir, settings.log and log, history, on_error=error)
+    logged = settings.log and log
+    keep = (history is not None if snapshots is None else snapshots) and logged
+    backend = load_model(settings, settings.model, verbose, keep)
+    exchange_log = ExchangeLog(settings.paths.data_dir, logged, history, on_error=error)
     return for_settings(backend, settings, log=exchange_log, context=context)
 
 

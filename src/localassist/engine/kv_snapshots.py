@@ -120,6 +120,35 @@ def clear(root: Path) -> Usage:
     return gone
 
 
+def snapshot_name(file_name: str) -> str | None:
+    """The snapshot a file under the folder is or will be (``<hash>.kv``, or an unfinished
+    write of it, ``.<hash>.kv.XXXX.tmp``); None for anything else."""
+    if file_name.endswith(SUFFIX) and not file_name.startswith("."):
+        return file_name
+    if file_name.startswith(".") and file_name.endswith(".tmp") and SUFFIX + "." in file_name:
+        return file_name[1 : file_name.index(SUFFIX + ".") + len(SUFFIX)]
+    return None
+
+
+def sweep(root: Path, claimed: set[str]) -> Usage:
+    """Delete every snapshot under ``root`` (unfinished writes too) whose name is not in
+    ``claimed``: the names the conversation log records for the conversations it still
+    holds. A deleted conversation's snapshots go, and so do any no conversation claims
+    (written by a version that did not record them, or before a log write failed), since
+    each holds a conversation's every token. Returns what went."""
+    files, total = 0, 0
+    for entry in _files(root):
+        name = snapshot_name(entry.name)
+        if name is None or name in claimed:
+            continue
+        with contextlib.suppress(OSError):
+            size = entry.stat(follow_symlinks=False).st_size
+            os.unlink(entry.path)
+            files += name == entry.name
+            total += size
+    return Usage(files, total)
+
+
 def evict(root: Path, cap: int, keep: Path | None = None) -> int:
     """Delete the least recently used files under ``root`` until it holds at most ``cap``
     bytes (``keep``, the snapshot just written, goes last); return how many went."""
@@ -182,6 +211,7 @@ class SnapshotStore:
         self._mutex = threading.Lock()
         self._jobs: list[tuple[Any, Any, int]] = []
         self._worker: threading.Thread | None = None
+        self._saved: list[str] = []  # file names saved since take_saved(): the log records them
         self.last_restored: int = 0  # tokens the last restore brought back (tests, benchmarks)
 
     # --- reading
@@ -360,6 +390,8 @@ class SnapshotStore:
         path = self.dir / name
         if path.exists():  # the same tokens are already saved: just mark it used
             _touch(path)
+            with self._mutex:
+                self._saved.append(name)
             return
         ctx = llm._ctx.ctx
         size = llama_cpp.llama_state_seq_get_size(ctx, 0)
@@ -369,11 +401,19 @@ class SnapshotStore:
             log.debug("kv snapshot not saved: llama.cpp gave %d bytes (cap %d)", written, self.cap)
             return
         with self._mutex:
+            self._saved.append(name)  # named before it is written: deleting the conversation deletes it
             self._jobs.append((tokens, state, written))
             if self._worker is None:
                 # not a daemon: a process that ends right after the answer (ask -c) finishes the write first
                 self._worker = threading.Thread(target=self._drain, name="kv-snapshot-writer")
                 self._worker.start()
+
+    def take_saved(self) -> list[str]:
+        """The file names of the snapshots saved (or written in the background) since the
+        last call, for the log to record with the conversation they hold."""
+        with self._mutex:
+            saved, self._saved = self._saved, []
+        return saved
 
     def _drain(self) -> None:
         while True:
@@ -427,6 +467,14 @@ class SnapshotStore:
             if worker is None:
                 return
             worker.join()
+
+
+def saved_by(backend: Any) -> list[str]:
+    """The snapshot files a loaded ``LocalBackend`` saved since the last call (none for a
+    backend without snapshots, or another kind), for the log to record with the
+    conversation they hold: deleting the conversation deletes them."""
+    store = getattr(backend, "_snapshots", None)  # set by LocalBackend from for_backend below
+    return store.take_saved() if isinstance(store, SnapshotStore) else []
 
 
 def for_backend(backend: Any) -> SnapshotStore:

@@ -1,0 +1,164 @@
+"""No copy of a conversation's text is left on disk once it is deleted (`logs rm`), or
+when it was never to be kept (`--no-log`, the server with content logging off).
+
+A KV snapshot holds every token of the conversation it was saved for, so the check is
+the one an intruder would make: read every file under LOCALASSIST_HOME for a unique word,
+and decode the token list of every snapshot back to text with the model's own tokenizer.
+The real CLI, the real REPL in a pseudo-terminal, a real server and the starter model."""
+
+from __future__ import annotations
+
+import json
+import stat
+import struct
+from pathlib import Path
+
+import pytest
+
+MAGIC = b"LAKVSNP1"  # engine/kv_snapshots.py: MAGIC | header length (u32) | header JSON | tokens (i32) | state
+
+
+@pytest.fixture(scope="module")
+def tokenizer(starter_model):
+    from localassist.engine.llama_load import new_llama
+
+    llm, _, _ = new_llama(model_path=str(starter_model), vocab_only=True, verbose=False)
+    yield llm
+    llm.close()
+
+
+def snapshot_text(path: Path, tokenizer) -> str:
+    """The text a snapshot's tokens spell, read from the file as documented (not through
+    the code under test)."""
+    import numpy as np
+
+    raw = path.read_bytes()
+    assert raw.startswith(MAGIC), path
+    (length,) = struct.unpack("<I", raw[len(MAGIC) : len(MAGIC) + 4])
+    start = len(MAGIC) + 4
+    header = json.loads(raw[start : start + length])
+    tokens = np.frombuffer(raw, dtype="<i4", count=header["n_tokens"], offset=start + length)
+    return tokenizer.detokenize([int(t) for t in tokens], special=True).decode("utf-8", "replace")
+
+
+def traces(home: Path, word: str, tokenizer) -> list[str]:
+    """Every file under ``home`` holding ``word``: in its bytes, or in its tokens (a snapshot)."""
+    found = []
+    for path in sorted(p for p in home.rglob("*") if p.is_file()):
+        if word.encode() in path.read_bytes():
+            found.append(str(path.relative_to(home)))
+        elif path.suffix == ".kv" and word in snapshot_text(path, tokenizer):
+            found.append(f"{path.relative_to(home)} (decoded)")
+    return found
+
+
+def snapshots(home: Path) -> list[Path]:
+    return sorted((home / "cache" / "kv").rglob("*.kv"))
+
+
+def ask(cli, model_env, *args: str) -> None:
+    result = cli("ask", "-T", "0", "-n", "4", *args, env=model_env)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.model
+def test_logs_rm_leaves_no_kv_snapshot_or_history_line_holding_the_conversation(
+    cli, model_env, isolated_home, tokenizer
+):
+    from test_chat_repl import Repl
+
+    secret, kept = "quokkapin7731", "lighthousewick"
+    repl = Repl("-n", "4", env=model_env)
+    repl.send(f"My bank PIN is {secret}. Please remember it for me.")
+    assert repl.exit() == 0
+    ask(cli, model_env, f"Tell me about the {kept} of an old lighthouse and who trimmed it.")
+    ask(cli, model_env, "-c", "And who kept the lamp lit?")
+
+    found = traces(isolated_home, secret, tokenizer)
+    assert "data/chat_history" in found and any(t.endswith("(decoded)") for t in found), found
+    listed = json.loads(cli("logs", "--json", "-n", "50").stdout)
+    (cid,) = {row["conversation_id"] for row in listed if secret in row["prompt"]}
+
+    removed = cli("logs", "rm", cid)
+    assert removed.returncode == 0, removed.stderr
+    assert traces(isolated_home, secret, tokenizer) == []
+    # only that conversation's state went: the other one still resumes from its snapshot
+    assert [f for f in traces(isolated_home, kept, tokenizer) if f.endswith("(decoded)")]
+    assert (isolated_home / "data" / "chat_history").read_text() == ""  # its one line went
+
+    assert cli("logs", "rm", "--all").returncode == 0
+    assert traces(isolated_home, kept, tokenizer) == [] and snapshots(isolated_home) == []
+
+
+@pytest.mark.model
+def test_no_log_chat_and_ask_leave_no_file_holding_their_text(cli, model_env, isolated_home, tokenizer):
+    from test_chat_repl import Repl
+
+    ask(cli, model_env, "Tell me about the keepers of lighthouses and their long nights.")  # logged
+    ask(cli, model_env, "-c", "--no-log", "My bank PIN is wombatpin4410. Remember it.")
+    repl = Repl("-n", "4", "--no-log", env=model_env)
+    repl.send("My door code is numbatcode2289. Please remember it for me.")
+    assert repl.exit() == 0
+    for word in ("wombatpin4410", "numbatcode2289"):
+        assert traces(isolated_home, word, tokenizer) == [], word
+
+
+@pytest.mark.model
+def test_server_with_content_logging_off_leaves_no_file_holding_the_text(starter_model, tmp_path, tokenizer):
+    from serverproc import ServerProc
+
+    home = tmp_path / "serve-home"
+    server = ServerProc(
+        home,
+        ["-m", str(starter_model), "--threads", "1", "--ctx", "1024"],
+        env={"LOCALASSIST_SERVE_LOG_CONTENT": "false", "LOCALASSIST_MAX_TOKENS": "4"},
+    ).wait_ready()
+    try:
+        for path, body in [
+            ("/v1/chat/completions", {"messages": [{"role": "user", "content": "My PIN is dingopin5512, keep it."}]}),
+            ("/v1/completions", {"prompt": "My PIN is dingopin5512 and"}),
+        ]:
+            status, answer = server.post(path, {"model": "gemma-3-270m-q4_k_m", "max_tokens": 4, **body})
+            assert status == 200, answer
+    finally:
+        assert server.stop() == 0, server.stderr
+    assert (home / "data" / "server.db").exists()  # the call was logged, without its text
+    assert traces(home, "dingopin5512", tokenizer) == []
+
+
+def test_history_entries_that_sent_a_deleted_conversation_go_and_the_rest_stay_byte_for_byte(tmp_path):
+    from localassist.conversation.input_history import forget
+
+    def entry(second: int, *lines: str) -> str:  # as prompt_toolkit's FileHistory writes one
+        return f"\n# 2026-01-01 10:00:{second:02}.000001\n" + "".join(f"+{line}\n" for line in lines)
+
+    help_, two_lines = entry(0, "/help"), entry(1, "line one", "line two")
+    pin, block, system = (
+        entry(2, "My PIN is 4410"),
+        entry(3, '"""', "my", "secret", '"""'),
+        entry(4, "/system be secret"),
+    )
+    history = tmp_path / "chat_history"
+    history.write_text(help_ + pin + two_lines + block + system)
+    assert forget(history, {"My PIN is 4410", "my\nsecret", "/system be secret", "not typed"}) == 3
+    assert history.read_text() == help_ + two_lines
+    assert stat.S_IMODE(history.stat().st_mode) == 0o600
+    assert forget(history, {"nothing here"}) == 0 and forget(tmp_path / "missing", {"x"}) == 0
+
+
+def test_sweep_deletes_unclaimed_snapshots_and_unfinished_writes_only(tmp_path):
+    from localassist.engine.kv_snapshots import sweep
+
+    folder = tmp_path / "kv" / "0123abcd"
+    folder.mkdir(parents=True)
+    names = {"a" * 40 + ".kv", "b" * 40 + ".kv"}
+    for name in names:
+        (folder / name).write_bytes(b"state")
+    (folder / ("." + "b" * 40 + ".kv.x1y2.tmp")).write_bytes(b"half")
+    (folder / ("." + "a" * 40 + ".kv.z3w4.tmp")).write_bytes(b"half")
+    (folder / "notes.txt").write_text("not a snapshot")
+    gone = sweep(tmp_path / "kv", {"a" * 40 + ".kv"})
+    assert (gone.entries, gone.bytes) == (1, 9)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["." + "a" * 40 + ".kv.z3w4.tmp", "a" * 40 + ".kv", "notes.txt"]
+    )
