@@ -152,6 +152,21 @@ def test_api_and_cli_give_byte_identical_answers(model, cli, model_env):
         assert result.stdout == text + ("" if text.endswith("\n") else "\n")
 
 
+def test_python_api_has_the_clis_default_cap_and_base_model_stop(model, cli, model_env):
+    from localassist.settings import load_settings
+
+    defaults = model._sampling({})
+    assert defaults == SamplingParams.from_settings(load_settings())  # what `ask` builds from no flags
+    assert defaults.max_tokens == 512 and defaults.natural_end
+    model.ask("1, 2, 3,", raw=True, max_tokens=2, temperature=0)  # not the same prompt twice in a row (KV reuse)
+    prompt = "The three primary colors are"
+    done = model.ask(prompt, raw=True, temperature=0)  # neither max_tokens nor stop
+    result = cli("ask", "--raw", "-T", "0", "--no-log", prompt, env=model_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == done.text + ("" if done.text.endswith("\n") else "\n")
+    assert done.finish_reason == "stop" and done.completion_tokens < defaults.max_tokens
+
+
 def test_api_options_are_checked_like_flags(model):
     from localassist.errors import InvalidSettingError, UsageError
 
