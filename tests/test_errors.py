@@ -59,3 +59,12 @@ def test_context_overflow_message_has_the_counts_and_the_way_out():
     assert "512 max tokens" in message
     assert "8,192 context" in message
     assert "--ctx" in message and "--max-tokens" in message
+
+
+def test_a_bad_serve_flag_is_named_as_typed_not_as_its_setting(cli):
+    """`serve --timeout 0` named `--serve-timeout`, a flag that does not exist."""
+    for flag, value in (("--timeout", "0"), ("--auth", "bogus"), ("--port", "99999")):
+        result = cli("serve", flag, value, "-m", "/nonexistent.gguf")
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith(f"localassist: error: {flag} must be "), result.stderr
+        assert "--serve-" not in result.stderr and result.stderr.count("\n") == 1

@@ -42,7 +42,7 @@ class InvalidSettingError(UsageError):
 
     def __init__(self, name: str, value: object, expected: str, source: str = "flag") -> None:
         where = {
-            "flag": f"--{name.replace('_', '-')}",
+            "flag": f"--{name.removeprefix('serve_').replace('_', '-')}",  # serve's flags drop the prefix
             "env": f"LOCALASSIST_{name.upper()}",
             "config": f"config key '{name}'",
         }.get(source, name)
