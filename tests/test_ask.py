@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -141,3 +142,14 @@ def test_broken_pipe_exits_quietly(model_env):
     err = proc.stderr.read()
     assert proc.returncode == 141
     assert err == b""
+
+
+def test_a_base_models_answer_that_begins_with_a_blank_line_is_not_empty(cli, model_env, tmp_path):
+    # The grammar makes the starter begin with a blank line whatever it would say; the
+    # blank-line stop used to end the answer right there, before any text (exit 0, nothing).
+    grammar = tmp_path / "blank-first.gbnf"
+    grammar.write_text('root ::= "\\n\\n" word "\\n\\n" word\nword ::= [a-z] [a-z] [a-z]?\n')
+    for args in (["--raw", "Colors:"], ["Colors:"]):  # a completion, and the base model through a template
+        result = cli("ask", *args, "-T", "0", "-n", "16", "--grammar", str(grammar), "--no-log", env=model_env)
+        assert result.returncode == 0, result.stderr
+        assert re.fullmatch(r"\n\n[a-z]{2,3}\n", result.stdout), repr(result.stdout)  # ended at the second one

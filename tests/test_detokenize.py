@@ -94,3 +94,22 @@ def test_stop_strings_across_real_token_boundaries(vocab, stop):
     out += detok.flush()
     assert detok.stopped
     assert out == text[: text.index(stop)]
+
+
+@pytest.mark.parametrize(
+    ("pieces", "expected"),
+    [
+        ([b"\n\n", b"Hi", b"\n\n", b"more"], ("\n\nHi", True)),  # the leading blank line is not the end
+        ([b"\n", b"\n \n", b"Hi\n", b"\nmore"], ("\n\n \nHi", True)),
+        ([b" \n\n", b"\n"], (" \n\n\n", False)),  # only whitespace: nothing ends it, all of it is shown
+        ([b"Hi\n\n\n", b"more"], ("Hi", True)),
+    ],
+)
+def test_the_blank_line_stop_applies_only_after_the_first_text(pieces, expected):
+    from localassist.engine.detokenize import NATURAL_END
+
+    assert run(pieces, stops=[NATURAL_END]) == expected
+
+
+def test_a_blank_line_the_user_gave_as_a_stop_still_ends_at_once():
+    assert run([b"\n\n", b"Hi"], stops=["\n\n"]) == ("", True)

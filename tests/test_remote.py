@@ -178,7 +178,23 @@ def test_raw_prompt_goes_to_completions_and_ends_at_a_blank_line(server):
     done = RemoteBackend(server.url).chat(ChatRequest(prompt="The sky is", sampling=params)).result()
     assert done.text == "blue"
     body = server.posted("/v1/completions")[0]
-    assert body["prompt"] == "The sky is" and body["stop"] == ["\n\n"]
+    assert body["prompt"] == "The sky is" and "stop" not in body  # applied here, after the first text
+
+
+def test_a_raw_completion_that_begins_with_a_blank_line_is_not_ended_before_any_text(server):
+    # Sent as a stop, "\n\n" ended the completion at once on the server: empty text, HTTP 200.
+    llama_server(server)
+    pieces = ["\n\n", " blue", ".\n\nThe", " grass"]
+    texts = [{"choices": [{"index": 0, "text": piece, "finish_reason": None}]} for piece in pieces]
+    end = {"choices": [{"index": 0, "text": "", "finish_reason": "length"}]}
+    server.route("POST", "/v1/completions", Reply(lines=sse(*texts, end)))
+    params = SamplingParams(temperature=0, natural_end=True)
+    done = RemoteBackend(server.url).chat(ChatRequest(prompt="The sky is", sampling=params)).result()
+    assert (done.text, done.finish_reason) == ("\n\n blue.", "stop")
+    given = SamplingParams(temperature=0, natural_end=True, stop=("\n\n",))  # the user's own stop: as given
+    server.route("POST", "/v1/completions", Reply(lines=sse(*texts, end)))
+    RemoteBackend(server.url).chat(ChatRequest(prompt="The sky is", sampling=given)).result()
+    assert server.posted("/v1/completions")[-1]["stop"] == ["\n\n"]
 
 
 def test_json_schema_goes_as_response_format(server):

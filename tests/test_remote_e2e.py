@@ -143,3 +143,20 @@ def test_ask_remote_is_not_refused_on_an_estimate_serve_counts_exactly(served, s
     assert remote.returncode == 0, remote.stderr
     assert local.stdout.strip() and remote.stdout == local.stdout
     assert "tokens=exact" in remote.stderr and "may not fit" not in remote.stderr
+
+
+def test_a_raw_completion_through_serve_that_begins_with_a_blank_line_is_not_empty(starter_model, tmp_path):
+    # The starter opens a letter with a blank line (p ~0.7 after "Dear Sir,"). The blank-line
+    # end used to fire right there: in-process nothing was printed, and the client sent it to
+    # serve as a stop, which ended the completion before any text (HTTP 200, empty text).
+    server = Served(tmp_path / "serve-home", starter_model).wait_ready()
+    try:
+        args = ("ask", "--raw", *ENGINE, "Dear Sir,")
+        local = run_cli(*args, "-m", str(starter_model))
+        remote = run_cli(*args, "--base-url", server.url)
+    finally:
+        server.stop()
+    assert local.returncode == 0, local.stderr
+    assert remote.returncode == 0, remote.stderr
+    assert local.stdout.startswith("\n\n") and local.stdout.strip()
+    assert remote.stdout == local.stdout

@@ -24,7 +24,7 @@ from typing import Any
 
 from localassist.engine.chat_templates import ChatTemplate, TemplateRenderer, choose_template
 from localassist.engine.cpu import physical_cores, usable_cpus
-from localassist.engine.detokenize import IncrementalDetokenizer
+from localassist.engine.detokenize import NATURAL_END, IncrementalDetokenizer
 from localassist.engine.llama_log import LLAMA_LOG, LOAD_LOCK
 from localassist.engine.tool_calls import ToolPlan
 from localassist.engine.types import (
@@ -42,7 +42,6 @@ from localassist.errors import BackendError, ContextOverflowError, ModelInvalidE
 from localassist.models.gguf_file import GGUFInfo, read_gguf_cached
 
 DEFAULT_CTX_CAP = 8192
-NATURAL_END = "\n\n"  # where a base model's completion stops when no stop string is given
 _RUN_CACHE_SIZE = 4096
 
 

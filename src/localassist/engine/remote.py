@@ -31,6 +31,7 @@ from time import perf_counter, sleep, time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from localassist.engine.detokenize import NATURAL_END, IncrementalDetokenizer
 from localassist.engine.types import (
     BackendInfo,
     ChatRequest,
@@ -68,7 +69,6 @@ ASSUMED_CTX = 4096  # when neither the server nor the user says
 OLLAMA_CTX_STEPS = 4096  # num_ctx grows in powers of two from here: fewer model reloads
 MAX_RETRIES = 3
 MAX_WAIT_S = 30.0  # the longest Retry-After honoured; a server asking more gets an error
-NATURAL_END = "\n\n"
 
 # engines, as detected
 LLAMA_CPP, VLLM, OLLAMA, LOCALASSIST, OPENAI = "llama.cpp", "vllm", "ollama", "localassist", "openai-compatible"
@@ -444,8 +444,12 @@ class RemoteBackend:
             path, body, parse = self._ollama_request(request, estimate)
         else:
             path, body, parse = self._openai_request(request)
+        # A raw completion's blank-line end is applied here, not sent as a stop: a server
+        # would stop at a blank line even before any text.
+        p = request.sampling
+        natural = request.raw and p.natural_end and not p.stop
         state = StreamState(self.model_name, estimate, load_s=self.load_seconds)
-        return RemoteStream(state, lambda stream: self._produce(stream, path, body, parse))  # type: ignore[arg-type]
+        return RemoteStream(state, lambda stream: self._produce(stream, path, body, parse, natural))  # type: ignore[arg-type]
 
     def _produce(
         self,
@@ -453,6 +457,7 @@ class RemoteBackend:
         path: str,
         body: dict[str, Any],
         parse: Callable[[Any, RemoteStream], Iterator[Event]],
+        natural_end: bool = False,
     ) -> Iterator[Event]:
         state = stream.state
         state.t_start = perf_counter()
@@ -464,7 +469,8 @@ class RemoteBackend:
                 state.finish_reason = "cancelled"
             else:
                 try:
-                    yield from parse(response, stream)
+                    events = parse(response, stream)
+                    yield from (_end_at_blank_line(events, state) if natural_end else events)
                 except self._httpx.HTTPError as exc:
                     if not stream.cancelled:
                         if isinstance(exc, self._httpx.TimeoutException):
@@ -487,11 +493,8 @@ class RemoteBackend:
         body: dict[str, Any] = {"temperature": p.temperature, "top_p": p.top_p, "max_tokens": p.max_tokens}
         if p.seed >= 0:
             body["seed"] = p.seed
-        stops = list(p.stop)
-        if not stops and p.natural_end and request.raw:
-            stops = [NATURAL_END]
-        if stops:
-            body["stop"] = stops
+        if p.stop:
+            body["stop"] = list(p.stop)
         kind = self.probe.kind
         if kind in (LLAMA_CPP, LOCALASSIST):
             body.update(top_k=p.top_k, min_p=p.min_p, repeat_penalty=p.repeat_penalty)
@@ -610,9 +613,8 @@ class RemoteBackend:
         }
         if p.seed >= 0:
             options["seed"] = p.seed
-        stops = list(p.stop) or ([NATURAL_END] if p.natural_end and request.raw else [])
-        if stops:
-            options["stop"] = stops
+        if p.stop:
+            options["stop"] = list(p.stop)
         # truncate/shift off: Ollama >= 0.12 then answers an error instead of clipping
         body: dict[str, Any] = {"model": self.model, "stream": True, "options": options}
         body.update(truncate=False, shift=False)
@@ -729,6 +731,31 @@ class RemoteBackend:
 
 
 # --- helpers
+
+
+def _end_at_blank_line(events: Iterator[Event], state: StreamState) -> Iterator[Event]:
+    """``events`` until the first blank line after some text (the answer's end then, and the
+    connection is closed); the text kept is what was passed on."""
+    detok = IncrementalDetokenizer(lambda _: b"", (NATURAL_END,))  # fed decoded text, never tokens
+    shown: list[str] = []
+    try:
+        for event in events:
+            if not isinstance(event, TextDelta):
+                yield event
+                continue
+            text = detok.push_text(event.text)
+            if text:
+                shown.append(text)
+                yield TextDelta(text)
+            if detok.stopped:
+                state.finish_reason = "stop"
+                return
+        if tail := detok.flush():
+            shown.append(tail)
+            yield TextDelta(tail)
+    finally:
+        events.close()  # type: ignore[attr-defined]
+        state.parts[:] = shown
 
 
 def _int(value: Any) -> int | None:

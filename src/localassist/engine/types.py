@@ -64,8 +64,8 @@ class SamplingParams:
     max_tokens: int = 512
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False  # benchmarks: generate exactly max_tokens
-    # No stop strings were given: a base model (or a raw completion) ends at a blank line,
-    # since it rarely emits EOS and would otherwise ramble on to max_tokens.
+    # No stop strings were given: a base model (or a raw completion) ends at the first blank
+    # line after some text, since it rarely emits EOS and would otherwise ramble on to max_tokens.
     natural_end: bool = False
 
     @classmethod
