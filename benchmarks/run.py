@@ -139,14 +139,15 @@ def timed(cmd: list[str], runs: int, env: dict[str, str]) -> dict[str, float]:
 
 
 MINIMAL = """
-import sys, llama_cpp
-# the same weight layout as localassist's repack=auto (argv[5]): on an AMX Xeon the repacked one crashes
-defaults = llama_cpp.llama_model_default_params
+import sys, llama_cpp, llama_cpp.llama_cpp as low
+# the same weight layout as localassist's repack=auto (argv[5]): on an AMX Xeon the repacked one
+# crashes. Llama() reads its defaults from the low-level module, so that is where to set it.
+defaults = low.llama_model_default_params
 def model_params():
     params = defaults()
     params.use_extra_bufts = sys.argv[5] == "1"
     return params
-llama_cpp.llama_model_default_params = model_params
+low.llama_model_default_params = model_params
 llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=8192, n_batch=512, n_ubatch=512,
                       n_threads=int(sys.argv[3]), verbose=False)
 tokens = llm.tokenize(sys.argv[2].encode(), add_bos=True)

@@ -91,3 +91,20 @@ def test_a_bad_repack_value_is_one_usage_line(cli):
     assert "Traceback" not in result.stderr
     env = cli("config", "show", env={"LOCALASSIST_REPACK": "maybe"})
     assert env.returncode == 2 and "LOCALASSIST_REPACK" in env.stderr
+
+
+@pytest.mark.model
+def test_the_python_api_and_the_embedder_take_repack_like_the_cli(starter_model):
+    import localassist
+    from localassist.errors import InvalidSettingError
+    from localassist.rag import load_llama_embedder
+
+    with pytest.raises(InvalidSettingError, match="auto, on or off"):
+        localassist.load(str(starter_model), repack="sometimes")
+    with localassist.load(str(starter_model), ctx=256, threads=2, repack="off") as model:
+        assert model.backend.info().details["repack"] == "off (repack=off was asked for)"
+    embedder = load_llama_embedder(starter_model, n_threads=2, repack="off")
+    try:
+        assert embedder.llm.model_params.use_extra_bufts is False
+    finally:
+        embedder.close()

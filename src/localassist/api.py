@@ -23,7 +23,7 @@ from localassist.engine.types import Backend, ChatRequest, Done, Message, Sampli
 from localassist.errors import UsageError
 from localassist.settings import SPECS, Settings, load_settings, parse_value
 
-LOAD_OPTIONS = ("ctx", "threads", "batch", "gpu_layers", "flash_attn", "chat_format")
+LOAD_OPTIONS = ("ctx", "threads", "batch", "gpu_layers", "flash_attn", "repack", "chat_format")
 SAMPLING = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed", "max_tokens", "stop")
 Prompt = str | Sequence[Message | Mapping[str, Any]]
 

@@ -203,14 +203,17 @@ def load_llama_embedder(
     n_threads: int | None = None,
     query_prefix: str | None = None,
     document_prefix: str | None = None,
+    repack: str = "auto",
 ) -> LlamaEmbedder:
-    """Load a GGUF as an embedder; prefixes default to the model family's (see PREFIXES)."""
+    """Load a GGUF as an embedder; prefixes default to the model family's (see PREFIXES);
+    ``repack`` as the setting (engine/llama_load.py)."""
     if not Path(path).is_file():
         raise EmbedderError(f"embedding model not found: {os.fspath(path)}")
     from localassist.engine.llama_load import new_llama
 
     try:
         llm, _, _ = new_llama(
+            repack=repack,
             model_path=os.fspath(path),
             embedding=True,
             n_ctx=n_ctx,
