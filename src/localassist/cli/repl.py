@@ -243,7 +243,7 @@ class Repl:
         while True:
             self._give_back_keys(prompt)
             try:
-                text = prompt.prompt(">>> ", default=typed)
+                text = prompt.prompt(">>> ", default=typed, set_exception_handler=False, pre_run=_failures_end(prompt))
             except KeyboardInterrupt:
                 typed = ""
                 continue  # Ctrl-C on the prompt clears the line
@@ -379,6 +379,24 @@ class Repl:
         else:
             say(f"unknown command {name}; /help lists them")
         return None
+
+
+def _failures_end(prompt):
+    """A key binding that raises inside prompt_toolkit's event loop would be printed there as
+    a traceback, waiting for Enter: it ends the prompt instead, with that exception, which
+    the REPL reports in one line before it asks again with the line as it stood."""
+
+    def install() -> None:
+        import asyncio
+
+        def failed(loop, context) -> None:
+            exc = context.get("exception") or RuntimeError(context.get("message", "input failed"))
+            if prompt.app.is_running and not prompt.app.is_done:
+                prompt.app.exit(exception=exc)
+
+        asyncio.get_running_loop().set_exception_handler(failed)
+
+    return install
 
 
 def _k(n: int) -> str:

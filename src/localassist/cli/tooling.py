@@ -112,7 +112,10 @@ def terminal_approver():
     def approve(request: Approval) -> bool:
         writer.write(f"localassist: allow {visible(request.describe())}? [y/N] ")
         writer.flush()
-        answer = reader.readline()
+        from localassist.cli import typeahead
+
+        with typeahead.asking():  # a chat's keys typed ahead go to its next prompt, not to this answer
+            answer = reader.readline()
         if not answer:  # end of input: nobody is there
             writer.write("\n")
             return False
