@@ -52,7 +52,7 @@ def test_logs_search_show_rm(cli, model_env):
     assert "Tell me about" in cli("logs", "-n", "5").stdout
     assert cli("logs", "rm", cid).returncode == 0
     assert logged(cli, "-q", "quicksort") == []
-    assert cli("logs", "rm", "--all").returncode == 0
+    assert cli("logs", "rm", "--all", "--yes").returncode == 0
     assert logged(cli) == []
     bad = cli("logs", "show", "nope")
     assert bad.returncode == 2 and "no conversation" in bad.stderr

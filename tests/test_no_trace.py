@@ -86,7 +86,7 @@ def test_logs_rm_leaves_no_kv_snapshot_or_history_line_holding_the_conversation(
     assert [f for f in traces(isolated_home, kept, tokenizer) if f.endswith("(decoded)")]
     assert (isolated_home / "data" / "chat_history").read_text() == ""  # its one line went
 
-    assert cli("logs", "rm", "--all").returncode == 0
+    assert cli("logs", "rm", "--all", "--yes").returncode == 0
     assert traces(isolated_home, kept, tokenizer) == [] and snapshots(isolated_home) == []
 
 

@@ -194,7 +194,7 @@ def test_logs_rm_all_command_leaves_no_text_in_the_files(cli, isolated_home):
     s.log_exchange(None, "the password is quokkaplatypus", completion("quokkaplatypus noted"), {})
     s.close()
     assert _files_holding(path, b"quokkaplatypus")
-    result = cli("logs", "rm", "--all")
+    result = cli("logs", "rm", "--all", "--yes")
     assert result.returncode == 0, result.stderr
     assert _files_holding(path, b"quokkaplatypus") == []
 

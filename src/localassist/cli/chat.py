@@ -109,6 +109,7 @@ def chat(
         names = [a.name for a in helper.attachments if a in history.attachments]
         attached = f"; attached again: {', '.join(names)}" if names else ""
         say(f"resumed {history.id}: {len(history.shown())} exchanges{attached}", style="dim")
+        _show_last(history)
         for line in left_out:
             say(line)
         if notice:
@@ -126,6 +127,25 @@ def chat(
         helper.backend.close()
         if tty_in is not None:
             tty_in.close()
+
+
+LAST_LINES = 12
+
+
+def _show_last(history) -> None:
+    """The last exchange, so a resumed chat does not start blind: the message as typed at
+    the prompt, the answer's last lines (on stderr: stdout keeps only new answers)."""
+    from localassist.cli.repl import say
+
+    shown = history.shown()
+    if not shown:
+        return
+    last = shown[-1]
+    say(">>> " + "\n... ".join(last.prompt.split("\n")))
+    lines = last.response.rstrip("\n").split("\n")
+    if len(lines) > LAST_LINES:
+        say(f"({len(lines) - LAST_LINES} lines above; `localassist logs show {history.id}` shows it all)", style="dim")
+    say("\n".join(lines[-LAST_LINES:]))
 
 
 def _open_tty():

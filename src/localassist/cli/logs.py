@@ -100,18 +100,40 @@ def show(
 def rm(
     cid: Annotated[str | None, typer.Argument(help="Conversation id to delete.")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Delete every logged conversation.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="With --all: do not ask first (for scripts).")] = False,
 ) -> None:
     """Delete one conversation, or all of them, and every copy of the text: the log file is
-    rewritten, its KV snapshots and its lines in the chat prompt history go too."""
+    rewritten, its KV snapshots and its lines in the chat prompt history go too.
+    --all asks first on a terminal (default No); without one it needs --yes."""
     from localassist.conversation.exchange_log import delete_conversations
     from localassist.errors import UsageError
     from localassist.settings import load_settings
 
     if bool(cid) == all_:
         raise UsageError("give a conversation id or --all")
+    if all_ and not yes:
+        _confirm_delete_all()
     paths = load_settings().paths
     removed = delete_conversations(paths.data_dir, paths.cache_dir, None if all_ else cid)
     warn(f"deleted {removed} exchange(s)")
+
+
+def _confirm_delete_all() -> None:
+    """Ask on the terminal, default No; without a terminal, --yes must say it."""
+    from localassist.cli.env import current
+    from localassist.errors import UsageError
+
+    store = _store()
+    conversations, exchanges = store.counts()
+    store.close()
+    if not exchanges:
+        return
+    if not current().stdin_isatty:
+        raise UsageError("logs rm --all deletes every logged conversation; pass --yes to do it without a terminal")
+    question = f"Delete all {conversations} logged conversation(s), {exchanges} exchange(s)?"
+    if not typer.confirm(question, default=False, err=True):
+        warn("nothing deleted")
+        raise typer.Exit()
 
 
 @app.command()

@@ -46,6 +46,35 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> Non
         out(line)
 
 
+def print_table_fitted(headers: Sequence[str], rows: Sequence[Sequence[object]], width: int | None) -> None:
+    """``print_table``, with the last two columns wrapped at spaces so that no line is wider
+    than ``width`` cells (a terminal's); ``None`` (a pipe): one line per row, as it is."""
+    import re
+    import textwrap
+
+    class Wrapper(textwrap.TextWrapper):
+        wordsep_simple_re = re.compile(r"(\s+|(?<=\|))")  # after a "|" too: "now|today|weekday" choices
+
+    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(cell_width(row[i]) for row in cells) for i in range(len(headers))]
+    gaps = 2 * (len(widths) - 1)
+    if width is None or sum(widths) + gaps <= width:
+        print_table(headers, rows)
+        return
+    room = width - sum(widths[:-2]) - gaps
+    second = max(min(widths[-2], room * 2 // 5), 12)  # the next-to-last column gets two fifths at most
+    widths[-2:] = [second, max(room - second, 20)]
+    for row in cells:
+        columns = [[cell] for cell in row[:-2]]
+        columns += [
+            Wrapper(size, break_on_hyphens=False).wrap(cell) or [""]
+            for cell, size in zip(row[-2:], widths[-2:], strict=True)
+        ]
+        for n in range(max(len(column) for column in columns)):
+            parts = [column[n] if n < len(column) else "" for column in columns]
+            out("  ".join(part + " " * (widths[i] - cell_width(part)) for i, part in enumerate(parts)).rstrip())
+
+
 def human_size(size: int) -> str:
     value = float(size)
     for unit in ("B", "KB", "MB", "GB", "TB"):

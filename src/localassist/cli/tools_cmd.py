@@ -6,7 +6,7 @@ from typing import Annotated, Any
 import typer
 
 from localassist.cli.console import out
-from localassist.cli.tables import print_table
+from localassist.cli.tables import print_table_fitted
 
 app = typer.Typer(help="Tools a model can call (ask/chat --tools).", no_args_is_help=True)
 
@@ -43,10 +43,21 @@ def list_tools(
         ]
         out(json.dumps(rows, indent=2, ensure_ascii=False))
         return
-    print_table(
+    print_table_fitted(
         ["NAME", "SAFETY", "ARGUMENTS", "DESCRIPTION"],
         [[tool.name, tool.safety.value, _arguments(tool.parameters), tool.description] for tool in registry],
+        _terminal_width(),
     )
+
+
+def _terminal_width() -> int | None:
+    """The width to fit on a terminal; None on a pipe, which gets one line per tool."""
+    import shutil
+
+    from localassist.cli.env import current
+
+    env = current()
+    return (env.width or shutil.get_terminal_size().columns) if env.stdout_isatty else None
 
 
 def _arguments(schema: dict[str, Any]) -> str:

@@ -99,6 +99,20 @@ def index_path(data_dir: Path, name: str) -> Path:
     return indexes_dir(data_dir) / f"{name}.db"
 
 
+def index_names(data_dir: Path) -> list[str]:
+    """The names of the indexes in the data dir, from their files (nothing is opened)."""
+    folder = indexes_dir(data_dir)
+    return sorted(db.stem for db in folder.glob("*.db") if _NAME.fullmatch(db.stem)) if folder.is_dir() else []
+
+
+def _not_found(data_dir: Path, name: str) -> str:
+    names = index_names(data_dir)
+    if not names:
+        return f"no index named '{name}', and no indexes yet: `localassist index add FOLDER --name {name}`"
+    shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+    return f"no index named '{name}'; the indexes are: {shown}"
+
+
 def check_name(name: str) -> str:
     if not _NAME.fullmatch(name):
         raise InvalidIndexNameError(
@@ -136,7 +150,7 @@ class Index:
         self.path = index_path(self.data_dir, name)
         self.timeout = timeout
         if not _create and not self.path.is_file():
-            raise IndexNotFoundError(f"no index named '{name}'; see the list of indexes, or add one")
+            raise IndexNotFoundError(_not_found(self.data_dir, name))
         try:
             self.db = connect_private(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
             self.db.row_factory = sqlite3.Row

@@ -125,6 +125,29 @@ def _stamp(st: os.stat_result) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
+@dataclass(frozen=True)
+class FileCheck:
+    """A file on disk against what the index recorded of it (``check_file``)."""
+
+    state: str  # "same": size and mtime as recorded (not read); "touched": read, the bytes as recorded; "changed"
+    data: bytes | None = None  # the bytes read (touched, changed)
+    sha256: str = ""
+
+
+def check_file(file: Path, st: os.stat_result, recorded: tuple[int, int, str] | None) -> FileCheck:
+    """Whether ``file`` (``st``: its stat) is as ``recorded`` (size, mtime_ns, sha256), the
+    one test sync and search share: size and mtime alike, it is the same without being
+    read; else its bytes decide (touched is not changed). ``recorded`` None: nothing to
+    compare with, the bytes are read and it counts as changed. The read goes through
+    ``read_regular_bytes``: a file swapped for a FIFO since the stat is refused, never
+    waited on. Raises OSError."""
+    if recorded is not None and _stamp(st) == recorded[:2]:
+        return FileCheck("same")
+    data = read_regular_bytes(file)
+    sha = hashlib.sha256(data).hexdigest()
+    return FileCheck("touched" if recorded is not None and sha == recorded[2] else "changed", data, sha)
+
+
 def sync(
     index: Index,
     embedder: Embedder | None,
@@ -143,17 +166,17 @@ def sync(
     folder = index.check_folder()
     with index.writer():
         meta = index.meta()
-        if embedder is None:
-            if meta.get("model_id") and not rebuild:
-                raise EmbedderError(
-                    f"index '{index.name}' was built with the embedding model {meta['model_id']}, which was not "
-                    f"given; load it to sync, or rebuild the index without one"
-                )
-            report.notices.append(BM25_ONLY_NOTICE)
+        if embedder is None and meta.get("model_id") and not rebuild:
+            raise EmbedderError(
+                f"index '{index.name}' was built with the embedding model {meta['model_id']}, which was not "
+                f"given; load it to sync, or rebuild the index without one"
+            )
         job = _Job(index, embedder, report, batch_size)
         reason = "rebuild requested" if rebuild else _rebuild_reason(meta, job)
         has_files = index.db.execute("SELECT EXISTS(SELECT 1 FROM files)").fetchone()[0]
         if reason is not None or not meta.get("chunker"):
+            if embedder is None:  # said when the index is built, not on every sync
+                report.notices.append(BM25_ONLY_NOTICE)
             job.reset(wipe=has_files)
             if has_files and reason is not None:
                 report.rebuild_reason = reason
@@ -258,16 +281,19 @@ class _Job:
     def file(self, folder: Path, path: str, st: os.stat_result, row: sqlite3.Row | None) -> None:
         report = self.report
         relocate = row is not None and row["kind"] in self.relocate
-        if row is not None and _stamp(st) == (row["size"], row["mtime_ns"]) and not relocate:
-            report.unchanged += 1
-            return
+        recorded = None if row is None or relocate else (row["size"], row["mtime_ns"], row["sha256"])
         try:
-            data = read_regular_bytes(folder / path)  # swapped for a FIFO since the walk: refused, not waited on
+            check = check_file(folder / path, st, recorded)  # swapped for a FIFO since the walk: refused
         except OSError as error:
             self._skip(path, st, row, "", f"cannot be read: {error.strerror or error}")
             return
-        sha = hashlib.sha256(data).hexdigest()
-        if row is not None and row["sha256"] == sha and not relocate:  # touched, not changed
+        if check.state == "same":
+            report.unchanged += 1
+            return
+        assert check.data is not None
+        data, sha = check.data, check.sha256
+        if check.state == "touched":
+            assert row is not None
             with self.index.transaction() as db:
                 db.execute(
                     "UPDATE files SET size = ?, mtime_ns = ? WHERE id = ?", (st.st_size, st.st_mtime_ns, row["id"])
