@@ -1,6 +1,7 @@
 """The server's parts without a model: limits, the queue's retry promises, keys, the
-wire format's chunk sequence, the call log's query plan. Expected values are worked
-out by hand in each test."""
+wire format's chunk sequence, the call log's query plan and writer, and the app itself
+on a scripted backend (clients that leave, a model that outlasts the shutdown).
+Expected values are worked out by hand in each test."""
 
 from __future__ import annotations
 
@@ -84,7 +85,7 @@ def test_a_full_queue_refuses_at_once_and_spreads_the_retry_times():
         worker.submit(CallJob(loop, gate.wait))
     finally:
         gate.set()
-        worker.stop()
+        assert worker.stop(10)
         loop.close()
 
 
@@ -390,3 +391,225 @@ def test_call_log_rows_stay_visible_to_other_processes_while_the_key_store_is_op
     finally:
         log.close()
         store.close()
+
+
+# --- the call log's writer outlives whatever happens to one row, and shutdown waits with a bound
+
+
+class HeldLog(CallLog):
+    """A call log whose writer waits at ``gate`` before each transaction (and raises
+    ``fail`` once, if given); ``rows`` are the futures of the rows queued."""
+
+    def __init__(self, data_dir, fail: Exception | None = None) -> None:
+        self.gate = threading.Event()
+        self.writing = threading.Event()
+        self.fail = fail
+        self.rows: list = []
+        super().__init__(data_dir)
+
+    def record(self, call):
+        row = super().record(call)
+        self.rows.append(row)
+        return row
+
+    def _write(self, batch):
+        self.writing.set()
+        self.gate.wait(30)
+        if self.fail is not None:
+            fail, self.fail = self.fail, None
+            raise fail
+        super()._write(batch)
+
+
+def test_cancelled_waits_on_call_log_rows_never_kill_the_writer(tmp_path):
+    """A response waits for its row through ``asyncio.wrap_future``; cancelling that wait
+    (what a client that goes away, or uvicorn's shutdown timeout, does) makes asyncio
+    cancel the row's future. The writer used to die on it (InvalidStateError), and every
+    later response then waited for ever."""
+    log = HeldLog(tmp_path)
+
+    async def main() -> None:
+        rows = [
+            log.record(Call(created=float(i), key_name=f"gone-{i}", endpoint="chat.completions", status=200))
+            for i in range(20)
+        ]
+        waits = [asyncio.wrap_future(row) for row in rows]
+        assert await asyncio.to_thread(log.writing.wait, 10)  # the writer is in its first transaction
+        for wait in waits:
+            wait.cancel()
+        await asyncio.sleep(0)  # asyncio passes each cancel on to the row's future
+        assert all(row.cancelled() for row in rows)
+        log.gate.set()
+        after = Call(created=100.0, key_name="after", endpoint="chat.completions", status=200)
+        await asyncio.wait_for(asyncio.wrap_future(log.record(after)), 10)
+
+    try:
+        asyncio.run(main())
+    finally:
+        log.gate.set()
+        log.close()
+    # nobody waited for the cancelled rows, but they are written all the same
+    assert [c.key_name for c in recent(tmp_path, 50)] == [f"gone-{i}" for i in range(20)] + ["after"]
+
+
+def test_an_unexpected_error_in_the_call_log_writer_is_reported_once_and_the_writer_goes_on(tmp_path, capsys):
+    log = HeldLog(tmp_path, fail=RuntimeError("disk on fire"))
+    log.gate.set()
+    try:
+        assert log.record(Call(created=1.0, key_name="lost", endpoint="completions", status=200)).result(10) is None
+        log.record(Call(created=2.0, key_name="kept", endpoint="completions", status=200)).result(10)
+    finally:
+        log.close()
+    assert [c.key_name for c in recent(tmp_path, 10)] == ["kept"]
+    assert capsys.readouterr().err.count("the call log cannot be written: RuntimeError: disk on fire") == 1
+
+
+def scripted_server(log, backend=None):
+    from localassist.server.app import ServeConfig, ServerState, create_app
+    from scripted import ScriptedBackend
+
+    backend = backend or ScriptedBackend(["Hello there."])
+    state = ServerState(
+        ServeConfig(max_queue=16), Keyring(None, open_access=True), log, lambda: [("m", backend, "chat")]
+    )
+    return state, create_app(state)
+
+
+async def until_ready(state) -> None:
+    state.start_loading(asyncio.get_running_loop())
+    deadline = time.monotonic() + 10
+    while state.status == "loading" and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert state.status == "ready"
+
+
+async def asgi_post(app, path: str, body: dict, gone: asyncio.Event | None = None) -> list[dict]:
+    """One POST through the app as uvicorn delivers it (ASGI spec 2.3, so Starlette
+    listens for the disconnect while it streams); the client goes away once ``gone`` is set.
+    Returns the messages sent."""
+    raw = json.dumps(body).encode()
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8080),
+    }
+    gone = gone or asyncio.Event()
+    sent: list[dict] = []
+    body_sent = False
+
+    async def receive() -> dict:
+        nonlocal body_sent
+        if not body_sent:
+            body_sent = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent
+
+
+def test_streams_whose_clients_leave_while_their_rows_are_written_leave_the_server_answering(tmp_path):
+    """Five streams have their answers and wait for their rows (the writer is held) when
+    their clients leave: Starlette cancels each stream in that wait. The rows are written
+    all the same (the wait is shielded: the writer never sees a cancelled row), and the
+    next request is answered; it used to wait for ever behind a dead writer."""
+    log = HeldLog(tmp_path)
+    state, app = scripted_server(log)
+    body = {"model": "m", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+
+    async def main() -> tuple[list, list]:
+        await until_ready(state)
+        gone = asyncio.Event()
+        try:
+            streams = [asyncio.create_task(asgi_post(app, "/v1/chat/completions", body, gone)) for _ in range(5)]
+            deadline = time.monotonic() + 10
+            while len(log.rows) < 5 and time.monotonic() < deadline:  # each answer is done, its row queued
+                await asyncio.sleep(0.01)
+            assert len(log.rows) == 5
+            gone.set()
+            left = await asyncio.wait_for(asyncio.gather(*streams), 10)
+            log.gate.set()
+            after = await asyncio.wait_for(asgi_post(app, "/v1/chat/completions", {**body, "stream": False}), 10)
+        finally:
+            log.gate.set()
+            state.cancel_all("shutdown")
+            await asyncio.to_thread(state.close)
+            await asyncio.to_thread(state.close_log)
+        return left, after
+
+    left, after = asyncio.run(main())
+    for sent in left:  # cut off in the wait: the last chunk and [DONE] never went out
+        assert sent[0]["status"] == 200
+        assert not any(b"[DONE]" in m.get("body", b"") for m in sent)
+    assert after[0]["status"] == 200
+    assert json.loads(b"".join(m.get("body", b"") for m in after[1:]))["choices"][0]["message"]["content"] == (
+        "Hello there."
+    )
+    assert not any(row.cancelled() for row in log.rows)
+    assert [(c.status, c.stream) for c in recent(tmp_path, 10)] == [(200, True)] * 5 + [(200, False)]
+
+
+def test_a_model_busy_past_the_shutdown_bound_is_said_so_not_freed_and_its_call_still_logged(
+    tmp_path, monkeypatch, capsys
+):
+    """ServerState.close waited for every worker without a bound (and ignored whether it
+    stopped): a model inside one long prompt batch held the shutdown for as long as the
+    batch took. Now it waits STOP_S, says so, leaves the model unfreed under its running
+    batch, and still writes the call's row."""
+    from localassist.engine.types import ChatStream, StreamState, TextDelta
+    from localassist.server import app as server_app
+    from scripted import ScriptedBackend
+
+    monkeypatch.setattr(server_app, "STOP_S", 0.2, raising=False)
+    batch = threading.Event()
+    freed: list[bool] = []
+
+    def chat(request):
+        state = StreamState("m", prompt_tokens=10)
+
+        def produce(stream):
+            batch.wait(30)  # one long prompt batch: llama_decode does not look at the cancel
+            yield TextDelta("late")
+            yield state.done("stop")
+
+        return ChatStream(state, produce)
+
+    backend = ScriptedBackend(["x"])
+    backend.chat = chat
+    backend.close = lambda: freed.append(True)
+    state, app = scripted_server(CallLog(tmp_path), backend)
+    body = {"model": "m", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+
+    async def main() -> list[dict]:
+        await until_ready(state)
+        try:
+            stream = asyncio.create_task(asgi_post(app, "/v1/chat/completions", body))
+            deadline = time.monotonic() + 10
+            while state.chat["m"].worker.running == 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            state.cancel_all("shutdown")  # the end of the grace period
+            sent = await asyncio.wait_for(stream, 10)
+            await asyncio.wait_for(asyncio.to_thread(state.close), 10)
+            await asyncio.to_thread(state.close_log)
+        finally:
+            batch.set()
+        return sent
+
+    sent = asyncio.run(main())
+    assert b"shutting_down" in b"".join(m.get("body", b"") for m in sent)
+    assert state.left_running == ["m"] and not freed  # never freed under a running decode
+    assert "m did not stop within 0.2 s of the shutdown" in capsys.readouterr().err
+    assert [(c.status, c.error_code, c.prompt_tokens) for c in recent(tmp_path, 10)] == [(503, "shutting_down", 10)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import sys
 import threading
 import time
@@ -40,6 +41,7 @@ from localassist.server.worker import CallJob, Job, ModelWorker, QueueFull, Stop
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 DRAIN_LIMIT = 64 * 1024 * 1024  # past this an oversized body is not even read to the end
 DRAIN_S = 5  # after the grace period, how long a client has to read its response's end before it is dropped
+STOP_S = 60.0  # at the end of a shutdown, how long the models have to stop (and load) before the process exits
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class ServerState:
         self.drop_connections: Callable[[], None] = lambda: None  # set by run.py: abort every open connection
         self.loop: asyncio.AbstractEventLoop | None = None
         self._loader: threading.Thread | None = None
+        self.left_running: list[str] = []  # what close() left busy (a model, the loading), not freed
 
     # --- lifecycle
 
@@ -137,12 +140,27 @@ class ServerState:
     def close(self) -> None:
         """Off the loop, once the HTTP side is done: each worker finishes the token, prompt
         batch or embedding it is in (its jobs are cancelled), then its model is freed:
-        never under a running decode."""
+        never under a running decode. All of it waits at most ``STOP_S``: a model still
+        busy (or loading) then is not freed, stderr says so, and it is in ``left_running``."""
+        deadline = time.monotonic() + STOP_S
         if self._loader is not None:
-            self._loader.join()
+            self._loader.join(STOP_S)
+            if self._loader.is_alive():
+                self.left_running.append("loading")
+                sys.stderr.write(
+                    f"localassist: warning: the models were still loading {STOP_S:g} s after the shutdown; "
+                    "exiting without waiting for them\n"
+                )
         for loaded in self.models():
-            loaded.worker.stop()
-            loaded.backend.close()
+            if loaded.worker.stop(timeout=max(0.0, deadline - time.monotonic())):
+                loaded.backend.close()
+            else:
+                self.left_running.append(loaded.name)
+                sys.stderr.write(
+                    f"localassist: warning: {loaded.name} did not stop within {STOP_S:g} s of the shutdown "
+                    "(it is inside one long prompt batch or embedding); its model is not freed under it, "
+                    "the process exits with it still running\n"
+                )
 
     def close_log(self) -> None:
         if self.calllog is not None:
@@ -309,7 +327,7 @@ class ServerState:
     def _record(self, call: Call, t0: float, job: Job | None, done: Done | None) -> concurrent.futures.Future[None]:
         if job is not None and job.started is not None:
             call.queue_s = round(job.queue_s, 4)
-        if done is None and isinstance(job, StreamJob) and job.started is not None:
+        if done is None and isinstance(job, StreamJob) and job.started is not None and not job.abandoned:
             done = job.stream.result()  # what was generated before the cancel
         if done is not None:
             call.finish_reason = done.finish_reason
@@ -384,6 +402,15 @@ def pooled(vector: Any) -> list[float]:
     return [float(x) / norm for x in vector]
 
 
+async def committed(row: asyncio.Future[None] | None) -> None:
+    """Wait until a call's row is committed (``finish_call``'s future; None: nothing to
+    wait for). Shielded: when the wait is cancelled (Starlette cancels a stream whose
+    client went away, uvicorn's shutdown timeout cancels a waiting request), the row is
+    written all the same, and the call log's writer never sees its future cancelled."""
+    if row is not None:
+        await asyncio.shield(row)
+
+
 async def wait_disconnect(request: Request) -> None:
     while True:
         message = await request.receive()
@@ -425,9 +452,7 @@ def create_app(state: ServerState) -> Starlette:
                 err = ApiError(500, "internal server error; see the server's log", "server_error", "internal_error")
                 call.status, call.error_code = 500, err.code
                 response = error_response(err)
-            committed = state.finish_call(call, t0, getattr(call, "_job", None), getattr(call, "_done", None))
-            if committed is not None:
-                await committed
+            await committed(state.finish_call(call, t0, getattr(call, "_job", None), getattr(call, "_done", None)))
             return response
 
         return run
@@ -493,9 +518,7 @@ def create_app(state: ServerState) -> Starlette:
                     )
                     call.status, call.error_code = err.status, err.code
                     ended = True
-                    committed = state.finish_call(call, t0, job)
-                    if committed is not None:
-                        await committed
+                    await committed(state.finish_call(call, t0, job))
                     yield writer.error(err)
                     return
                 if isinstance(event, TextDelta):
@@ -506,7 +529,7 @@ def create_app(state: ServerState) -> Starlette:
                     yield writer.tool_call(event)
                 elif isinstance(event, Done):
                     ended = True
-                    await state.finish_call(call, t0, job, event)  # committed before the client sees the end
+                    await committed(state.finish_call(call, t0, job, event))  # before the client sees the end
                     yield writer.finish(event)
                     return
         finally:
@@ -633,6 +656,13 @@ def create_app(state: ServerState) -> Starlette:
             # the rows of generations cancelled last were queued on this loop as their workers
             # stopped, before this line runs: now the call log writes them and closes
             await anyio.to_thread.run_sync(state.close_log)
+            if state.left_running:
+                # a model still inside llama.cpp: the interpreter's exit tears down what that
+                # thread runs on (it can die of SIGSEGV). Every response has ended and the
+                # call log is closed, so leave now; the system frees the model's memory.
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(0)
 
     routes = [
         Route("/v1/chat/completions", api("chat.completions", chat_completions), methods=["POST"]),

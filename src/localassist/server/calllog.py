@@ -19,7 +19,7 @@ import sqlite3
 import sys
 import threading
 from collections.abc import Iterable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -59,9 +59,9 @@ class CallLog:
         self.db = connect(data_dir)
         self.db.execute("PRAGMA synchronous=FULL")  # an audit log: a committed row survives a power cut
         self._queue: queue.Queue[tuple[Call, Future[None]] | tuple[str, Any] | None] = queue.Queue()
+        self.failed: str | None = None
         self._thread = threading.Thread(target=self._run, name="localassist-calllog", daemon=True)
         self._thread.start()
-        self.failed: str | None = None
 
     def record(self, call: Call) -> Future[None]:
         """Queue the row; the future is done once it is committed (or failed to be: the
@@ -79,6 +79,8 @@ class CallLog:
         self.db.close()
 
     def _run(self) -> None:
+        """The writer: nothing that happens to one batch (a failed write, a future its
+        waiter cancelled) ends it, since every later response waits on it."""
         while True:
             item = self._queue.get()
             batch = [item]
@@ -91,14 +93,15 @@ class CallLog:
             items = [b for b in batch if b is not None]
             try:
                 self._write(items)
-            except sqlite3.Error as exc:
-                if self.failed is None:  # say it once; serving goes on
-                    sys.stderr.write(f"localassist: warning: the call log cannot be written: {exc}\n")
-                self.failed = str(exc)
+            except Exception as exc:  # whatever it is, say it once; serving goes on
+                detail = str(exc) if isinstance(exc, sqlite3.Error) else f"{type(exc).__name__}: {exc}"
+                if self.failed is None:
+                    sys.stderr.write(f"localassist: warning: the call log cannot be written: {detail}\n")
+                self.failed = detail
             finally:  # a response never waits for ever on its row
                 for _, done in items:
                     if isinstance(done, Future):
-                        done.set_result(None)
+                        _resolve(done)
             if stop:
                 return
 
@@ -119,8 +122,20 @@ class CallLog:
                     )
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # a failed BEGIN left none: its error is the one to report
+                db.execute("ROLLBACK")
             raise
+
+
+def _resolve(done: Future[None]) -> None:
+    """Mark a row's future done, unless its waiter has cancelled it (a client that went
+    away, uvicorn's shutdown timeout: ``asyncio.wrap_future`` passes the cancel on), which
+    ``set_result`` would answer with InvalidStateError."""
+    try:
+        if done.set_running_or_notify_cancel():
+            done.set_result(None)
+    except (RuntimeError, InvalidStateError):  # already finished: nobody waits on it
+        pass
 
 
 def recent(

@@ -59,6 +59,7 @@ class Job:
         self.started: float | None = None
         self.finished: float | None = None
         self.stop_reason: str | None = None  # why it was cancelled: disconnect | timeout | shutdown
+        self.abandoned = False  # shutdown stopped waiting for it while it ran
         self._state = "queued"  # queued | running | dropped | done
         self._lock = threading.Lock()
         self.on_drop: Callable[[Job], None] = lambda _job: None  # the worker frees its queue slot
@@ -100,6 +101,16 @@ class Job:
                 self._when_finished.append(fn)
         if not pending:
             fn()
+
+    def abandon(self) -> None:
+        """Shutdown stops waiting for this job (its model did not stop in time): the
+        ``when_finished`` callbacks run now, on the loop, though the worker is still in it."""
+        with self._lock:
+            self.abandoned = True  # its stream is still in use: nobody else may touch it
+            callbacks, self._when_finished = self._when_finished, []
+        for fn in callbacks:
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(fn)
 
     def cancel(self, reason: str) -> None:
         """From the loop: drop a waiting job or cancel a running one (the engine stops
@@ -256,14 +267,23 @@ class ModelWorker:
         for job in running:
             job.cancel(reason)
 
-    def stop(self, timeout: float | None = None) -> bool:
+    def stop(self, timeout: float) -> bool:
         """End the threads once their jobs are over (a cancelled generation ends within a
-        token or prompt batch). True when they all did: only then may the model be freed."""
+        token or prompt batch), waiting at most ``timeout`` seconds in all. True when they
+        all did: only then may the model be freed. Otherwise the jobs still running are
+        abandoned (their calls are recorded now, without the tokens of a stream)."""
+        deadline = perf_counter() + timeout
         for _ in self._threads:
             self._jobs.put(None)
         for thread in self._threads:
-            thread.join(timeout)
-        return not any(thread.is_alive() for thread in self._threads)
+            thread.join(max(0.0, deadline - perf_counter()))
+        stopped = not any(thread.is_alive() for thread in self._threads)
+        if not stopped:
+            with self._lock:
+                running = list(self._current)
+            for job in running:
+                job.abandon()
+        return stopped
 
 
 def ceil_seconds(seconds: float) -> int:
