@@ -278,3 +278,40 @@ def test_retriever_returns_documents_with_page_lines_and_score(tmp_path):
     assert md.metadata["line_start"] <= fact <= md.metadata["line_end"]
 
     assert retriever.invoke("zebra quantum lighthouse xylophone") == []
+
+
+def test_retriever_invoke_takes_k_for_one_search(tmp_path):
+    # LangChain passes invoke's keyword arguments on; k was ignored, so invoke(q, k=2) gave 1.
+    from localassist.errors import UsageError
+    from localassist.rag import create_index
+
+    folder = copy_corpus(tmp_path / "docs")
+    data = tmp_path / "data"
+    with create_index(data, "docs", folder) as index:
+        index.sync(None)
+    retriever = LocalAssistRetriever(index="docs", k=1, data_dir=str(data))
+    assert len(retriever.invoke("offsite budget", k=2)) == 2
+    assert len(retriever.invoke("offsite budget")) == 1
+    with pytest.raises(UsageError, match="k must be a whole number of at least 1, not 0"):
+        retriever.invoke("offsite budget", k=0)
+
+
+def test_an_ai_message_whose_content_holds_a_tool_use_block_is_accepted():
+    # Anthropic's format keeps the call in the content as well as in tool_calls: it was refused
+    # as "content of type 'tool_use' is not supported".
+    from localassist.engine.types import ToolCall
+    from localassist.errors import UsageError
+    from localassist.integrations.langchain import to_messages
+
+    use = {"type": "tool_use", "id": "abc", "name": "add", "input": {"a": 1}}
+    both = AIMessage(
+        [{"type": "text", "text": "some text"}, use],
+        tool_calls=[{"name": "add", "args": {"a": 1}, "id": "abc", "type": "tool_call"}],
+    )
+    (message,) = to_messages([both])
+    assert message.content == "some text"
+    assert message.tool_calls == (ToolCall("abc", "add", '{"a": 1}'),)  # once, not twice
+    (only_in_content,) = to_messages([AIMessage([{**use, "id": "xyz", "input": {"a": 2}}])])
+    assert only_in_content.tool_calls == (ToolCall("xyz", "add", '{"a": 2}'),)
+    with pytest.raises(UsageError, match="content of type 'image' is not supported"):
+        to_messages([AIMessage([{"type": "image", "url": "file:///x.png"}])])

@@ -144,6 +144,26 @@ def _text(content: Any) -> str:
     return "".join(parts)
 
 
+# Content blocks that hold a tool call, and the key of its arguments: Anthropic's
+# ``tool_use`` and LangChain's standard ``tool_call``. The same call is usually in
+# ``AIMessage.tool_calls`` as well; it is sent once.
+CALL_BLOCKS = {"tool_use": "input", "tool_call": "args"}
+
+
+def _assistant(m: AIMessage) -> Message:
+    """An AIMessage: its text, and its calls from ``tool_calls`` and from call blocks in
+    its content (Anthropic's format keeps them there)."""
+    found = [(c.get("id"), c["name"], c["args"]) for c in m.tool_calls]
+    content = m.content if isinstance(m.content, list) else [m.content]
+    for block in content:
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind in CALL_BLOCKS and not any(block.get("id") == known for known, _, _ in found if known):
+            found.append((block.get("id"), block["name"], block.get(CALL_BLOCKS[kind]) or {}))
+    calls = tuple(ToolCall(key or f"call_{i}", name, json.dumps(args)) for i, (key, name, args) in enumerate(found))
+    text = _text([b for b in content if not (isinstance(b, dict) and b.get("type") in CALL_BLOCKS)])
+    return Message("assistant", text, tool_calls=calls)
+
+
 def to_messages(messages: Sequence[BaseMessage]) -> tuple[Message, ...]:
     """LangChain messages as localassist's (tool calls and their ids kept)."""
     out = []
@@ -153,11 +173,7 @@ def to_messages(messages: Sequence[BaseMessage]) -> tuple[Message, ...]:
         elif isinstance(m, HumanMessage):
             out.append(Message("user", _text(m.content)))
         elif isinstance(m, AIMessage):
-            calls = tuple(
-                ToolCall(c.get("id") or f"call_{i}", c["name"], json.dumps(c["args"]))
-                for i, c in enumerate(m.tool_calls)
-            )
-            out.append(Message("assistant", _text(m.content), tool_calls=calls))
+            out.append(_assistant(m))
         elif isinstance(m, ToolMessage):
             out.append(Message("tool", _text(m.content), tool_call_id=m.tool_call_id, name=m.name))
         elif isinstance(m, ChatMessage) and m.role in ("system", "user", "assistant", "tool"):
@@ -427,9 +443,14 @@ class LocalAssistRetriever(BaseRetriever):
                 self._search = DocsSearch(settings, self.index)
             return self._search
 
-    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, k: int | None = None
+    ) -> list[Document]:
+        """``k`` (``retriever.invoke(query, k=2)``) overrides the retriever's own for one search."""
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            raise UsageError(f"k must be a whole number of at least 1, not {k!r}")
         docs = self._docs()
-        hits, _notices, found = docs.search(query, k=self.k)
+        hits, _notices, found = docs.search(query, k=self.k if k is None else k)
         if not found:
             return []
         folder = docs.info.folder
