@@ -265,7 +265,10 @@ class Assistant:
     def restore_attachments(self, attachments: Sequence[Attachment]) -> list[str]:
         """Pin a resumed conversation's documents again, as logged (the text the model was
         given, not the file as it is now), each if it fits as ``/file`` would pin it; one
-        line for each that does not, saying it was left out."""
+        line for each that does not, saying it was left out. On a server that cannot count
+        (Ollama excepted) an estimate leaves nothing out: the line says it may not fit."""
+        from localassist.engine.types import server_decides
+
         lines = []
         for attachment in attachments:
             before = self.used_tokens
@@ -273,6 +276,12 @@ class Assistant:
             if self.used_tokens <= self.attachment_limit:
                 continue
             tokens = self.used_tokens - before  # what /file said it took
+            if server_decides(self.backend):
+                lines.append(
+                    f"{attachment.name} ({attachment.mode}, about {tokens:,} tokens, estimated: the server cannot "
+                    f"count them) may not fit the context now: attached again anyway; the server decides"
+                )
+                continue
             self.attachments.pop()
             self._set_system(self.user_system)
             lines.append(

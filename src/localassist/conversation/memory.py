@@ -135,8 +135,10 @@ def fit(
     """Shrink ``conversation`` (in place) so that it plus ``new`` fits ``budget`` tokens.
 
     ``exact`` False: ``count`` is an estimate above the real count (a server that cannot
-    count), so a prompt it puts over the budget even alone is not refused: the report
-    says it may not fit, and the server, which counts, decides."""
+    count). A prompt it puts over the budget even alone is not refused, and the history is
+    not dropped for it either (what to drop would be the estimate's guess): it is kept as
+    the policy's window left it, the report says it may not fit, and the server, which
+    counts, decides."""
     before = count(conversation.messages(new))
     dropped = _window(conversation, policy.window) if policy.kind == "window" else 0
     tokens = count(conversation.messages(new)) if dropped else before
@@ -144,18 +146,18 @@ def fit(
         return FitReport(tokens, dropped, before - tokens if dropped else 0)
 
     alone = count(Conversation(conversation.system).messages(new))
-    may_not_fit = None
     if alone > budget:
         if exact:
             raise ContextOverflowError(alone, max_tokens, budget + max_tokens)
         may_not_fit = (
-            f"the input may not fit the context: about {alone:,} prompt tokens (estimated: the server cannot "
+            f"the input may not fit the context: about {tokens:,} prompt tokens (estimated: the server cannot "
             f"count them) + {max_tokens:,} max tokens > {budget + max_tokens:,} context; sent anyway, the server "
             "decides"
         )
+        return FitReport(tokens, dropped, before - tokens if dropped else 0, may_not_fit=may_not_fit)
 
     exchanges = conversation.exchanges()
-    if policy.kind == "summary" and summarize is not None and exchanges and may_not_fit is None:
+    if policy.kind == "summary" and summarize is not None and exchanges:
         # Summarize the older half and keep the recent exchanges verbatim; if that is not
         # enough, summarize everything (each summary costs a generation, so two tries at most).
         earlier = [Message("system", f"{SUMMARY_PREFIX}\n{conversation.summary}")] if conversation.summary else []
@@ -183,4 +185,4 @@ def fit(
     if tokens > budget:  # the summary note is the last thing left to let go of
         conversation.summary = None
         tokens = count(conversation.messages(new))
-    return FitReport(tokens, dropped, before - tokens, may_not_fit=may_not_fit)
+    return FitReport(tokens, dropped, before - tokens)

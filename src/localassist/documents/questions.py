@@ -6,6 +6,12 @@ as text, so nothing in a document can become a control token. If they do not fit
 question is answered over the chunks that match it best by BM25 (an in-memory index of
 the chunks, built per question) as many as the budget holds. The sources reported come
 from those chunks' locators, never from the model's text.
+
+On a remote server that cannot count tokens the counts are an estimate, above the real
+count: it never cuts a document or refuses one there. The documents go whole (the memory
+policy warns that the prompt may not fit) and the server, which counts, decides. Ollama is
+the exception: it would clip a prompt that does not fit without an error, so there the
+estimate fits documents as a count does, and every message says it is an estimate.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Any
 
 from localassist.documents.chunking import chunk_document
 from localassist.documents.model import STDIN, Chunk, Document, Locator
-from localassist.engine.types import Message
+from localassist.engine.types import Message, server_decides
 from localassist.errors import DocumentBudgetError
 
 MARGIN = 16  # tokens: text joins the prompt with a token or two of difference
@@ -146,20 +152,26 @@ def attach(
     question: str,
     room: Callable[[str], int],
     count: Callable[[str], int],
+    *,
+    estimated: str | None = None,
+    server_decides: bool = False,
 ) -> Attached:
     """The user message for ``question`` over ``documents``. ``room(text)`` is how many
     tokens would be left in the budget were ``text`` sent (negative: it does not fit);
-    ``count`` counts plain text with the model's tokenizer."""
+    ``count`` counts plain text with the model's tokenizer. ``estimated``: the counts are
+    an estimate, and why (said in every message). ``server_decides``: an estimate that
+    may not cut or refuse: the documents go whole, whatever it says."""
     whole = [document_block(name(d.path), document_text(d)) for d in documents]
     total = sum(count(block) for block in whole)
     text = question_text(question, whole, whole=True)
-    if room(text) >= MARGIN:
+    if server_decides or room(text) >= MARGIN:
         return Attached(text, "whole", _best_parts(documents, question, count), total, 0, 0)
+    about, why = ("about ", f" ({estimated})") if estimated else ("", "")
     available = room(question_text(question, [], whole=False)) - MARGIN
     if available < MIN_EXCERPT:
         raise DocumentBudgetError(
             f"no room for any part of {_names(documents)}: the question, the conversation and --max-tokens "
-            f"leave {max(available, 0):,} tokens of the context. Raise --ctx or lower --max-tokens"
+            f"leave {about}{max(available, 0):,} tokens of the context{why}. Raise --ctx or lower --max-tokens"
         )
     size = max(MIN_EXCERPT, min(MAX_EXCERPT, available // 4))
     chunks = [c for d in documents for c in chunk_document(d, size, count)]
@@ -179,10 +191,11 @@ def attach(
             break
         chosen.pop()  # the lowest ranked goes first
     if not chosen:
-        raise DocumentBudgetError(f"no part of {_names(documents)} fits what is left of the context; raise --ctx")
+        raise DocumentBudgetError(f"no part of {_names(documents)} fits what is left of the context{why}; raise --ctx")
     sources = [Source(chunks[i].locator, scores[i]) for i in chosen]
+    size = f"{about}{total:,} tokens" + (f", {estimated}" if estimated else "")
     notice = (
-        f"{_names(documents)} ({total:,} tokens) {'does' if len(documents) == 1 else 'do'} not fit the context: "
+        f"{_names(documents)} ({size}) {'does' if len(documents) == 1 else 'do'} not fit the context: "
         f"answering from the {len(chosen)} of {len(chunks)} excerpts that match the question best"
     )
     return Attached(text, "excerpts", sources, total, len(chunks), len(chosen), notice)
@@ -214,7 +227,9 @@ def _names(documents: Sequence[Document]) -> str:
 
 def attach_to_question(assistant: Any, documents: Sequence[Document], question: str) -> Attached:
     """``ask -f``: fit ``documents`` into the message that will ask ``question`` of
-    ``assistant`` (after its template, with its conversation, under its budget)."""
+    ``assistant`` (after its template, with its conversation, under its budget). On a
+    server that cannot count they go whole: the turn's memory notice says if the estimate
+    puts the prompt over the context, and the server decides."""
 
     def room(text: str) -> int:
         if assistant.template is not None:
@@ -222,7 +237,24 @@ def attach_to_question(assistant: Any, documents: Sequence[Document], question: 
         messages = assistant.conversation.messages([Message("user", text)])
         return assistant.budget - assistant.backend.count(messages)
 
-    return attach(documents, question, room, lambda text: len(assistant.backend.tokenize(text)))
+    backend = assistant.backend
+    return attach(
+        documents,
+        question,
+        room,
+        lambda text: len(backend.tokenize(text)),
+        estimated=estimate_reason(backend),
+        server_decides=server_decides(backend),
+    )
+
+
+def estimate_reason(backend: Any) -> str | None:
+    """None where ``backend`` counts tokens exactly; else what the messages say of the estimate."""
+    if getattr(backend, "exact_tokens", True):
+        return None
+    if server_decides(backend):
+        return "estimated: the server cannot count them"
+    return "estimated: Ollama cannot count them, and would clip a prompt that does not fit"
 
 
 def pin(assistant: Any, document: Document, summarize: Callable[[Document, int], tuple[str, str]]) -> str | None:
@@ -230,15 +262,27 @@ def pin(assistant: Any, document: Document, summarize: Callable[[Document, int],
     memory never drops; the log keeps it, so a resumed conversation has it again). If it
     does not fit what is left, ``summarize(document, max_tokens)`` gives a summary that
     does, and its coverage line; the returned notice says so. A quarter of the budget
-    stays free for the conversation."""
+    stays free for the conversation. On a server that cannot count (Ollama excepted) the
+    document is pinned whole, whatever the estimate says: the notice then says it may not
+    fit, and the server decides."""
     from localassist.conversation.log_store import Attachment
 
     limit = assistant.attachment_limit
     source = name(document.path)
+    estimated = estimate_reason(assistant.backend)
 
     def try_pin(mode: str, block: str) -> bool:
         return assistant.attach(Attachment(source, document.sha256, mode, block), limit=limit)
 
+    if server_decides(assistant.backend):
+        before = assistant.used_tokens
+        assistant.attach(Attachment(source, document.sha256, "whole", document_block(source, document_text(document))))
+        if assistant.used_tokens <= limit:
+            return None
+        return (
+            f"attached {source} whole: about {assistant.used_tokens - before:,} tokens ({estimated}), more than "
+            f"the {max(0, limit - before):,} the context seems to have left; the server decides"
+        )
     if try_pin("whole", document_block(source, document_text(document))):
         return None
     tokens = len(assistant.backend.tokenize(document_text(document)))
@@ -253,4 +297,9 @@ def pin(assistant: Any, document: Document, summarize: Callable[[Document, int],
     summary, coverage = summarize(document, left)
     if not try_pin("summary", document_block(f"{source} (summary)", summary)):
         raise DocumentBudgetError(f"even a summary of {source} does not fit what is left of the context")
+    if estimated:
+        return (
+            f"{source} is about {tokens:,} tokens ({estimated}), more than the {left:,} left: attached a summary "
+            f"of it ({coverage})"
+        )
     return f"{source} is {tokens:,} tokens, more than the {left:,} left: attached a summary of it ({coverage})"

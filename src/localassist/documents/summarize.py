@@ -15,6 +15,12 @@ model's own tokenizer (see ``chunking``). Map outputs are cached (``summary_cach
 so a re-run, or one with only another ``--points``/``--style``, skips the map, and a
 run stopped by Ctrl-C resumes. Nothing here prints: progress goes to a callback.
 
+On a remote server that cannot count tokens the counts are an estimate above the real
+count: it plans (parts a little smaller than they could be, so more calls), but never
+refuses. Where an exact count would stop the summary (exit 4), the estimate adds a
+warning and the call is sent: the server, which counts, decides. Ollama is the exception
+(it would clip a prompt that does not fit): there its estimate refuses as a count does.
+
     summarizer = Summarizer(backend, SummaryTemplates.load(config_dir), sampling)
     run = summarizer.start(summarizer.plan([load("report.pdf")]))
     for piece in run.stream.text(): ...
@@ -33,7 +39,16 @@ from typing import Any
 from localassist.documents.chunking import chunk_document
 from localassist.documents.model import STDIN, Chunk, Document, Locator
 from localassist.documents.summary_cache import CacheError, SummaryCache, cache_key, model_identity
-from localassist.engine.types import Backend, ChatRequest, ChatStream, Done, Message, SamplingParams, TextDelta
+from localassist.engine.types import (
+    Backend,
+    ChatRequest,
+    ChatStream,
+    Done,
+    Message,
+    SamplingParams,
+    TextDelta,
+    server_decides,
+)
 from localassist.errors import DocumentBudgetError, LocalAssistError, UsageError
 
 STRATEGIES = ("auto", "stuff", "map-reduce", "refine")
@@ -328,6 +343,8 @@ class Summarizer:
         self.options = options or SummaryOptions()
         self.cache = cache
         self.on_progress = on_progress
+        self.server_decides = server_decides(backend)  # counts are an estimate: warn, never refuse
+        self._estimate_warned = False
         self.usage = SummaryUsage()
         self.warnings: list[str] = []
         self.source = ""
@@ -388,6 +405,19 @@ class Summarizer:
         """Exact: the real count of the rendered request, as the backend checks it."""
         return self.backend.count(messages) + sampling.max_tokens <= self.backend.n_ctx
 
+    def _refuse(self, error: DocumentBudgetError, what: str) -> None:
+        """Where an exact count stops the summary with ``error``: an estimate (a server that
+        cannot count) only warns that ``what`` may not fit, once a summary (the first place
+        it says so), and the summary goes on."""
+        if not self.server_decides:
+            raise error
+        if not self._estimate_warned:
+            self._estimate_warned = True
+            self.warnings.append(
+                f"{what} may not fit the context of {self.backend.n_ctx:,} tokens (estimated: the server cannot "
+                "count them); sent anyway, the server decides"
+            )
+
     def _too_small(self, room: int, template: Any, sampling: SamplingParams, need: int) -> DocumentBudgetError:
         return DocumentBudgetError(
             f"the context ({self.backend.n_ctx:,} tokens) leaves {max(room, 0):,} tokens for text after the "
@@ -412,10 +442,16 @@ class Summarizer:
             if plan is not None:
                 return plan
             if strategy == "stuff":
-                raise DocumentBudgetError(
-                    f"{self.source} does not fit one call in a {self.backend.n_ctx:,}-token context; "
-                    f"use --strategy map-reduce (or auto), or raise --ctx"
+                self._refuse(
+                    DocumentBudgetError(
+                        f"{self.source} does not fit one call in a {self.backend.n_ctx:,}-token context; "
+                        f"use --strategy map-reduce (or auto), or raise --ctx"
+                    ),
+                    f"{self.source} in one call (--strategy stuff)",
                 )
+                plan = self._plan_stuff(documents, facts, anyway=True)
+                assert plan is not None
+                return plan
             strategy = "map-reduce"
         if strategy == "map-reduce":
             template = self.templates.map
@@ -428,27 +464,31 @@ class Summarizer:
             for tpl, smp, need in ((template, sampling, 2 * note), (final, self.sampling_for(final, final=True), note)):
                 room = self._room(tpl, self._params(source=self._label), smp)
                 if room < need:
-                    raise self._too_small(room, tpl, smp, need)
+                    self._refuse(self._too_small(room, tpl, smp, need), f"the {tpl.name} prompt with its notes")
         else:  # refine: room for the summary so far as well
             template = self.templates.refine
             sampling = self.sampling_for(template)
             summary = max(sampling.max_tokens, self.sampling_for(self.templates.stuff).max_tokens)
             budget = self._room(template, self._params(summary="", part=self._label), sampling, reserve=summary)
         if budget < MIN_CHUNK:
-            raise self._too_small(budget, template, sampling, MIN_CHUNK)
+            self._refuse(self._too_small(budget, template, sampling, MIN_CHUNK), f"the {template.name} prompt")
+            budget = MIN_CHUNK
         chunks = [(d, chunk_document(d, budget, self.count_text)) for d in documents]
         return self._make_plan(strategy, chunks, budget, facts)
 
-    def _plan_stuff(self, documents: list[Document], facts: str | None) -> Plan | None:
+    def _plan_stuff(self, documents: list[Document], facts: str | None, *, anyway: bool = False) -> Plan | None:
+        """The plan for one call, or None if it does not fit (``anyway``: the plan even then)."""
         template = self.templates.stuff
         sampling = self.sampling_for(template, final=True)
         limit = self.backend.n_ctx - sampling.max_tokens - self.options.margin
+        if anyway:
+            limit = max(MIN_CHUNK, limit)
         total = sum(self.count_text(p.text) for d in documents for p in d.pieces)
-        if total > limit:  # a quick no: the text alone is too long
+        if total > limit and not anyway:  # a quick no: the text alone is too long
             return None
         chunks = [(d, chunk_document(d, limit, self.count_text)) for d in documents]
         plan = self._make_plan("stuff", chunks, limit, facts)
-        if not self._fits(self.messages(template, self._stuff_text(plan), self._params()), sampling):
+        if not anyway and not self._fits(self.messages(template, self._stuff_text(plan), self._params()), sampling):
             return None
         return plan
 
@@ -533,16 +573,24 @@ class Summarizer:
             text = _notes_text(items, plan.facts)
             if self._fits(self.messages(final, text, self._params()), final_sampling):
                 break
-            level += 1
-            if level > self.options.max_depth:
-                raise DocumentBudgetError(
-                    f"the notes on {plan.ledger.chunks:,} chunks still do not fit one call after "
-                    f"{self.options.max_depth} reduce levels; raise --ctx or lower --max-tokens (nothing was clipped)"
+            if level == self.options.max_depth:
+                self._refuse(
+                    DocumentBudgetError(
+                        f"the notes on {plan.ledger.chunks:,} chunks still do not fit one call after "
+                        f"{self.options.max_depth} reduce levels; raise --ctx or lower --max-tokens "
+                        "(nothing was clipped)"
+                    ),
+                    f"the notes on {plan.ledger.chunks:,} chunks after {level} reduce levels",
                 )
+                break
             groups = self._group(items, condense, sampling)
             if len(groups) >= len(items):
                 need = 2 * max(self.count_text(i.block()) for i in items)
-                raise self._too_small(0, condense, sampling, need)
+                self._refuse(
+                    self._too_small(0, condense, sampling, need), f"the notes on {plan.ledger.chunks:,} chunks"
+                )
+                break
+            level += 1
             condensed = []
             for number, group in enumerate(groups):
                 self._report("reduce", number, len(groups))
@@ -568,6 +616,8 @@ class Summarizer:
                 current = []
             current.append(item)
             if len(current) == 1 and not self._fits(self._condense_messages(template, current), sampling):
+                if self.server_decides:  # an estimate: let _reduce decide whether to go on
+                    continue
                 raise self._too_small(0, template, sampling, self.count_text(item.block()))
         groups.append(current)
         return groups

@@ -403,6 +403,12 @@ class RemoteBackend:
     def exact_tokens(self) -> bool:
         return self._tokenizer
 
+    @property
+    def clips_silently(self) -> bool:
+        """Ollama: a prompt past its context is clipped, not refused, so an estimate over
+        the context refuses here (``chat``) and documents are fitted to it as to a count."""
+        return self.probe.kind == OLLAMA
+
     def count(self, messages: Sequence[Message]) -> int:
         """Prompt tokens of ``messages``: rendered by the server's template and counted by
         its tokenizer where it has them, else the conservative estimate. localassist serve

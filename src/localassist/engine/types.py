@@ -345,3 +345,11 @@ class Backend(Protocol):
     def info(self) -> BackendInfo: ...
 
     def close(self) -> None: ...
+
+
+def server_decides(backend: Backend) -> bool:
+    """Whether ``backend``'s token counts are only an estimate that may plan and warn but
+    never cut text or refuse (a remote server that cannot count: it counts, and decides).
+    False for exact counts, and for Ollama, which would clip a prompt that does not fit
+    without an error, so its estimate refuses as a count does."""
+    return not getattr(backend, "exact_tokens", True) and not getattr(backend, "clips_silently", False)
