@@ -145,18 +145,26 @@ def test_ask_remote_is_not_refused_on_an_estimate_serve_counts_exactly(served, s
     assert "tokens=exact" in remote.stderr and "may not fit" not in remote.stderr
 
 
-def test_a_raw_completion_through_serve_that_begins_with_a_blank_line_is_not_empty(starter_model, tmp_path):
-    # The starter opens a letter with a blank line (p ~0.7 after "Dear Sir,"). The blank-line
-    # end used to fire right there: in-process nothing was printed, and the client sent it to
-    # serve as a stop, which ended the completion before any text (HTTP 200, empty text).
+def test_a_raw_completion_through_serve_that_begins_with_a_blank_line_is_not_empty(starter_model, tmp_path, greedy):
+    # The starter opens a letter with a blank line after "Dear Sir,". The blank-line end used
+    # to fire right there: in-process nothing was printed, and the client sent it to serve
+    # as a stop, which ended the completion before any text (HTTP 200, empty text).
+    prompt = "Dear Sir,"
+    oracle = "".join(greedy(prompt, 12))  # llama.cpp's own greedy continuation, as -T 0 -n 12
+    if not oracle.startswith("\n\n"):
+        pytest.skip(f"on this CPU the starter does not open {prompt!r} with a blank line ({oracle[:20]!r})")
+    begun = len(oracle) - len(oracle.lstrip())
+    end = oracle.find("\n\n", begun)  # the blank-line end, after some text
+    expected = oracle if end < 0 else oracle[:end]
+    assert expected.strip()
     server = Served(tmp_path / "serve-home", starter_model).wait_ready()
     try:
-        args = ("ask", "--raw", *ENGINE, "Dear Sir,")
+        args = ("ask", "--raw", *ENGINE, prompt)
         local = run_cli(*args, "-m", str(starter_model))
         remote = run_cli(*args, "--base-url", server.url)
     finally:
         server.stop()
     assert local.returncode == 0, local.stderr
     assert remote.returncode == 0, remote.stderr
-    assert local.stdout.startswith("\n\n") and local.stdout.strip()
+    assert local.stdout.rstrip("\n") == expected.rstrip("\n")
     assert remote.stdout == local.stdout
