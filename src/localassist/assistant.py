@@ -419,15 +419,23 @@ class Assistant:
 
     def load(self, path: Path) -> int:
         """Restore a JSON transcript written by ``save``; return how many messages."""
+        from localassist.files import read_regular_text
+
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            text = read_regular_text(path)  # a FIFO is refused, never waited on
+        except FileNotFoundError:
+            raise UsageError(f"{path} does not exist") from None
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{path} is not a transcript saved with /save FILE.json ({exc})") from None
+        try:
+            data = json.loads(text)
             messages = [
                 Message(str(m["role"]), str(m["content"]), interrupted=bool(m.get("interrupted")))
                 for m in data["messages"]
             ]
-        except FileNotFoundError:
-            raise UsageError(f"{path} does not exist") from None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:
             raise UsageError(f"{path} is not a transcript saved with /save FILE.json ({exc})") from None
         if any(m.role not in ("user", "assistant") for m in messages):
             raise UsageError(f"{path}: messages must have role user or assistant")

@@ -5,14 +5,17 @@ saved sessions, the config file with its system prompt, last-used times), so eve
 is 0600 and every directory localassist owns is 0700. Writes are atomic: a temporary
 file in the same directory, flushed and fsynced, then ``os.replace``d over the target,
 so a crash or a full disk leaves the old file or the new one, never half of one.
-Files the user names (a model, a document) are opened only when they are regular files:
-a FIFO or a device would block or never end.
+Files a user or the model names (a model, a document, a schema, a grammar, a chat
+template, a transcript, a key file, the config file and templates, a file the files tool
+reads) are opened only when they are regular files, through ``open_regular``: a FIFO or
+a device would block or never end.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import stat
 import sys
@@ -192,11 +195,19 @@ def read_regular_bytes(path: str | os.PathLike[str]) -> bytes:
         return fh.read()
 
 
+def read_regular_text(path: str | os.PathLike[str], encoding: str = "utf-8") -> str:
+    """The text of a regular file (``open_regular``), as ``Path.read_text`` gives it
+    (strict decoding, universal newlines). Raises OSError and UnicodeDecodeError."""
+    with io.TextIOWrapper(open_regular(path), encoding=encoding) as fh:
+        return fh.read()
+
+
 def load_toml(path: Path) -> dict[str, Any]:
-    """Parse a TOML file (``tomllib``, or ``tomli`` before Python 3.11).
+    """Parse a TOML file (``tomllib``, or ``tomli`` before Python 3.11), only if it is a
+    regular file (the config file, a template: a FIFO there would block every command).
 
     Raises OSError and ``TOMLDecodeError`` (exported here) for callers to word."""
-    with path.open("rb") as fh:
+    with open_regular(path) as fh:
         return tomllib.load(fh)
 
 

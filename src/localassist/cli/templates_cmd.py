@@ -35,10 +35,16 @@ def list_() -> None:
 def show(name: Annotated[str, typer.Argument(help="Template name.")]) -> None:
     """Print a template's file."""
     from localassist.conversation.prompt_templates import load_template
+    from localassist.errors import UsageError
+    from localassist.files import read_regular_text
 
     template = load_template(name, _config_dir())
+    try:
+        text = read_regular_text(template.path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read template {template.path}: {getattr(exc, 'strerror', None) or exc}") from None
     note(f"# {template.path}")
-    out(template.path.read_text(), nl=False)
+    out(text, nl=False)
 
 
 @app.command()

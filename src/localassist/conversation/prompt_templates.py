@@ -140,7 +140,7 @@ def load_template(name: str, config_dir: Path) -> Template:
     if not _NAME.match(name):
         raise UsageError(f"bad template name {name!r}")
     user = user_dir(config_dir) / f"{name}.toml"
-    if user.is_file():
+    if user.exists():  # a FIFO or a folder there is refused by _parse, not passed over for the built-in
         return _parse(name, user, builtin=False)
     builtin = builtin_dir() / f"{name}.toml"
     if builtin.is_file():

@@ -136,8 +136,10 @@ def _template_file(path: str) -> ChatTemplate:
     """``--chat-format FILE.jinja``: a model's template from its tokenizer_config.json, say."""
     from pathlib import Path
 
+    from localassist.files import read_regular_text
+
     try:
-        source = Path(path).expanduser().read_text(encoding="utf-8")
+        source = read_regular_text(Path(path).expanduser())  # a FIFO is refused, never waited on
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"--chat-format {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
     if not source.strip():

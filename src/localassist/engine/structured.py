@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from localassist.errors import BackendError, UsageError
+from localassist.files import read_regular_text
 
 if TYPE_CHECKING:
     from localassist.engine.types import ResponseFormat
@@ -27,9 +28,9 @@ def load_schema(value: str) -> dict[str, Any]:
     text = value
     if not value.lstrip().startswith("{"):
         try:
-            text = Path(value).expanduser().read_text(encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(f"--json-schema: cannot read {value}: {exc.strerror or exc}") from None
+            text = read_regular_text(Path(value).expanduser())  # a FIFO is refused, never waited on
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--json-schema: cannot read {value}: {getattr(exc, 'strerror', None) or exc}") from None
     try:
         schema = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -50,9 +51,9 @@ def schema_to_grammar(schema: dict[str, Any]) -> str:
 
 def load_grammar(path: str) -> str:
     try:
-        text = Path(path).expanduser().read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"--grammar: cannot read {path}: {exc.strerror or exc}") from None
+        text = read_regular_text(Path(path).expanduser())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--grammar: cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
     if not text.strip():
         raise UsageError(f"--grammar: {path} is empty")
     return text

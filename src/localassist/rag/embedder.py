@@ -63,11 +63,13 @@ def prefixes_for(model_name: str) -> tuple[str, str]:
 def model_identity(path: str | os.PathLike[str], name: str | None = None, sha256: str | None = None) -> str:
     """``name@sha256:size`` for a GGUF file. Give ``sha256`` where it is known (the model
     cache has it): hashing a large file takes a while."""
+    from localassist.files import open_regular
+
     file = Path(path)
     size = file.stat().st_size
     if sha256 is None:
         digest = hashlib.sha256()
-        with file.open("rb") as fh:
+        with open_regular(file) as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
         sha256 = digest.hexdigest()

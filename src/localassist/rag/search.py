@@ -8,7 +8,6 @@ and each one is quoted, so ``NOT``, ``*``, ``"`` or ``col:`` in a question are j
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 import sqlite3
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING
 from localassist.documents import Locator
 from localassist.rag.errors import EmbedderError
 from localassist.rag.store import TOKENIZER
+from localassist.rag.sync import check_file
 
 if TYPE_CHECKING:
     from localassist.rag.embedder import Embedder
@@ -225,13 +225,11 @@ class _OnDisk:
             return "deleted"
         if not stat.S_ISREG(st.st_mode):
             return "deleted"
-        if (st.st_size, st.st_mtime_ns) == (row["file_size"], row["file_mtime_ns"]):
-            return "same"
-        try:  # touched is not changed: the bytes decide (read only for a file among the hits)
-            digest = hashlib.sha256(file.read_bytes()).hexdigest()
-        except OSError:
+        try:  # sync's own test: touched is not changed (read only for a file among the hits)
+            check = check_file(file, st, (row["file_size"], row["file_mtime_ns"], row["file_sha256"]))
+        except OSError:  # gone, unreadable, or swapped for a FIFO since the stat
             return "deleted"
-        return "same" if digest == row["file_sha256"] else "changed"
+        return "changed" if check.state == "changed" else "same"
 
     def live(self, rows: list[sqlite3.Row]) -> list[sqlite3.Row]:
         """The rows whose file is still there; the others' paths are noted."""

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from localassist.errors import LocalAssistError, UsageError
+from localassist.files import read_regular_text
 from localassist.server.keys import ENV_KEYS, KeyStore, parse_key_lines
 
 # Encoder architectures: a model of one of these given with -m is served for embeddings.
@@ -61,7 +62,7 @@ def gather_keys(key_file: str | None) -> list[tuple[str, str, str]]:
     if key_file:
         path = Path(key_file).expanduser()
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_regular_text(path)  # a FIFO is refused, never waited on
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"cannot read the key file {path}: {getattr(exc, 'strerror', None) or exc}") from None
         out += [(n, k, "file") for n, k in parse_key_lines(text, "file")]

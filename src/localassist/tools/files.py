@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from localassist.errors import UsageError
+from localassist.files import NotRegularFileError, open_regular
 from localassist.tools.base import Safety, Tool, ToolContext, ToolError, ToolResult
 
 MAX_READ_BYTES = 1_000_000
@@ -57,11 +58,21 @@ def locate(path: str, roots: tuple[Path, ...]) -> Path:
 
 
 def read_text(path: Path) -> str:
-    """The file's text; ``ToolError`` for binary, non-UTF-8 or oversized files."""
-    size = path.stat().st_size
-    if size > MAX_READ_BYTES:
-        raise ToolError(f"{path.name} is too large to read ({size:,} bytes; at most {MAX_READ_BYTES:,}); use grep")
-    data = path.read_bytes()
+    """The file's text; ``ToolError`` for binary, non-UTF-8 or oversized files, and for
+    anything that is not a regular file (a FIFO would block the read: it is refused from a
+    stat, before the open, even one swapped in since the caller looked)."""
+    try:
+        with open_regular(path) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > MAX_READ_BYTES:
+                raise ToolError(
+                    f"{path.name} is too large to read ({size:,} bytes; at most {MAX_READ_BYTES:,}); use grep"
+                )
+            data = fh.read(MAX_READ_BYTES + 1)
+    except NotRegularFileError as exc:
+        raise ToolError(f"{path.name} is {exc.strerror}; only regular files can be read") from None
+    if len(data) > MAX_READ_BYTES:  # grew since the stat
+        raise ToolError(f"{path.name} is too large to read (over {MAX_READ_BYTES:,} bytes); use grep")
     if b"\0" in data[:SNIFF_BYTES]:
         raise ToolError(f"{path.name} is a binary file; only text files can be read")
     try:

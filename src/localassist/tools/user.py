@@ -18,11 +18,13 @@ import sys
 import types
 import typing
 from collections.abc import Callable
+from importlib.machinery import SourceFileLoader
 from importlib.util import module_from_spec, spec_from_file_location
 from pathlib import Path
 from typing import Any, Literal, Union
 
 from localassist.errors import UsageError
+from localassist.files import check_regular, read_regular_bytes
 from localassist.tools.base import SAFE_ATTRIBUTE, Safety, Tool, ToolContext, ToolResult
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what OpenAI-style function names allow
@@ -207,14 +209,29 @@ def load_user_tools(path: str | Path) -> list[FunctionTool]:
     return [function_tool(function, source=file.resolve()) for function in functions]
 
 
+class _RegularFileLoader(SourceFileLoader):
+    """Python's source loader, reading only regular files (a file swapped for a FIFO since
+    the check is refused, not waited on)."""
+
+    def get_data(self, path: str) -> bytes:
+        return read_regular_bytes(path)
+
+
 def load_module(file: Path, shown: str | Path) -> types.ModuleType:
     """The Python file ``file`` run as a fresh module; ``UsageError`` naming ``shown`` when it cannot be."""
-    if not file.is_file():
-        raise UsageError(f"--tools {shown}: no such file")
+    try:
+        check_regular(file, file.stat().st_mode)  # a FIFO would block the import: refused before it
+    except FileNotFoundError:
+        raise UsageError(f"--tools {shown}: no such file") from None
+    except OSError as exc:
+        raise UsageError(f"--tools {shown}: cannot read it: {exc.strerror or exc}") from None
     module_name = f"localassist_user_tools_{next(_module_numbers)}_{re.sub(r'[^0-9A-Za-z_]', '_', file.stem)}"
     spec = spec_from_file_location(module_name, file)
     if spec is None or spec.loader is None:
         raise UsageError(f"--tools {shown}: not a Python file")
+    if type(spec.loader) is SourceFileLoader:
+        spec = spec_from_file_location(module_name, file, loader=_RegularFileLoader(module_name, str(file)))
+        assert spec is not None and spec.loader is not None
     module = module_from_spec(spec)
     sys.modules[module_name] = module  # dataclasses and typing look the module up while it runs
     saved, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ in the user's folder
