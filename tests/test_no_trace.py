@@ -162,3 +162,87 @@ def test_sweep_deletes_unclaimed_snapshots_and_unfinished_writes_only(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         ["." + "a" * 40 + ".kv.z3w4.tmp", "a" * 40 + ".kv", "notes.txt"]
     )
+
+
+def notes(home: Path) -> list[tuple[str, str]]:
+    """(document sha256, text) of every summary note, read from the file as documented."""
+    import sqlite3
+
+    path = home / "cache" / "summaries.db"
+    if not path.exists():
+        return []
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("SELECT document_sha256, text FROM notes").fetchall()
+    finally:
+        db.close()
+
+
+def big_document(path: Path, word: str) -> str:
+    """A document far longer than a 512-token context, ``word`` on every line; its sha256."""
+    import hashlib
+
+    path.write_text("".join(f"Line {i}: the {word} lantern at pier {i} burns copper oil.\n" for i in range(1, 61)))
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.model
+def test_no_log_chat_attaching_a_large_document_writes_no_summary_notes(
+    cli, model_env, isolated_home, tmp_path, tokenizer
+):
+    """`/file` of a document too long for the context summarizes it, and the map notes were
+    written to cache/summaries.db even in `chat --no-log`."""
+    from test_chat_repl import Repl
+
+    big = tmp_path / "big.txt"
+    big_document(big, "kiwizebra9931")
+    repl = Repl("--ctx", "512", "-n", "8", "--no-log", env=model_env)
+    shown = " ".join(repl.send(f"/file {big}").split())
+    assert "attached a summary of it" in shown, shown  # the map really ran
+    repl.send("Which oil do they burn?")
+    assert repl.exit() == 0
+    asked = cli("ask", "--no-log", "--ctx", "512", "-T", "0", "-n", "4", "-f", str(big), "Which oil?", env=model_env)
+    assert asked.returncode == 0, asked.stderr
+    assert notes(isolated_home) == []
+    assert traces(isolated_home, "kiwizebra9931", tokenizer) == []
+
+
+@pytest.mark.model
+def test_logs_rm_leaves_no_summary_note_of_the_conversations_documents(
+    cli, model_env, isolated_home, tmp_path, tokenizer
+):
+    """The notes made to summarize a document attached with `/file` stayed in
+    cache/summaries.db after the conversation was deleted."""
+    from test_chat_repl import Repl
+
+    digest = big_document(tmp_path / "big.txt", "quollwick5521")
+    repl = Repl("--ctx", "512", "-n", "8", env=model_env)
+    assert "attached a summary of it" in " ".join(repl.send(f"/file {tmp_path / 'big.txt'}").split())
+    repl.send("Which oil do they burn?")
+    assert repl.exit() == 0
+    assert {document for document, _ in notes(isolated_home)} == {digest}  # a logged chat keeps its notes
+    listed = json.loads(cli("logs", "--json", "-n", "5").stdout)
+    (cid,) = {row["conversation_id"] for row in listed}
+
+    removed = cli("logs", "rm", cid)
+    assert removed.returncode == 0, removed.stderr
+    assert notes(isolated_home) == []
+    assert traces(isolated_home, "quollwick5521", tokenizer) == []
+
+
+def test_forget_deletes_the_notes_of_documents_summarized_for_conversations_no_longer_in_the_log(tmp_path):
+    from localassist.documents.summary_cache import SummaryCache
+
+    cache = SummaryCache.open(tmp_path)
+    for document, word in [("gone", "wombatnote11"), ("kept", "dingonote22"), ("cli", "numbatnote33")]:
+        cache.put(f"{document}-1", f"a note on {word}", document=document, index=0, chunk="c", model="m", prompt="p",
+                  finish="stop")  # fmt: skip
+    cache.mark_attached("gone")  # summarized for a conversation since deleted
+    cache.mark_attached("kept")  # ... for one still in the log; "cli": by `summarize`, for none
+    assert cache.forget({"kept"}) == (1, False)
+    assert cache.get("gone-1") is None and cache.get("kept-1") and cache.get("cli-1")
+    assert cache.forget({"kept"}) == (0, False)  # nothing left to delete
+    cache.close()
+    files = [p for p in tmp_path.iterdir() if p.name.startswith("summaries.db")]
+    assert not any(b"wombatnote11" in p.read_bytes() for p in files), files
+    assert any(b"dingonote22" in p.read_bytes() for p in files)

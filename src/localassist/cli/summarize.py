@@ -171,14 +171,25 @@ def load_documents(files: list[str]) -> "list[Document]":
     return documents
 
 
-def open_cache(settings: Any) -> Any:
+def open_cache(settings: Any, for_conversation: str | None = None) -> Any:
+    """The summary notes (None, with a warning, when they cannot be opened).
+    ``for_conversation``: the sha256 of a document summarized for a conversation (chat's
+    ``/file``), recorded so that ``logs rm`` deletes its notes with the conversation."""
     from localassist.documents.summary_cache import CacheError, SummaryCache
 
     try:
-        return SummaryCache.open(settings.paths.cache_dir)
+        cache = SummaryCache.open(settings.paths.cache_dir)
     except CacheError as error:
         warn(f"{error}; summarizing without it")
         return None
+    if for_conversation is not None:
+        try:
+            cache.mark_attached(for_conversation)
+        except CacheError as error:  # unmarked notes would outlive the conversation: none then
+            cache.close()
+            warn(f"{error}; summarizing without it")
+            return None
+    return cache
 
 
 def _show(run: Any, facts: str | None, *, markdown: bool, quiet: bool) -> Any:
@@ -266,18 +277,23 @@ class ProgressBar:
 
 def attach_file(assistant: Any, settings: Any, path: str) -> str:
     """Chat's ``/file PATH``: pin the document to the conversation, whole if it fits what
-    is left of the context, else a summary of it that does; returns the line to show."""
+    is left of the context, else a summary of it that does; returns the line to show.
+
+    The summary's notes are cached only for a logged conversation (and marked as made for
+    one, so ``logs rm`` can delete them): a chat kept out of the log (``--no-log``, ``logs
+    off``) leaves no file holding what the document said."""
     from localassist.documents import load
     from localassist.documents.questions import name, pin
 
     document = load(path)
     for line in document.warnings:
         warn(line)
+    logged = assistant.log is not None and assistant.log.enabled
 
     def summarize_to_fit(doc: "Document", max_tokens: int) -> tuple[str, str]:
         from localassist.documents.summarize import Summarizer, SummaryOptions, SummaryTemplates
 
-        cache = open_cache(settings)
+        cache = open_cache(settings, for_conversation=doc.sha256) if logged else None
         bar = ProgressBar() if stderr_is_terminal() else None
         try:
             summarizer = Summarizer(

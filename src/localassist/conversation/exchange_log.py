@@ -41,8 +41,10 @@ def load_conversation(data_dir: Path, conversation_id: str | None) -> StoredConv
 def delete_conversations(data_dir: Path, cache_dir: Path, conversation_id: str | None) -> int:
     """``logs rm``: delete a conversation (a unique prefix of its id; None: every one) from
     the log, and the other copies of its text localassist keeps: its KV snapshots (with any
-    no conversation in the log claims) and the lines of chat's prompt history that sent its
-    messages. Returns how many exchanges went. Raises LogError, UsageError."""
+    no conversation in the log claims), the lines of chat's prompt history that sent its
+    messages, and the summary notes of the documents summarized for a conversation that no
+    conversation left in the log has attached. Returns how many exchanges went. Raises
+    LogError, UsageError."""
     from localassist.conversation.input_history import forget, history_path
     from localassist.engine.kv_snapshots import sweep
 
@@ -64,11 +66,35 @@ def delete_conversations(data_dir: Path, cache_dir: Path, conversation_id: str |
             forget(history, typed)
         except OSError as exc:
             raise LogError(f"deleted from the log, but {history} was not rewritten: {exc.strerror or exc}") from None
+        _forget_notes(cache_dir, store.attached_documents())
         if late is not None:
             raise late
         return removed
     finally:
         store.close()
+
+
+def _forget_notes(cache_dir: Path, keep: set[str]) -> None:
+    """The summary notes of documents summarized for a conversation that is no longer in
+    the log (``SummaryCache.forget``); a cache never made stays unmade."""
+    from localassist.documents.summary_cache import CACHE_FILE, CacheError, SummaryCache
+
+    path = cache_dir / CACHE_FILE
+    if not path.exists():
+        return
+    try:
+        cache = SummaryCache(path)
+        try:
+            _, busy = cache.forget(keep)
+        finally:
+            cache.close()
+    except CacheError as exc:
+        raise LogError(f"deleted from the log, but not its documents' summary notes: {exc}") from None
+    if busy:
+        raise LogError(
+            f"deleted, but another process is reading {path}: old copies of the notes may stay in "
+            f"{path.name}-wal until it finishes; run the command again then"
+        )
 
 
 def _still_there(store: LogStore, conversation_id: str | None) -> bool:

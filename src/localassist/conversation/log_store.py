@@ -414,6 +414,10 @@ class LogStore:
         """The KV snapshot file names the conversations in the log claim."""
         return {row[0] for row in self._read("SELECT DISTINCT name FROM kv_snapshots")}
 
+    def attached_documents(self) -> set[str]:
+        """The sha256 of every document attached to a conversation in the log."""
+        return {row[0] for row in self._read("SELECT DISTINCT sha256 FROM attachments")}
+
     def set_status(self, exchange_ids: Iterable[int], status: str) -> int:
         """Mark exchanges ``active``, ``superseded`` (/regen), ``undone`` (/undo) or ``cleared``;
         return how many rows exist among ``exchange_ids``. Raises ValueError for another status."""

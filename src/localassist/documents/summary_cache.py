@@ -5,6 +5,13 @@ A note is stored under a key made of everything that decides it: the document's
 sha256, the chunk's index and sha256, the model's identity, and a hash of the prompt
 (template text, its parameters, the sampling). The file holds document text in the
 form of notes, so it is 0600 in a 0700 folder, like every file localassist keeps.
+
+Notes are the document's, not a conversation's: one set serves every ``summarize`` run
+and every chat that attaches the same bytes. A document summarized for a conversation
+(chat's ``/file``, only when the conversation is logged) is recorded in ``attached``, and
+``logs rm`` deletes the notes of every such document that no conversation left in the
+log has attached (``forget``), so deleting a conversation leaves no note of what its
+documents said; notes made by ``summarize`` alone stay until the file is deleted.
 """
 
 from __future__ import annotations
@@ -31,7 +38,11 @@ CREATE TABLE IF NOT EXISTS notes (
     text TEXT NOT NULL,
     finish_reason TEXT NOT NULL,
     created REAL NOT NULL
-)
+);
+CREATE TABLE IF NOT EXISTS attached (
+    document_sha256 TEXT PRIMARY KEY,
+    created REAL NOT NULL
+);
 """
 
 
@@ -71,7 +82,8 @@ class SummaryCache:
             self.db = connect_private(path, timeout=30, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute(_SCHEMA)
+            self.db.execute("PRAGMA secure_delete=ON")  # deleted notes are zeroed, not left in free pages
+            self.db.executescript(_SCHEMA)
         except (sqlite3.Error, OSError) as error:
             raise CacheError(f"cannot open the summary cache {path}: {error}") from None
 
@@ -96,6 +108,41 @@ class SummaryCache:
             )
         except sqlite3.Error as error:
             raise CacheError(f"cannot write the summary cache {self.path}: {error}") from None
+
+    def mark_attached(self, document: str) -> None:
+        """Record that ``document`` (its sha256) is summarized for a conversation (``forget``)."""
+        try:
+            self.db.execute("INSERT OR IGNORE INTO attached VALUES (?, ?)", (document, time.time()))
+        except sqlite3.Error as error:
+            raise CacheError(f"cannot write the summary cache {self.path}: {error}") from None
+
+    def forget(self, keep: set[str]) -> tuple[int, bool]:
+        """``logs rm``: delete the notes of every document summarized for a conversation
+        (``mark_attached``) whose sha256 is not in ``keep`` (the documents attached to the
+        conversations left in the log), and leave no copy of them in the file: the file is
+        vacuumed and its WAL checkpointed and truncated. Returns how many notes went, and
+        whether another process holding the file open kept the WAL from being truncated."""
+        try:
+            marked = {row[0] for row in self.db.execute("SELECT document_sha256 FROM attached")}
+            gone = sorted(marked - keep)
+            removed = 0
+            if gone:
+                self.db.execute("BEGIN IMMEDIATE")
+                try:
+                    for document in gone:
+                        removed += self.db.execute("DELETE FROM notes WHERE document_sha256 = ?", (document,)).rowcount
+                        self.db.execute("DELETE FROM attached WHERE document_sha256 = ?", (document,))
+                    self.db.execute("COMMIT")
+                except BaseException:
+                    self.db.execute("ROLLBACK")
+                    raise
+            if not removed:
+                return 0, False
+            self.db.execute("VACUUM")
+            busy = bool(self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0])
+        except sqlite3.Error as error:
+            raise CacheError(f"cannot delete from the summary cache {self.path}: {error}") from None
+        return removed, busy
 
     def count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM notes").fetchone()[0])
