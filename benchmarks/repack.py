@@ -14,12 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import HERE, decode_localassist, machine, stats
+from run import HERE, decode_localassist, llama_bench, machine, stats
 
 
 def load(model: str, threads: int, repack: str):
@@ -37,21 +36,6 @@ def prompt_tps(backend, n: int) -> float:
     text = backend.llm.detokenize(tokens[1:]).decode("utf-8", "replace")
     done = backend.chat(ChatRequest(prompt=text, sampling=SamplingParams(temperature=0, max_tokens=1))).result()
     return done.prompt_tokens / done.timings.ttft_s
-
-
-def llama_bench(path: str, model: str, threads: int, runs: int) -> dict[str, float]:
-    cmd = [path, "-m", model, "-t", str(threads), "-r", str(runs), "-p", "512", "-n", "64,256"]
-    out = subprocess.run(
-        [*cmd, "--repack", "1,0", "-o", "json"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    result = {}
-    for row in json.loads(out):
-        test = f"pp{row['n_prompt']}" if row["n_prompt"] else f"tg{row['n_gen']}"
-        result[f"{test} repack={'on' if row['repack'] else 'off'}"] = row["avg_ts"]
-    return result
 
 
 def main() -> None:
@@ -79,7 +63,9 @@ def main() -> None:
     table = {name: {r: stats(v) for r, v in by.items()} for name, by in rows.items()}
     report["localassist"] = table
     if args.llama_bench:
-        report["llama-bench"] = llama_bench(args.llama_bench, args.model, args.threads, args.runs)
+        report["llama-bench"] = llama_bench(
+            args.llama_bench, args.model, args.threads, args.runs, (512,), (64, 256), repack=(True, False)
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(f"{report['machine']}, {args.threads} threads, {Path(args.model).name}")
@@ -91,7 +77,7 @@ def main() -> None:
         lb = report["llama-bench"]
         print("| llama-bench | repack on | repack off | off/on |\n|---|---|---|---|")
         for test in ("tg64", "tg256", "pp512"):
-            on, off = lb[f"{test} repack=on"], lb[f"{test} repack=off"]
+            on, off = lb[f"{test} repack=on"]["median"], lb[f"{test} repack=off"]["median"]
             print(f"| {test} t/s | {on:.1f} | {off:.1f} | {off / on:.2f} |")
 
 

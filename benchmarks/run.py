@@ -196,26 +196,23 @@ def repack_auto() -> bool:
     return decide_repack("auto", system_info(llama_cpp))[0]
 
 
-def llama_bench(path: str, model: str, threads: int, runs: int) -> dict[str, float]:
+def llama_bench(
+    path: str,
+    model: str,
+    threads: int,
+    runs: int,
+    prompts: tuple[int, ...] = PROMPT_LENGTHS,
+    gens: tuple[int, ...] = DECODE_LENGTHS,
+    repack: tuple[bool, ...] | None = None,
+) -> dict[str, dict[str, float]]:
+    """llama-bench's pp/tg t/s, keyed `pp512`, `tg64` (with ` repack=on|off` when more than one
+    layout is asked for); by default with the layout localassist's repack=auto picks."""
+    layouts = repack if repack is not None else (repack_auto(),)
     out = subprocess.run(
         [
-            path,
-            "-m",
-            model,
-            "-t",
-            str(threads),
-            "-p",
-            ",".join(map(str, PROMPT_LENGTHS)),
-            "-n",
-            ",".join(map(str, DECODE_LENGTHS)),
-            "-r",
-            str(runs),
-            "-o",
-            "json",
-            "-ngl",
-            "0",
-            "--repack",
-            str(int(repack_auto())),
+            *(path, "-m", model, "-t", str(threads), "-r", str(runs), "-o", "json", "-ngl", "0"),
+            *("-p", ",".join(map(str, prompts)), "-n", ",".join(map(str, gens))),
+            *("--repack", ",".join(str(int(r)) for r in layouts)),
         ],
         check=True,
         capture_output=True,
@@ -224,6 +221,8 @@ def llama_bench(path: str, model: str, threads: int, runs: int) -> dict[str, flo
     results = {}
     for row in json.loads(out):
         key = f"pp{row['n_prompt']}" if row["n_prompt"] else f"tg{row['n_gen']}"
+        if len(layouts) > 1:
+            key += f" repack={'on' if row['repack'] else 'off'}"
         results[key] = {"median": row["avg_ts"], "stddev": row["stddev_ts"]}
     return results
 
