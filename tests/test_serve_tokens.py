@@ -123,7 +123,7 @@ def test_fuzzed_token_requests_never_get_a_500_or_a_traceback(server):
     import json
 
     import httpx
-    from hypothesis import HealthCheck, given, settings
+    from hypothesis import HealthCheck, example, given, settings
     from hypothesis import strategies as st
 
     scalars = (
@@ -155,6 +155,10 @@ def test_fuzzed_token_requests_never_get_a_500_or_a_traceback(server):
 
     @settings(max_examples=120, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(path=paths, body=bodies)
+    # well-formed requests too, whatever the random draw: answers are checked, not only refusals
+    @example(path="/tokenize", body=json.dumps({"content": "Hello", "with_pieces": True}).encode())
+    @example(path="/detokenize", body=json.dumps({"tokens": [1, 2, 3]}).encode())
+    @example(path="/apply-template", body=json.dumps({"messages": [{"role": "user", "content": "Hi"}]}).encode())
     def check(path: str, body: bytes) -> None:
         resp = http.post(path, content=body)
         statuses.append(resp.status_code)
