@@ -310,28 +310,11 @@ def test_sigterm_during_a_stream_in_a_long_prompt_batch_ends_it_with_shutting_do
         ["-m", str(starter_model), "--threads", "1", "--ctx", "2048", "--batch", "2048"],
         env={"LOCALASSIST_SERVE_GRACE": "0"},
     ).wait_ready()
-    frames: list[bytes] = []
-    arrived: dict[bytes, float] = {}
-    started = threading.Event()
-
-    def read() -> None:
-        body = {
-            "model": MODEL,
-            "messages": [{"role": "user", "content": LONG_PROMPT}],
-            "max_tokens": 64,
-            "stream": True,
-        }
-        with httpx.stream("POST", proc.url + "/v1/chat/completions", json=body, timeout=300) as resp:
-            for line in resp.iter_lines():
-                if line:
-                    frames.append(line.encode())
-                    arrived.setdefault(line.encode(), time.monotonic())
-                    started.set()
-
-    reader = threading.Thread(target=read)
+    reader = LongStream(proc.url)
+    frames, arrived = reader.frames, reader.arrived
     try:
         reader.start()
-        assert started.wait(60)  # the role chunk: the worker has the job and is evaluating the prompt
+        assert reader.started.wait(60)  # the role chunk: the worker has the job and is evaluating the prompt
         time.sleep(0.3)
         sent = time.monotonic()
         proc.proc.send_signal(signal.SIGTERM)
@@ -371,26 +354,11 @@ def test_a_model_still_in_its_prompt_batch_when_the_shutdown_bound_ends_is_left_
         ["-m", str(starter_model), "--threads", "1", "--ctx", "2048", "--batch", "2048"],
         env={"LOCALASSIST_SERVE_GRACE": "0", "PYTHONPATH": path},
     ).wait_ready()
-    started = threading.Event()
-    frames: list[bytes] = []
-
-    def read() -> None:
-        body = {
-            "model": MODEL,
-            "messages": [{"role": "user", "content": LONG_PROMPT}],
-            "max_tokens": 64,
-            "stream": True,
-        }
-        with httpx.stream("POST", proc.url + "/v1/chat/completions", json=body, timeout=300) as resp:
-            for line in resp.iter_lines():
-                if line:
-                    frames.append(line.encode())
-                    started.set()
-
-    reader = threading.Thread(target=read)
+    reader = LongStream(proc.url)
+    frames = reader.frames
     try:
         reader.start()
-        assert started.wait(60)
+        assert reader.started.wait(60)
         time.sleep(0.3)
         proc.proc.send_signal(signal.SIGTERM)
         assert proc.proc.wait(300) == 0, proc.stderr
@@ -408,3 +376,25 @@ def test_a_model_still_in_its_prompt_batch_when_the_shutdown_bound_ends_is_left_
 
 
 LONG_PROMPT = "The quick brown fox jumps over the lazy dog. " * 100  # about 1,000 tokens, one batch
+
+
+class LongStream(threading.Thread):
+    """A streaming chat of LONG_PROMPT read in the background: its frames, when each first
+    arrived, and an event set at the first one (the worker has the job)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+        self.frames: list[bytes] = []
+        self.arrived: dict[bytes, float] = {}
+        self.started = threading.Event()
+
+    def run(self) -> None:
+        messages = [{"role": "user", "content": LONG_PROMPT}]
+        body = {"model": MODEL, "messages": messages, "max_tokens": 64, "stream": True}
+        with httpx.stream("POST", self.url + "/v1/chat/completions", json=body, timeout=300) as resp:
+            for line in resp.iter_lines():
+                if line:
+                    self.frames.append(line.encode())
+                    self.arrived.setdefault(line.encode(), time.monotonic())
+                    self.started.set()
