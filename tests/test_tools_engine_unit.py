@@ -116,26 +116,73 @@ def test_the_watcher_reports_which_marker_opened_the_call():
         assert watcher.marker() == marker
 
 
+DEFS_SPEC = tool_specs(
+    [
+        {
+            "type": "function",
+            "function": {
+                "name": "order",
+                "parameters": {  # what Pydantic writes for a nested model
+                    "$defs": {
+                        "Item": {"type": "object", "properties": {"sku": {"type": "string"}}, "required": ["sku"]}
+                    },
+                    "type": "object",
+                    "properties": {"items": {"type": "array", "items": {"$ref": "#/$defs/Item"}, "minItems": 1}},
+                    "required": ["items"],
+                },
+            },
+        }
+    ]
+)
+
+
+def _accepts(tokenizer, grammar, text: str) -> bool:
+    from llguidance import LLMatcher
+
+    matcher = LLMatcher(tokenizer, grammar.text, log_level=0)
+    ids = tokenizer.tokenize_str(text)
+    return matcher.validate_tokens(ids) == len(ids) and matcher.consume_tokens(ids) and matcher.is_accepting()
+
+
+@pytest.fixture(scope="module")
+def guidance(vocab):
+    from localassist.engine.constrained import tokenizer_for
+
+    return tokenizer_for(vocab._model)
+
+
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
 @pytest.mark.parametrize("parallel", [False, True])
-def test_every_call_grammar_parses_in_llama_cpp(vocab, fmt, parallel):
-    import llama_cpp
+def test_every_call_grammar_takes_valid_calls_and_refuses_invalid_ones(guidance, fmt, parallel):
+    call_format = FORMATS[fmt]
+    grammar = call_grammar(call_format, [*SPECS, *DEFS_SPEC], parallel)
+    arguments = {"items": [{"sku": "A1"}]}
+    if fmt == "react":
+        good, bad = f" order\nAction Input: {json.dumps(arguments)}", ' order\nAction Input: {"items": []}'
+    else:
+        call = {"name": "order", call_format.arguments_key: arguments}
+        wrong = {"name": "order", call_format.arguments_key: {"items": [{"id": 1}]}}
+        wrap = {
+            "hermes": lambda c: f"\n{json.dumps(c)}\n</tool_call>",
+            "mistral": lambda c: f"[{json.dumps(c)}]",
+            "llama3": json.dumps,
+        }[fmt]
+        good, bad = wrap(call), wrap(wrong)
+    assert _accepts(guidance, grammar, good)
+    assert not _accepts(guidance, grammar, bad)  # a $ref'd item without its required field
 
-    from localassist.engine.structured import parse_grammar
-    from localassist.errors import UsageError
 
-    grammar = call_grammar(FORMATS[fmt], SPECS, parallel)
-    assert parse_grammar(llama_cpp, vocab._model.vocab, grammar) is None  # llama.cpp's parser took it
-    # the same parser does refuse: the grammar with one rule left unclosed is a usage error
-    with pytest.raises(UsageError, match="does not parse"):
-        parse_grammar(llama_cpp, vocab._model.vocab, grammar + "\nunclosed ::= (")
+def test_strings_in_calls_cannot_hold_raw_control_characters(guidance):
+    grammar = call_grammar(FORMATS["llama3"], DEFS_SPEC)
+    assert _accepts(guidance, grammar, '{"name": "order", "parameters": {"items": [{"sku": "a\\nb"}]}}')
+    assert not _accepts(guidance, grammar, '{"name": "order", "parameters": {"items": [{"sku": "a\nb"}]}}')
 
 
-def test_strings_in_calls_cannot_hold_raw_control_characters():
-    grammar = call_grammar(FORMATS["hermes"], SPECS)
-    assert 'char ::= [^"\\\\\\x7F\\x00-\\x1F]' in grammar
-    assert "{0," not in grammar  # one call unless parallel calls are asked for
-    assert "{0,3}" in call_grammar(FORMATS["hermes"], SPECS, parallel=True)
+def test_parallel_calls_only_when_asked(guidance):
+    one = '\n{"name": "order", "arguments": {"items": [{"sku": "a"}]}}'
+    two = f"{one}\n</tool_call>\n<tool_call>{one}\n</tool_call>"
+    assert not _accepts(guidance, call_grammar(FORMATS["hermes"], DEFS_SPEC), two)
+    assert _accepts(guidance, call_grammar(FORMATS["hermes"], DEFS_SPEC, parallel=True), two)
 
 
 def test_tool_choice_forms():

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -41,6 +42,7 @@ from localassist.engine.types import (
     ToolCallDelta,
     Usage,
 )
+from localassist.errors import AnswerInvalidError
 from localassist.tools.base import ToolContext, ToolError, ToolResult
 from localassist.tools.registry import ToolRegistry
 
@@ -204,8 +206,15 @@ class Agent:
     def _relay(self, outer: AgentStream, inner: ChatStream, deadline: float) -> Iterator[Any]:
         """Pass one round's text on (its tool calls come whole in its Done); return that Done
         and how many calls the model began."""
+        begun = [0]
+        # a call whose arguments break its schema is checked again below, and the model told what to fix
+        with suppress(AnswerInvalidError):
+            yield from self._relay_events(outer, inner, deadline, begun)
+        return inner.result(), begun[0]
+
+    def _relay_events(self, outer: AgentStream, inner: ChatStream, deadline: float, begun: list[int]) -> Iterator[Any]:
         state = outer.state
-        separated, begun = False, 0
+        separated = False
         for event in inner:
             if outer.cancelled or time.monotonic() >= deadline:
                 inner.cancel()
@@ -222,10 +231,9 @@ class Agent:
                 state.parts.append(event.text)
                 yield event
             elif isinstance(event, ToolCallDelta):
-                begun += event.name is not None
+                begun[0] += event.name is not None
                 if state.t_first is None:
                     state.t_first = time.perf_counter()
-        return inner.result(), begun
 
     def _account(self, state: StreamState, rounds: list[Done]) -> None:
         state.prompt_tokens = sum(d.prompt_tokens for d in rounds)

@@ -19,7 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from localassist.assistant import Assistant, for_settings, open_backend
-from localassist.engine.types import Backend, ChatRequest, Done, Message, SamplingParams
+from localassist.engine.types import Backend, ChatRequest, Done, Message, ResponseFormat, SamplingParams
 from localassist.errors import UsageError
 from localassist.settings import SPECS, Settings, load_settings, parse_value
 
@@ -80,21 +80,41 @@ class Model:
         params = SamplingParams.from_settings(self.settings)
         return replace(params, **checked, natural_end=params.natural_end and "stop" not in checked)
 
-    def _request(self, prompt: Prompt, system: str | None, raw: bool, sampling: Mapping[str, Any]) -> ChatRequest:
+    def _request(
+        self, prompt: Prompt, system: str | None, raw: bool, sampling: Mapping[str, Any], schema: Any = None
+    ) -> ChatRequest:
         params = self._sampling(sampling)
+        response_format = None
+        if schema is not None:
+            from localassist.engine.structured import prepared_schema
+
+            prepared_schema(schema)  # a schema that cannot be honoured is refused here, before any token
+            response_format = ResponseFormat("json_schema", schema)
         if raw:
             if not isinstance(prompt, str):
                 raise UsageError("raw=True takes a string prompt")
-            return ChatRequest(prompt=f"{system}\n\n{prompt}" if system else prompt, sampling=params)
+            return ChatRequest(
+                prompt=f"{system}\n\n{prompt}" if system else prompt, sampling=params, response_format=response_format
+            )
         messages = _messages(prompt)
         system = system if system is not None else self.settings.system
         if system and not any(m.role == "system" for m in messages):
             messages = (Message("system", system), *messages)
-        return ChatRequest(messages=messages, sampling=params)
+        return ChatRequest(messages=messages, sampling=params, response_format=response_format)
 
-    def ask(self, prompt: Prompt, *, system: str | None = None, raw: bool = False, **sampling: Any) -> Done:
-        """Generate one answer and return it whole (``.text``, ``.finish_reason``, ``.usage``)."""
-        stream = self.backend.chat(self._request(prompt, system, raw, sampling))
+    def ask(
+        self,
+        prompt: Prompt,
+        *,
+        system: str | None = None,
+        raw: bool = False,
+        json_schema: Any = None,
+        **sampling: Any,
+    ) -> Done:
+        """Generate one answer and return it whole (``.text``, ``.finish_reason``, ``.usage``).
+        With ``json_schema`` the answer is JSON constrained to it and validated: one that
+        breaks it raises ``AnswerInvalidError``, never returns."""
+        stream = self.backend.chat(self._request(prompt, system, raw, sampling, json_schema))
         try:
             return stream.result()
         except KeyboardInterrupt:

@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     MODEL_INVALID = 5
     DOWNLOAD_FAILED = 6
     ACCESS_DENIED = 7
+    ANSWER_INVALID = 8  # a structured answer that breaks its schema is never printed as a success
     INTERRUPTED = 130
     BROKEN_PIPE = 141  # 128 + SIGPIPE, what `yes | head -1` reports
 
@@ -97,6 +98,13 @@ class AccessDeniedError(LocalAssistError):
 
 class BackendError(LocalAssistError):
     """The inference engine failed while generating."""
+
+
+class AnswerInvalidError(LocalAssistError):
+    """The model's answer does not match the schema it was asked for (a keyword the
+    grammar could not hold, or a remote engine that did not enforce it)."""
+
+    exit_code = ExitCode.ANSWER_INVALID
 
 
 class RemoteError(BackendError):

@@ -100,6 +100,12 @@ def ask(
             session.not_found(as_json)
             return
     session.notices(w for d in prepared.documents for w in d.warnings)
+    if verbose and prepared.schema is not None:
+        from localassist.cli.console import note
+        from localassist.engine.structured import schema_notes
+
+        for line in schema_notes(prepared.schema):
+            note(line)
     agent = tooling.build_agent(tools, allow, max_steps, tool_timeout, tool_choice, yes_shell)
     structured = prepared.schema is not None or prepared.grammar is not None
     if agent is not None and (structured or raw):

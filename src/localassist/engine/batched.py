@@ -37,11 +37,13 @@ from typing import Any
 
 from localassist.engine.detokenize import IncrementalDetokenizer
 from localassist.engine.local import LoadOptions, LocalBackend
+from localassist.engine.structured import answer_check
 from localassist.engine.types import (
     BackendInfo,
     ChatRequest,
     ChatStream,
     Event,
+    Grammar,
     Message,
     SamplingParams,
     StreamState,
@@ -58,7 +60,7 @@ class _Job:
     tokens: list[int]
     params: SamplingParams
     stops: tuple[str, ...]
-    grammar: str | None
+    grammar: Grammar | None
     events: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     finished: threading.Event = field(default_factory=threading.Event)
     sampler: Any = None
@@ -181,7 +183,8 @@ class BatchedBackend:
             raise ContextOverflowError(len(tokens), request.sampling.max_tokens, self.n_ctx)
         stops = host.stop_strings(request)
         state = StreamState(self.model_name, len(tokens), load_s=self.load_seconds)
-        return ChatStream(state, lambda stream: self._events(_Job(stream, tokens, request.sampling, stops, grammar)))
+        job = lambda stream: self._events(_Job(stream, tokens, request.sampling, stops, grammar))  # noqa: E731
+        return ChatStream(state, job, answer_check(request))
 
     def _events(self, job: _Job) -> Iterator[Event]:
         with self._cond:

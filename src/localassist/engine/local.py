@@ -26,12 +26,15 @@ from localassist.engine.chat_templates import ChatTemplate, TemplateRenderer, ch
 from localassist.engine.cpu import physical_cores, usable_cpus
 from localassist.engine.detokenize import NATURAL_END, IncrementalDetokenizer
 from localassist.engine.llama_log import LLAMA_LOG, LOAD_LOCK
+from localassist.engine.structured import answer_check, response_format_grammar
 from localassist.engine.tool_calls import ToolPlan
 from localassist.engine.types import (
     BackendInfo,
     ChatRequest,
     ChatStream,
     Event,
+    Grammar,
+    GuidedGrammar,
     Message,
     SamplingParams,
     StreamState,
@@ -288,7 +291,6 @@ class LocalBackend:
         specs = tc.tool_specs(request.tools)
         chosen, forced = tc.chosen_specs(specs, request.tool_choice)
         grammar = tc.call_grammar(tc.FORMATS[fmt], chosen, request.parallel_tool_calls)
-        self.check_grammar(grammar)
         tools = request.tools
         if fmt == "react":
             system = messages[0].content if messages and messages[0].role == "system" else None
@@ -326,17 +328,13 @@ class LocalBackend:
         parse_grammar(self._llama_cpp, self._vocab, grammar)
         self._grammars_checked.add(grammar)
 
-    def _grammar_for(self, request: ChatRequest) -> str | None:
+    def _grammar_for(self, request: ChatRequest) -> Grammar | None:
         if request.grammar is not None:
-            grammar = request.grammar
-        elif request.response_format is not None and request.response_format.type != "text":
-            from localassist.engine.structured import response_format_grammar
-
-            grammar = response_format_grammar(request.response_format)
-        else:
-            return None
-        self.check_grammar(grammar)
-        return grammar
+            self.check_grammar(request.grammar)
+            return request.grammar
+        if request.response_format is not None and request.response_format.type != "text":
+            return response_format_grammar(request.response_format)
+        return None
 
     # --- generation
 
@@ -346,6 +344,7 @@ class LocalBackend:
         if request.prompt is None and not request.messages:
             raise UsageError("nothing to generate from: no messages and no prompt")
         plan, tool_stops = None, ()
+        check = answer_check(request)
         if request.prompt is None:
             request, plan, tool_stops = self._tool_input(request)
         elif request.tools:
@@ -357,7 +356,9 @@ class LocalBackend:
             raise ContextOverflowError(len(tokens), max_tokens, self.n_ctx)
         stops = (*self.stop_strings(request), *tool_stops)
         state = StreamState(self.model_name, len(tokens), load_s=self.load_seconds)
-        return ChatStream(state, lambda stream: self._generate(stream, tokens, request.sampling, stops, grammar, plan))
+        return ChatStream(
+            state, lambda stream: self._generate(stream, tokens, request.sampling, stops, grammar, plan), check
+        )
 
     def _cached_prefix(self, tokens: list[int]) -> int:
         """How many prompt tokens are already in llama.cpp's KV cache (at least one is
@@ -369,8 +370,10 @@ class LocalBackend:
             common += 1
         return min(common, len(tokens) - 1)
 
-    def _sampler(self, params: SamplingParams, grammar: str | None):
-        """The llama.cpp sampler chain: penalties, grammar, then greedy or top-k/top-p/min-p/temp."""
+    def _sampler(self, params: SamplingParams, grammar: Grammar | None):
+        """The llama.cpp sampler chain: penalties, grammar, then greedy or top-k/top-p/min-p/temp.
+        A GBNF grammar (``--grammar``) is llama.cpp's own sampler; a JSON schema or a tool
+        call is an llguidance grammar applied by :class:`GrammarSampler`."""
         from llama_cpp._internals import LlamaSampler
 
         sampler = LlamaSampler()
@@ -380,7 +383,13 @@ class LocalBackend:
             sampler.add_logit_bias(n_vocab, {t: float("-inf") for t in eog})
         if params.repeat_penalty != 1.0:
             sampler.add_penalties(n_vocab, 64, params.repeat_penalty, 0.0, 0.0)
-        if grammar:
+        chosen: Any = sampler
+        if isinstance(grammar, GuidedGrammar):
+            from localassist.engine.constrained import GrammarSampler
+
+            greedy = params.temperature == 0
+            chosen = GrammarSampler(sampler, self.guidance_tokenizer(), grammar.text, n_vocab, greedy)
+        elif grammar:
             from llama_cpp.llama_grammar import LlamaGrammar
 
             sampler.add_grammar(self.llm._model, LlamaGrammar.from_string(grammar, verbose=False))
@@ -394,7 +403,19 @@ class LocalBackend:
             sampler.add_temp(params.temperature)
             seed = params.seed if params.seed >= 0 else random.randint(0, 2**32 - 1)
             sampler.add_dist(seed)
-        return sampler
+        return chosen
+
+    def prepare_guidance(self) -> None:
+        """Build the grammar engine's tokenizer in the background (a server does this at
+        start, so its first schema does not wait ~2 s for a 262k vocabulary)."""
+        self._guidance_thread = threading.Thread(target=self.guidance_tokenizer, name="guidance-tokenizer", daemon=True)
+        self._guidance_thread.start()
+
+    def guidance_tokenizer(self) -> Any:
+        """llguidance's view of this model's vocabulary (built on first use, then kept)."""
+        from localassist.engine.constrained import tokenizer_for
+
+        return tokenizer_for(self.llm._model)
 
     def _generate(
         self,
@@ -402,7 +423,7 @@ class LocalBackend:
         tokens: list[int],
         params: SamplingParams,
         stops: tuple[str, ...],
-        grammar: str | None,
+        grammar: Grammar | None,
         plan: ToolPlan | None = None,
     ) -> Iterator[Event]:
         state = stream.state
@@ -429,7 +450,7 @@ class LocalBackend:
         tokens: list[int],
         params: SamplingParams,
         stops: tuple[str, ...],
-        grammar: str | None,
+        grammar: Grammar | None,
         token_bytes: Callable[[int], bytes] | None = None,
     ) -> Iterator[TextDelta]:
         """Evaluate the prompt past the cached prefix, then sample and evaluate one token at
@@ -618,7 +639,13 @@ class LocalBackend:
         if getattr(self, "_snapshots", None) is not None:
             self._snapshots.flush()  # a snapshot being written is finished, not lost
         llm = getattr(self, "llm", None)
+        building = getattr(self, "_guidance_thread", None)
+        if building is not None:
+            building.join()  # it reads the vocabulary: never free the model under it
         if llm is not None:
+            from localassist.engine.constrained import forget_tokenizer
+
+            forget_tokenizer(llm._model)
             with self._lock:
                 llm.close()
                 self.llm = None

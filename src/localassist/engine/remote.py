@@ -32,10 +32,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from localassist.engine.detokenize import NATURAL_END, IncrementalDetokenizer
+from localassist.engine.structured import answer_check
 from localassist.engine.types import (
     BackendInfo,
     ChatRequest,
     ChatStream,
+    Done,
     Event,
     Message,
     StreamState,
@@ -103,9 +105,14 @@ class RemoteStream(ChatStream):
     """A stream whose ``cancel()`` also shuts the connection (from any thread): a server
     still evaluating the prompt or generating sees the client go and stops."""
 
-    def __init__(self, state: StreamState, produce: Callable[[ChatStream], Iterator[Event]]) -> None:
+    def __init__(
+        self,
+        state: StreamState,
+        produce: Callable[[ChatStream], Iterator[Event]],
+        check: Callable[[Done], None] | None = None,
+    ) -> None:
         self._sockets: list[socket.socket] = []
-        super().__init__(state, produce)
+        super().__init__(state, produce, check)
 
     def trace(self, event: str, info: dict[str, Any]) -> None:
         """httpcore's ``trace`` extension: keep the connection's socket as it is opened."""
@@ -455,7 +462,8 @@ class RemoteBackend:
         p = request.sampling
         natural = request.raw and p.natural_end and not p.stop
         state = StreamState(self.model_name, estimate, load_s=self.load_seconds)
-        return RemoteStream(state, lambda stream: self._produce(stream, path, body, parse, natural))  # type: ignore[arg-type]
+        check = answer_check(request)  # the remote engine's answer is validated like a local one
+        return RemoteStream(state, lambda stream: self._produce(stream, path, body, parse, natural), check)  # type: ignore[arg-type]
 
     def _produce(
         self,

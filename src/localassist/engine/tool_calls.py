@@ -21,10 +21,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from localassist.engine.types import Message, ToolCall, ToolCallDelta
+from localassist.engine.json_schema import JSON_OPTIONS, prepare_schema
+from localassist.engine.types import GuidedGrammar, Message, ToolCall, ToolCallDelta
 from localassist.errors import UsageError
 from localassist.tools.parsing import REACT_STOP, find_call, react_instructions, visible_length
-from localassist.tools.schema import call_schema
 
 NATIVE_FORMATS = ("hermes", "llama3", "mistral")
 MAX_PARALLEL_CALLS = 4  # in one answer: a small model may otherwise repeat a call until max_tokens
@@ -64,7 +64,7 @@ class ToolPlan:
 
     fmt: CallFormat
     forced: bool
-    grammar: str
+    grammar: GuidedGrammar
 
     @property
     def stops(self) -> tuple[str, ...]:
@@ -118,48 +118,66 @@ def _names(specs: Sequence[ToolSpec]) -> str:
 
 # --- the grammar
 
-# llama-cpp-python's converter lets a JSON string hold raw control characters (invalid JSON):
-# the rule llama.cpp's own converter writes is used instead.
-_LOOSE_CHAR = 'char ::= [^"\\\\] |'
-_STRICT_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
+
+def _call_json(schema: dict[str, Any]) -> str:
+    """A Lark rule body that is the JSON of ``schema`` (llguidance's ``%json``), written as
+    the JSON-schema answers are: one line, with the same checks and rewrites."""
+    return "%json " + json.dumps({**schema, "x-guidance": JSON_OPTIONS}, ensure_ascii=False)
 
 
-def _union_grammar(schemas: list[dict[str, Any]]) -> str:
-    """The rules of ``{"anyOf": schemas}``: ``alternative-N`` is schema N (and ``root``, dropped)."""
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
-
+def _tool_rule(spec: ToolSpec, arguments_key: str | None) -> str:
+    """The JSON of one call to ``spec`` (``{"name": ..., "<key>": args}``), or with no key just
+    its arguments. Each tool's parameters keep their own root, so their ``$defs`` resolve."""
     try:
-        grammar = json_schema_to_gbnf(json.dumps({"anyOf": schemas}))
-    except (AssertionError, KeyError, TypeError, ValueError, NotImplementedError) as exc:
-        raise UsageError(f"the tools' parameter schemas cannot be made into a grammar: {exc}") from None
-    lines = [line for line in grammar.splitlines() if not line.startswith("root ::=")]
-    return "\n".join(lines).replace(_LOOSE_CHAR, _STRICT_CHAR)
+        prepared = prepare_schema(spec.parameters)
+    except UsageError as exc:
+        raise UsageError(f"tool {spec.name!r}: {exc}") from None
+    arguments = dict(prepared.generation) if isinstance(prepared.generation, dict) else {}
+    defs = arguments.pop("$defs", None)
+    if arguments_key is None:
+        schema = arguments
+    else:
+        schema = {
+            "type": "object",
+            "properties": {"name": {"const": spec.name}, arguments_key: arguments},
+            "required": ["name", arguments_key],
+            "additionalProperties": False,
+        }
+    if defs:
+        schema["$defs"] = defs
+    return _call_json(schema)
 
 
-def call_grammar(fmt: CallFormat, specs: Sequence[ToolSpec], parallel: bool = False) -> str:
-    """GBNF for what follows the call marker: one call (up to ``MAX_PARALLEL_CALLS`` with
-    ``parallel``, where the format has them) to one of ``specs``, with arguments that match
-    that tool's schema."""
+def call_grammar(fmt: CallFormat, specs: Sequence[ToolSpec], parallel: bool = False) -> GuidedGrammar:
+    """The llguidance grammar for what follows the call marker: one call (up to
+    ``MAX_PARALLEL_CALLS`` with ``parallel``, where the format has them) to one of ``specs``,
+    with arguments that match that tool's schema."""
+    from llguidance import LLMatcher
+
     more = MAX_PARALLEL_CALLS - 1 if parallel else 0
+    key = None if fmt.name == "react" else fmt.arguments_key
+    rules = [f"tool_{i}: {_tool_rule(spec, key)}" for i, spec in enumerate(specs)]
     if fmt.name == "react":
-        rules = _union_grammar([s.parameters for s in specs])
         choices = " | ".join(
-            f"{json.dumps(s.name)} {json.dumps(chr(10) + 'Action Input: ')} alternative-{i}"
-            for i, s in enumerate(specs)
+            f"{json.dumps(s.name)} {json.dumps(chr(10) + 'Action Input: ')} tool_{i}" for i, s in enumerate(specs)
         )
-        return f'root ::= " " ( {choices} )\n{rules}\n'
-    variants = call_schema(specs, fmt.arguments_key)
-    rules = _union_grammar(variants.get("anyOf", [variants]))
-    call = " | ".join(f"alternative-{i}" for i in range(len(specs)))
-    if fmt.name == "hermes":
-        again = f'( "\\n</tool_call>\\n<tool_call>\\n" ( {call} ) ){{0,{more}}}' if more else ""
-        root = f'root ::= "\\n" ( {call} ) {again} "\\n</tool_call>"?'
-    elif fmt.name == "mistral":
-        again = f'( "," " "? ( {call} ) ){{0,{more}}}' if more else ""
-        root = f'root ::= " "? "[" ( {call} ) {again} "]"'
-    else:  # llama3: one call, as its template documents
-        root = f"root ::= {call}"
-    return f"{root}\n{rules}\n"
+        root = f'start: " " ( {choices} )'
+    else:
+        call = "( " + " | ".join(f"tool_{i}" for i in range(len(specs))) + " )"
+        if fmt.name == "hermes":
+            again = f'( "\\n</tool_call>\\n<tool_call>\\n" {call} ){{0,{more}}}' if more else ""
+            root = f'start: "\\n" {call} {again} "\\n</tool_call>"?'
+        elif fmt.name == "mistral":
+            again = f'( "," " "? {call} ){{0,{more}}}' if more else ""
+            root = f'start: " "? "[" {call} {again} "]"'
+        else:  # llama3: one call, as its template documents
+            root = f"start: {call}"
+    lark = "\n".join([root, *rules]) + "\n"
+    grammar = LLMatcher.grammar_from_lark(lark)
+    failed, messages = LLMatcher.validate_grammar_with_warnings(grammar)
+    if failed:
+        raise UsageError(f"the tools' parameter schemas cannot be enforced: {' '.join(messages[0].split())}")
+    return GuidedGrammar(grammar)
 
 
 # --- messages for templates without a tool format

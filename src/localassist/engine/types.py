@@ -98,6 +98,17 @@ class ResponseFormat:
 
 
 @dataclass(frozen=True)
+class GuidedGrammar:
+    """A grammar for llguidance (compiled from a JSON schema or a tool-call format); a
+    plain ``str`` grammar is GBNF for llama.cpp's own sampler."""
+
+    text: str
+
+
+Grammar = str | GuidedGrammar
+
+
+@dataclass(frozen=True)
 class ChatRequest:
     """Everything one generation needs. ``prompt`` (a plain completion, no chat template)
     or ``messages``; a ``grammar`` (GBNF) or a ``response_format`` constrains the answer."""
@@ -250,11 +261,17 @@ class ChatStream:
     end, cancel, an exception such as Ctrl-C in the consumer) ``result()`` gives the
     :class:`Done` for what was really generated."""
 
-    def __init__(self, state: StreamState, produce: Callable[[ChatStream], Iterator[Event]]) -> None:
+    def __init__(
+        self,
+        state: StreamState,
+        produce: Callable[[ChatStream], Iterator[Event]],
+        check: Callable[[Done], None] | None = None,
+    ) -> None:
         self.state = state
         self._cancel = threading.Event()
         self._events = produce(self)
         self._done: Done | None = None
+        self._check = check  # a structured answer's validation: raises before its Done
 
     @property
     def model(self) -> str:
@@ -274,7 +291,9 @@ class ChatStream:
     def __iter__(self) -> Iterator[Event]:
         for event in self._events:
             if isinstance(event, Done):
-                self._done = event
+                self._done = event  # what was generated, even when the check below refuses it
+                if self._check is not None and event.finish_reason in ("stop", "tool_calls"):
+                    self._check(event)  # an answer that breaks its schema never ends as a success
             yield event
 
     def text(self) -> Iterator[str]:

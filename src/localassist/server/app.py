@@ -29,7 +29,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from localassist.engine.types import Backend, ChatRequest, ChatStream, Done, SamplingParams, TextDelta, ToolCallDelta
-from localassist.errors import ContextOverflowError, LocalAssistError, UsageError
+from localassist.errors import AnswerInvalidError, ContextOverflowError, LocalAssistError, UsageError
 from localassist.server import tokens, wire
 from localassist.server.calllog import Call, CallLog
 from localassist.server.keys import KeyRecord, Keyring, Unauthorized
@@ -387,6 +387,8 @@ def engine_error(exc: BaseException | None) -> ApiError:
         return wire.context_exceeded(exc.prompt_tokens, exc.max_tokens, exc.n_ctx, "input")
     if isinstance(exc, UsageError):
         return wire.invalid(str(exc))
+    if isinstance(exc, AnswerInvalidError):  # the model's JSON broke a keyword checked after generation
+        return ApiError(500, str(exc), "server_error", "answer_invalid")
     sys.stderr.write(f"localassist: error: generation failed: {type(exc).__name__}: {exc}\n")
     return ApiError(500, "the model failed while generating; see the server's log", "server_error", "engine_error")
 

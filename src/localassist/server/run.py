@@ -131,6 +131,8 @@ def loader(settings: Any, plan: list[tuple[Any, str]], verbose: bool) -> Callabl
                 backend = BatchedBackend(resolved.path, resolved.name, options, parallel=settings.serve_parallel)
             else:
                 backend = LocalBackend(resolved.path, resolved.name, options)
+            if kind == "chat":  # the grammar engine's view of the vocabulary, before the first schema asks
+                (backend.host if hasattr(backend, "host") else backend).prepare_guidance()
             out.append((resolved.name, backend, kind))
             record_use(settings.paths.data_dir, resolved.path)
         return out
