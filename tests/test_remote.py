@@ -25,6 +25,7 @@ from fakeremote import (
 from localassist.engine.remote import RemoteBackend
 from localassist.engine.types import ChatRequest, Message, ResponseFormat, SamplingParams, TextDelta, ToolCallDelta
 from localassist.errors import (
+    AnswerInvalidError,
     ExitCode,
     LocalAssistError,
     RemoteContextOverflowError,
@@ -155,8 +156,9 @@ def test_tool_call_deltas_are_joined_by_index(server):
     ]
     server.route("POST", "/v1/chat/completions", Reply(lines=sse(*calls)))
     tool = {"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}
+    now = {"type": "function", "function": {"name": "now", "parameters": {"type": "object"}}}
     stream = RemoteBackend(server.url).chat(
-        ChatRequest(messages=(Message("user", "1+2?"),), sampling=GREEDY, tools=(tool,))
+        ChatRequest(messages=(Message("user", "1+2?"),), sampling=GREEDY, tools=(tool, now))
     )
     deltas = [e for e in stream if isinstance(e, ToolCallDelta)]
     done = stream.result()
@@ -166,7 +168,36 @@ def test_tool_call_deltas_are_joined_by_index(server):
         ("c1", "add", '{"a": 1, "b": 2}'),
         ("c2", "now", "{}"),
     ]
-    assert server.posted("/v1/chat/completions")[0]["tools"] == [tool]
+    assert server.posted("/v1/chat/completions")[0]["tools"] == [tool, now]
+
+
+def test_a_remote_call_to_a_tool_not_offered_is_not_a_success(server):
+    llama_server(server)
+    calls = [
+        chunk(tool_calls=[{"index": 0, "id": "c1", "type": "function", "function": {"name": "rm", "arguments": "{}"}}]),
+        chunk(finish="tool_calls"),
+    ]
+    server.route("POST", "/v1/chat/completions", Reply(lines=sse(*calls)))
+    tool = {"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}
+    stream = RemoteBackend(server.url).chat(
+        ChatRequest(messages=(Message("user", "1+2?"),), sampling=GREEDY, tools=(tool,))
+    )
+    with pytest.raises(AnswerInvalidError, match="'rm', which is not one of the tools"):
+        stream.result()
+
+
+def test_a_remote_json_answer_that_breaks_its_schema_is_not_a_success(server):
+    """A remote engine that ignores response_format (or enforces less) is caught by the check."""
+    llama_server(server)
+    server.route("POST", "/v1/chat/completions", Reply(lines=sse(chunk(content='{"n": 7}'), chunk(finish="stop"))))
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "multipleOf": 5}}, "required": ["n"]}
+    stream = RemoteBackend(server.url).chat(
+        ChatRequest(
+            messages=(Message("user", "n?"),), sampling=GREEDY, response_format=ResponseFormat("json_schema", schema)
+        )
+    )
+    with pytest.raises(AnswerInvalidError, match="at /n: 7 is not a multiple of 5"):
+        stream.result()
 
 
 def test_raw_prompt_goes_to_completions_and_ends_at_a_blank_line(server):

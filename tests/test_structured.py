@@ -85,7 +85,7 @@ def test_grammar_file(cli, model_env, tmp_path):
     ("args", "fragment"),
     [
         (["--json-schema", "{not json"], "not valid JSON"),
-        (["--json-schema", '{"type": "nonsense"}'], "unsupported or invalid schema"),
+        (["--json-schema", '{"type": "nonsense"}'], "the JSON schema is not valid at /type"),
         (["--json-schema", "/no/such/schema.json"], "cannot read"),
         (["--grammar", "BAD"], "does not parse"),
         (["--json-schema", "{}", "--grammar", "x"], "cannot be combined"),

@@ -29,6 +29,8 @@ import itertools
 import json
 import re
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote
 
@@ -38,6 +40,9 @@ from localassist.errors import AnswerInvalidError, UsageError
 GENERATED_FORMATS = frozenset(
     {"date", "time", "date-time", "duration", "uuid", "email", "uri", "ipv4", "ipv6", "hostname"}
 )
+# formats whose fine print the grammar does not hold (leap years and leap seconds, IDNA
+# labels and lengths): written to the format's shape, the rest checked afterwards
+FORMATS_DETAILS_AFTER = frozenset({"date", "date-time", "time", "hostname"})
 # keywords a grammar cannot hold: generation goes on without them, the answer is checked
 CHECKED_AFTER = frozenset(
     {
@@ -170,6 +175,24 @@ def prepare_schema(schema: Any) -> PreparedSchema:
 # --- validation
 
 
+def loads_strict(text: str) -> Any:
+    """``json.loads`` that refuses a repeated key (Python keeps the last one silently; the
+    grammar cannot forbid repeats among keys the schema does not list)."""
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in items:
+            if key in out:
+                name = json.dumps(key, ensure_ascii=False)
+                raise AnswerInvalidError(
+                    f"the answer does not match the schema: the key {name} appears twice in one object"
+                )
+            out[key] = value
+        return out
+
+    return json.loads(text, object_pairs_hook=pairs)
+
+
 def validate(schema: Any, value: Any) -> None:
     """Raise :class:`AnswerInvalidError` naming the first place ``value`` breaks ``schema``."""
     error = first_error(schema, value)
@@ -178,27 +201,134 @@ def validate(schema: Any, value: Any) -> None:
 
 
 def first_error(schema: Any, value: Any) -> str | None:
-    from jsonschema.validators import Draft202012Validator, validator_for
-
-    cls = validator_for(schema, default=Draft202012Validator)
-    validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
-    error = next(iter(sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))), None)
+    error = next(iter(sorted(_validator(schema).iter_errors(value), key=lambda e: list(e.absolute_path))), None)
     if error is None:
         return None
     where = "/" + "/".join(_escape(str(p)) for p in error.absolute_path)
     return f"at {where}: {error.message}"
 
 
-def _check_metaschema(schema: dict[str, Any]) -> None:
-    from jsonschema.exceptions import SchemaError
+def _validator(schema: Any) -> Any:
+    """jsonschema's validator for ``schema``, with the formats this engine claims (and only
+    those: any other format is an annotation) and ``multipleOf`` in decimal arithmetic, as
+    the grammar does it (19.99 is a multiple of 0.01; binary floats say it is not)."""
+    from jsonschema import validators
     from jsonschema.validators import Draft202012Validator, validator_for
 
     cls = validator_for(schema, default=Draft202012Validator)
+    checked = validators.extend(cls, {"multipleOf": _multiple_of, "pattern": _pattern})
+    return checked(schema, format_checker=_format_checker())
+
+
+def _multiple_of(validator: Any, step: Any, instance: Any, schema: Any) -> Any:
+    from jsonschema.exceptions import ValidationError
+
+    if not validator.is_type(instance, "number") or isinstance(instance, bool):
+        return
     try:
-        cls.check_schema(schema)
-    except SchemaError as exc:
-        where = "/" + "/".join(_escape(str(p)) for p in exc.absolute_path)
-        raise UsageError(f"the JSON schema is not valid at {where}: {exc.message}") from None
+        ok = Decimal(repr(instance)) % Decimal(repr(step)) == 0
+    except InvalidOperation:  # beyond Decimal's precision: the float check
+        ok = float(instance) / float(step) == int(float(instance) / float(step))
+    if not ok:
+        yield ValidationError(f"{json.dumps(instance)} is not a multiple of {json.dumps(step)}")
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Any:
+    """A pattern Python's ``re`` cannot read (ECMA-262's ``\\p{Letter}``) is held by the
+    grammar alone: llguidance compiled it, so every answer matches it."""
+    from jsonschema.exceptions import ValidationError
+
+    if not validator.is_type(instance, "string"):
+        return
+    try:
+        found = re.search(pattern, instance)
+    except re.error:
+        return
+    if not found:
+        yield ValidationError(f"{json.dumps(instance, ensure_ascii=False)} does not match {json.dumps(pattern)}")
+
+
+@lru_cache(maxsize=1)
+def _format_checker() -> Any:
+    from jsonschema import Draft202012Validator, FormatChecker
+
+    base = Draft202012Validator.FORMAT_CHECKER
+    checker = FormatChecker(formats=())
+    for name in GENERATED_FORMATS - {"time", "date-time", "hostname"}:
+        if name in base.checkers:
+            func, raises = base.checkers[name]
+            checker.checks(name, raises)(func)
+    checker.checks("date-time")(_date_time)
+    checker.checks("time")(_time)
+    checker.checks("hostname")(_hostname)
+    return checker
+
+
+_TIME = re.compile(r"(\d\d):(\d\d):(\d\d)(\.\d+)?([Zz]|([+-])(\d\d):(\d\d))\Z")
+
+
+def _time(value: object) -> bool:
+    """RFC 3339 full-time, leap seconds included (23:59:60 in UTC, shifted by the offset)."""
+    if not isinstance(value, str):
+        return True
+    found = _TIME.match(value)
+    if not found:
+        return False
+    hour, minute, second = (int(found.group(i)) for i in (1, 2, 3))
+    offset = 0
+    if found.group(6):
+        off_h, off_m = int(found.group(7)), int(found.group(8))
+        if off_h > 23 or off_m > 59:
+            return False
+        offset = (off_h * 60 + off_m) * (1 if found.group(6) == "+" else -1)
+    if hour > 23 or minute > 59 or second > 60:
+        return False
+    return second < 60 or (hour * 60 + minute - offset) % 1440 == 23 * 60 + 59
+
+
+def _date_time(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    date, sep, time = value.partition("T") if "T" in value else value.partition("t")
+    if not sep:
+        return False
+    from datetime import date as Date
+
+    try:
+        Date.fromisoformat(date)
+    except ValueError:
+        return False
+    return len(date) == 10 and _time(time)
+
+
+def _hostname(value: object) -> bool:
+    """RFC 1123 host names, and A-labels (``xn--``) that really decode as IDNA."""
+    if not isinstance(value, str):
+        return True
+    from fqdn import FQDN
+
+    if not value or not FQDN(value, min_labels=1).is_valid:
+        return False
+    import idna
+
+    for label in value.rstrip(".").split("."):
+        if label[:4].lower() == "xn--":
+            try:
+                idna.decode(label)
+            except idna.IDNAError:
+                return False
+    return True
+
+
+def _check_metaschema(schema: dict[str, Any]) -> None:
+    from jsonschema.validators import Draft202012Validator, validator_for
+
+    cls = validator_for(schema, default=Draft202012Validator)
+    # no format checks on the schema itself: its patterns are ECMA-262 regexes (\p{L}), not Python's
+    error = next(iter(cls(cls.META_SCHEMA).iter_errors(schema)), None)
+    if error is not None:
+        where = "/" + "/".join(_escape(str(p)) for p in error.absolute_path)
+        raise UsageError(f"the JSON schema is not valid at {where}: {error.message}")
 
 
 # --- the rewrite
@@ -247,6 +377,10 @@ class _Rewriter:
             if key in CHECKED_AFTER:
                 self.checked_after.append((ptr or "/", key))
                 continue
+            if key == "$id" and ptr:
+                raise SchemaRefusedError(
+                    here, key, "a nested $id (a second resource with its own base) is not supported; use $defs"
+                )
             if key in ("$defs", "definitions", "$id", "$schema", "$anchor", "$comment", "$vocabulary"):
                 continue  # definitions are reached through $ref and hoisted; identifiers are not needed
             if key == "$ref":
@@ -255,7 +389,7 @@ class _Rewriter:
                 out[key] = int(value)  # the metaschema allows 2.0; the engine wants 2
             elif key == "pattern" and isinstance(value, str) and not _regex_compiles(value):
                 self.checked_after.append((ptr or "/", "pattern"))  # look-arounds, backreferences
-            elif key == "patternProperties" and (bad := [k for k in value if not _regex_compiles(k)]):
+            elif key == "patternProperties" and (bad := [k for k in value if not _regex_everywhere(k)]):
                 raise SchemaRefusedError(
                     here,
                     key,
@@ -264,6 +398,8 @@ class _Rewriter:
             elif key == "format":
                 if value in GENERATED_FORMATS:
                     out[key] = value
+                    if value in FORMATS_DETAILS_AFTER:  # the grammar writes the shape; the rest is checked
+                        self.checked_after.append((ptr or "/", f"format: {value}"))
                 else:
                     self.annotations.append((ptr or "/", str(value)))
             elif key in _SCHEMA_MAPS:
@@ -276,6 +412,8 @@ class _Rewriter:
                 out[key] = copy.deepcopy(value)
         if not merged and not set(node) & _OPEN_KEYWORDS:
             out = self._closed(out)
+        if _open_object(out):  # keys the schema does not list may repeat in the grammar's JSON
+            self.checked_after.append((ptr or "/", "no repeated keys"))
         out = self._numbers(out, ptr)
         out = self._property_counts(out, ptr)
         out = self._dependent_required(out, ptr)
@@ -451,11 +589,26 @@ class _Rewriter:
         return out
 
 
+def _regex_everywhere(pattern: str) -> bool:
+    """A property-name pattern must be read alike by the grammar and the validator."""
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return _regex_compiles(pattern)
+
+
 def _regex_compiles(pattern: str) -> bool:
     from llguidance import LLMatcher
 
     failed, _ = LLMatcher.validate_grammar_with_warnings(LLMatcher.grammar_from_regex(pattern))
     return not failed
+
+
+def _open_object(out: dict[str, Any]) -> bool:
+    kinds = out.get("type")
+    is_object = kinds == "object" or (isinstance(kinds, list) and "object" in kinds) or "properties" in out
+    return (is_object and out.get("additionalProperties", True) is not False) or bool(out.get("patternProperties"))
 
 
 def _permutations(k: int, n: int) -> int:
@@ -490,10 +643,9 @@ def _types(branch: Any) -> set[str] | None:
     """The JSON types a branch can match, when it says so plainly."""
     if not isinstance(branch, dict):
         return None
-    if "const" in branch:
-        return {_TYPES_OF.get(type(branch["const"]), "?")}
-    if "enum" in branch:
-        return {_TYPES_OF.get(type(v), "?") for v in branch["enum"]}
+    if "const" in branch or "enum" in branch:
+        kinds = {_TYPES_OF.get(type(v), "?") for v in branch.get("enum", [branch.get("const")])}
+        return kinds | {"integer", "number"} if kinds & {"integer", "number"} else kinds  # 2 == 2.0
     kind = branch.get("type")
     if kind is None:
         return None
@@ -529,7 +681,9 @@ def _disjoint(branches: list[Any]) -> bool:
         if va is not None and vb is not None and not any(_json_equal(x, y) for x in va for y in vb):
             continue
         da, db = _discriminator(a), _discriminator(b)
-        if any(name in db and not _json_equal(value, db[name]) for name, value in da.items()):
+        if ta == tb == {"object"} and any(
+            name in db and not _json_equal(value, db[name]) for name, value in da.items()
+        ):
             continue
         return False
     return True
@@ -548,16 +702,45 @@ def _compile(generation: Any, where: _Rewriter | None = None) -> str:
     failed, messages = LLMatcher.validate_grammar_with_warnings(grammar)
     if failed:
         message = " ".join(messages[0].split())
-        keyword = "schema"
         names = _UNIMPLEMENTED.search(message)
-        if names:
-            keyword = json.loads(f"[{names.group(1)}]")[0]
-        else:
-            found = re.search(r"'(\$?[A-Za-z]+)'", message)
-            keyword = found.group(1) if found else keyword
+        keyword = json.loads(f"[{names.group(1)}]")[0] if names else _keyword_in(message)
         pointers = where.pointers.get(keyword, []) if where is not None else []
         raise SchemaRefusedError(pointers[0] if pointers else "/", keyword, f"cannot be enforced: {message}")
     return grammar
+
+
+_KEYWORDS_BY_LENGTH = sorted(
+    {
+        *_SCHEMA_MAPS,
+        *_SCHEMA_LISTS,
+        *_SCHEMA_ONE,
+        *_INTEGER_KEYWORDS,
+        "enum",
+        "const",
+        "type",
+        "required",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "multipleOf",
+        "pattern",
+        "format",
+        "$ref",
+    },
+    key=len,
+    reverse=True,
+)
+
+
+def _keyword_in(message: str) -> str:
+    """The keyword an engine message is about (the longest one it names)."""
+    if "patternProperty" in message:
+        return "patternProperties"
+    for keyword in _KEYWORDS_BY_LENGTH:
+        if re.search(rf"(?<![A-Za-z$]){re.escape(keyword)}(?![A-Za-z])", message):
+            return keyword
+    return "false" if "false" in message else "schema"
 
 
 def schema_summary() -> dict[str, list[str]]:

@@ -142,11 +142,11 @@ def answer_check(request: ChatRequest) -> Callable[[Done], None] | None:
         return None
 
     def check(done: Done) -> None:
-        from localassist.engine.json_schema import validate
+        from localassist.engine.json_schema import loads_strict, validate
 
         if schema is not None and not done.tool_calls:
             try:
-                value = json.loads(done.text)
+                value = loads_strict(done.text)
             except json.JSONDecodeError:
                 raise AnswerInvalidError("the answer is not valid JSON") from None
             validate(schema, value)
@@ -154,7 +154,7 @@ def answer_check(request: ChatRequest) -> Callable[[Done], None] | None:
             if call.name not in tools:
                 raise AnswerInvalidError(f"the model called {call.name!r}, which is not one of the tools offered")
             try:
-                arguments = json.loads(call.arguments or "{}")
+                arguments = loads_strict(call.arguments or "{}")
             except json.JSONDecodeError:
                 raise AnswerInvalidError(f"the arguments of the call to {call.name!r} are not valid JSON") from None
             try:
