@@ -29,7 +29,7 @@ import itertools
 import json
 import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote
@@ -217,7 +217,14 @@ def _validator(schema: Any) -> Any:
 
     cls = validator_for(schema, default=Draft202012Validator)
     checked = validators.extend(cls, {"multipleOf": _multiple_of, "pattern": _pattern})
-    return checked(schema, format_checker=_format_checker())
+    from referencing import Registry
+
+    return checked(schema, format_checker=_format_checker(), registry=Registry())  # never fetch a $ref
+
+
+def _exact(number: float) -> Fraction:
+    """A JSON number as the exact decimal it was written as (0.1 is 1/10, not a binary float)."""
+    return Fraction(number) if isinstance(number, int) else Fraction(repr(number))
 
 
 def _multiple_of(validator: Any, step: Any, instance: Any, schema: Any) -> Any:
@@ -225,10 +232,7 @@ def _multiple_of(validator: Any, step: Any, instance: Any, schema: Any) -> Any:
 
     if not validator.is_type(instance, "number") or isinstance(instance, bool):
         return
-    try:
-        ok = Decimal(repr(instance)) % Decimal(repr(step)) == 0
-    except InvalidOperation:  # beyond Decimal's precision: the float check
-        ok = float(instance) / float(step) == int(float(instance) / float(step))
+    ok = _exact(instance) % _exact(step) == 0
     if not ok:
         yield ValidationError(f"{json.dumps(instance)} is not a multiple of {json.dumps(step)}")
 
@@ -388,6 +392,8 @@ class _Rewriter:
             elif key in _INTEGER_KEYWORDS and isinstance(value, float):
                 out[key] = int(value)  # the metaschema allows 2.0; the engine wants 2
             elif key == "pattern" and isinstance(value, str) and not _regex_compiles(value):
+                if not _python_regex(value):
+                    raise SchemaRefusedError(here, key, f"the pattern {value!r} can be neither enforced nor checked")
                 self.checked_after.append((ptr or "/", "pattern"))  # look-arounds, backreferences
             elif key == "patternProperties" and (bad := [k for k in value if not _regex_everywhere(k)]):
                 raise SchemaRefusedError(
@@ -406,14 +412,19 @@ class _Rewriter:
                 out[key] = {name: self.rewrite(sub, f"{here}/{_escape(name)}") for name, sub in value.items()}
             elif key in _SCHEMA_LISTS:
                 out[key] = [self.rewrite(sub, f"{here}/{i}", merged=True) for i, sub in enumerate(value)]
+            elif key == "items" and isinstance(value, list):  # draft 7 and 2019-09: a tuple
+                out["prefixItems"] = [self.rewrite(sub, f"{here}/{i}") for i, sub in enumerate(value)]
+                if "additionalItems" in node:
+                    out["items"] = self.rewrite(node["additionalItems"], f"{ptr}/additionalItems")
+            elif key == "additionalItems":
+                if not isinstance(node.get("items"), list):
+                    continue  # without a tuple of items it means nothing
             elif key in _SCHEMA_ONE:
                 out[key] = self.rewrite(value, here)
             else:
                 out[key] = copy.deepcopy(value)
         if not merged and not set(node) & _OPEN_KEYWORDS:
             out = self._closed(out)
-        if _open_object(out):  # keys the schema does not list may repeat in the grammar's JSON
-            self.checked_after.append((ptr or "/", "no repeated keys"))
         out = self._numbers(out, ptr)
         out = self._property_counts(out, ptr)
         out = self._dependent_required(out, ptr)
@@ -573,7 +584,9 @@ class _Rewriter:
             return self._after(out, ptr, "uniqueItems")
         for key in ("uniqueItems", "items", "minItems", "maxItems"):
             out.pop(key, None)
-        out["enum"] = sequences if "enum" not in out else [s for s in sequences if s in out["enum"]]
+        if "enum" in out:
+            sequences = [s for s in sequences if any(_json_equal(s, e) for e in out["enum"])]
+        out["enum"] = sequences
         return out
 
     def _one_of(self, out: dict[str, Any], ptr: str) -> dict[str, Any]:
@@ -587,6 +600,14 @@ class _Rewriter:
         else:
             out["anyOf"] = branches
         return out
+
+
+def _python_regex(pattern: str) -> bool:
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
 
 
 def _regex_everywhere(pattern: str) -> bool:
@@ -605,12 +626,6 @@ def _regex_compiles(pattern: str) -> bool:
     return not failed
 
 
-def _open_object(out: dict[str, Any]) -> bool:
-    kinds = out.get("type")
-    is_object = kinds == "object" or (isinstance(kinds, list) and "object" in kinds) or "properties" in out
-    return (is_object and out.get("additionalProperties", True) is not False) or bool(out.get("patternProperties"))
-
-
 def _permutations(k: int, n: int) -> int:
     result = 1
     for i in range(n):
@@ -620,8 +635,10 @@ def _permutations(k: int, n: int) -> int:
 
 def _finite_values(items: Any) -> list[Any] | None:
     """The values an item schema allows, when it is a small finite set (enum, const, boolean)."""
-    if not isinstance(items, dict):
+    if not isinstance(items, dict) or not set(items) <= {"const", "enum", "type", "title", "description"}:
         return None
+    if "type" in items and items["type"] != "boolean":
+        return None  # an enum beside a type: not a plain finite set
     if "const" in items:
         return [items["const"]]
     if "enum" in items and len(items["enum"]) <= 8:
@@ -636,7 +653,16 @@ def _finite_values(items: Any) -> list[Any] | None:
 
 
 def _json_equal(a: Any, b: Any) -> bool:
-    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True) and type(a) is type(b)
+    """Equality as JSON Schema has it: 1 equals 1.0, true is not 1, objects ignore key order."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a is b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
+    return type(a) is type(b) and a == b
 
 
 def _types(branch: Any) -> set[str] | None:

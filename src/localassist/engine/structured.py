@@ -78,7 +78,7 @@ def parse_json_answer(text: str, finish_reason: str) -> Any:
     """The constrained answer as data; a cut-off answer is an error, never half a JSON."""
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except ValueError:  # not JSON, or a number too long for Python to read
         if finish_reason == "length":
             raise BackendError(
                 "the JSON answer was cut off at --max-tokens before it was complete; raise --max-tokens"
@@ -138,6 +138,11 @@ def answer_check(request: ChatRequest) -> Callable[[Done], None] | None:
         for t in request.tools
         if isinstance(t, dict)
     }
+    for name, parameters in tools.items():  # refused up front, as for a local engine
+        try:
+            prepared_schema(parameters)
+        except UsageError as exc:
+            raise UsageError(f"tool {name!r}: {exc}") from None
     if schema is None and not tools:
         return None
 
@@ -147,7 +152,7 @@ def answer_check(request: ChatRequest) -> Callable[[Done], None] | None:
         if schema is not None and not done.tool_calls:
             try:
                 value = loads_strict(done.text)
-            except json.JSONDecodeError:
+            except ValueError:  # not JSON, or a number too long for Python to read
                 raise AnswerInvalidError("the answer is not valid JSON") from None
             validate(schema, value)
         for call in done.tool_calls:
@@ -155,7 +160,7 @@ def answer_check(request: ChatRequest) -> Callable[[Done], None] | None:
                 raise AnswerInvalidError(f"the model called {call.name!r}, which is not one of the tools offered")
             try:
                 arguments = loads_strict(call.arguments or "{}")
-            except json.JSONDecodeError:
+            except ValueError:
                 raise AnswerInvalidError(f"the arguments of the call to {call.name!r} are not valid JSON") from None
             try:
                 validate(tools[call.name], arguments)
