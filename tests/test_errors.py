@@ -48,6 +48,7 @@ def test_exit_codes_are_stable():
         "MODEL_INVALID": 5,
         "DOWNLOAD_FAILED": 6,
         "ACCESS_DENIED": 7,
+        "ANSWER_INVALID": 8,
         "INTERRUPTED": 130,
         "BROKEN_PIPE": 141,
     }

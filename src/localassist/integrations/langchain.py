@@ -48,7 +48,7 @@ from localassist.engine.types import (
     ToolCall,
     ToolCallDelta,
 )
-from localassist.errors import UsageError
+from localassist.errors import AnswerInvalidError, UsageError
 
 LOAD_OPTIONS = ("ctx", "threads", "batch", "gpu_layers", "flash_attn", "chat_format")
 SAMPLING = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed", "max_tokens")
@@ -312,6 +312,10 @@ class ChatLocalAssist(BaseChatModel):
             for event in stream:
                 if isinstance(event, TextDelta) and event.text and run_manager is not None:
                     run_manager.on_llm_new_token(event.text)
+        except AnswerInvalidError:
+            if not stream.result().tool_calls:
+                raise
+            # a call whose arguments break its schema: LangChain's invalid_tool_calls carry it
         except BaseException:
             stream.cancel()  # Ctrl-C or a failed callback: the engine stops generating
             stream.result()
@@ -337,14 +341,18 @@ class ChatLocalAssist(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         stream = self.engine().chat(self._request(messages, stop, kwargs))
         try:
-            for event in stream:
-                if isinstance(event, TextDelta) and event.text:
-                    if run_manager is not None:
-                        run_manager.on_llm_new_token(event.text)
-                    yield ChatGenerationChunk(message=AIMessageChunk(content=event.text))
-                elif isinstance(event, ToolCallDelta):
-                    piece = {"name": event.name, "args": event.arguments, "id": event.id, "index": event.index}
-                    yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[piece]))
+            try:
+                for event in stream:
+                    if isinstance(event, TextDelta) and event.text:
+                        if run_manager is not None:
+                            run_manager.on_llm_new_token(event.text)
+                        yield ChatGenerationChunk(message=AIMessageChunk(content=event.text))
+                    elif isinstance(event, ToolCallDelta):
+                        piece = {"name": event.name, "args": event.arguments, "id": event.id, "index": event.index}
+                        yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[piece]))
+            except AnswerInvalidError:
+                if not stream.result().tool_calls:
+                    raise  # the chunks already carry the calls; LangChain finds the invalid ones
             done = stream.result()
         finally:
             stream.close()  # the consumer stopped early: generation stops too
