@@ -496,6 +496,34 @@ class MaskCounter:
         return getattr(self._m, name)
 
 
+class TimedSampler:
+    """Times each ``sample`` call of the sampler a generation uses (diagnostic runs only)."""
+
+    def __init__(self, sampler: Any, tally: Counter, mode: str) -> None:
+        self._s, self._tally, self._mode = sampler, tally, mode
+
+    def sample(self, *a: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return self._s.sample(*a)
+        finally:
+            self._tally[f"sample {self._mode} s"] += time.perf_counter() - start
+            self._tally[f"sample {self._mode}"] += 1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._s, name)
+
+
+@contextlib.contextmanager
+def timing_samples(backend: Any, tally: Counter, mode: str):
+    original = backend._sampler
+    backend._sampler = lambda *a, **kw: TimedSampler(original(*a, **kw), tally, mode)
+    try:
+        yield
+    finally:
+        del backend._sampler  # the class's method again
+
+
 @contextlib.contextmanager
 def counting_masks(tally: Counter):
     """Count masks and time the grammar's work in the sampler chain (the custom sampler's
@@ -609,9 +637,11 @@ def decode_model(model: str, args: argparse.Namespace) -> dict[str, Any]:
         LLMatcher(tok, prepared.grammar, log_level=0)
         matcher_ms = (time.perf_counter() - t) * 1000
         tally: Counter = Counter()
-        with counting_masks(tally):
+        with counting_masks(tally), timing_samples(backend, tally, "schema"):
             probe = one(backend, prompt, schema, args.max_tokens)
         budget = probe["steps"] + 1  # as many samples as the constrained run takes
+        with timing_samples(backend, tally, "none"):
+            plain = one(backend, prompt, None, budget)
         cases[name] = {
             "prepare_schema ms": prepare_ms,
             "matcher ms": matcher_ms,
@@ -626,6 +656,12 @@ def decode_model(model: str, args: argparse.Namespace) -> dict[str, Any]:
             * 1000
             / max(tally["consume_token"], 1),
             "mask ms each": tally["unsafe_compute_mask_ptr s"] * 1000 / max(tally["unsafe_compute_mask_ptr"], 1),
+            # the whole sampling call per token (the chain: logits to token, and the grammar),
+            # with a schema and without: the difference is all a schema adds to a decode step
+            "sample ms per token": {
+                mode: tally[f"sample {mode} s"] * 1000 / max(tally[f"sample {mode}"], 1) for mode in ("schema", "none")
+            },
+            "decode ms per token (diagnostic run, none)": plain["ms_per_token"],
             "unconstrained max_tokens": budget,
             "samples": {"constrained": [], "unconstrained": []},
         }
@@ -893,6 +929,13 @@ def coverage_table(cov: dict[str, Any]) -> list[str]:
     return lines
 
 
+def sampling(c: dict[str, Any]) -> str:
+    if "sample ms per token" not in c:
+        return "-"
+    s = c["sample ms per token"]
+    return f"{s['none']:.2f} → {s['schema']:.2f}"
+
+
 def overhead(c: dict[str, Any]) -> str:
     return f"{c['per-token overhead']:+.1%} ({c['paired per-token overhead']:+.1%})"
 
@@ -927,8 +970,9 @@ def markdown(r: dict[str, Any]) -> str:
             f"{fmt(d['tokenizer build ms'])} ms (once per loaded model)",
             "",
             "| schema | steps | ms/token none | ms/token schema | overhead (paired) | TTFT ms none | TTFT ms schema "
-            "| ratio (paired) | first request TTFT ms | masks/tokens | grammar ms/token |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| ratio (paired) | first request TTFT ms | masks/tokens | grammar ms/token "
+            "| sampling ms/token none → schema |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for name, c in d["cases"].items():
             first = d["first request"][name]
@@ -938,7 +982,7 @@ def markdown(r: dict[str, Any]) -> str:
                 f"{fmt(c['constrained']['ms_per_token'])} | {overhead(c)} | "
                 f"{fmt(c['unconstrained']['wall_ttft_ms'])} | {fmt(c['constrained']['wall_ttft_ms'])} | "
                 f"{ttft(c)} | {first['wall_ttft_ms']:.0f}{note} | "
-                f"{c['masks computed']}/{c['tokens']} | {c['grammar ms per token']:.2f} |"
+                f"{c['masks computed']}/{c['tokens']} | {c['grammar ms per token']:.2f} | {sampling(c)} |"
             )
         lines += ["", overall(d["cases"]), ""]
     for d in r.get("llama-server decode", []):
