@@ -22,7 +22,10 @@ Test Suite, and what constrained decoding costs per token and at the first token
    constrained one took (``ignore_eos``). Time to first token from ``chat()`` to the first
    sampled token (wall clock: schema lookup, matcher, prompt, first mask) beside the
    engine's own ``ttft_s``. The one-time costs: llguidance's tokenizer for the model, the
-   schema's preparation, the first constrained request of a fresh model.
+   schema's preparation, the first constrained request of a fresh model. One extra,
+   instrumented pair per schema (not in the medians) times what decode noise hides: the
+   sampling call per token with and without the schema, the grammar's own share of it,
+   and how many tokens needed a full mask (greedy checks the argmax first).
 3. The same for llama-server (``--llama-server``), from its reported ``timings``.
 
     python benchmarks/structured.py --threads 2 --runs 5 \\
