@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -91,6 +92,18 @@ class ServerProc:
                 self.proc.wait()
         self._reader.join(10)
         return self.proc.returncode
+
+
+QWEN_TEMPLATE = str(Path(__file__).parent / "fixtures" / "tools" / "qwen2.5_chat_template.jinja")
+
+
+def tool_server(model: Path, home: Path) -> Iterator[ServerProc]:
+    """A module fixture's body: ``serve`` on the bundled instruct model with Qwen 2.5's tool
+    template (SmolLM2's own has no tools), stopped cleanly after the module."""
+    args = ["-m", str(model), "--chat-format", QWEN_TEMPLATE, "--threads", "1", "--ctx", "1024"]
+    proc = ServerProc(home, args)
+    yield proc.wait_ready()
+    assert proc.stop() == 0, proc.stderr
 
 
 def sse_frames(raw: bytes) -> list[str]:

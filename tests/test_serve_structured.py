@@ -10,7 +10,6 @@ tool template, as tests/test_serve_tools.py does; greedy, a few dozen tokens."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -20,10 +19,9 @@ pytest.importorskip("starlette")
 openai = pytest.importorskip("openai")
 pydantic = pytest.importorskip("pydantic")
 
-from serverproc import ServerProc  # noqa: E402
+from serverproc import tool_server  # noqa: E402
 
 pytestmark = pytest.mark.model
-QWEN = str(Path(__file__).parent / "fixtures" / "tools" / "qwen2.5_chat_template.jinja")
 
 
 class Point(pydantic.BaseModel):
@@ -47,10 +45,7 @@ POINT = {
 
 @pytest.fixture(scope="module")
 def server(starter_chat_path, tmp_path_factory):
-    args = ["-m", str(starter_chat_path), "--chat-format", QWEN, "--threads", "1", "--ctx", "1024"]
-    proc = ServerProc(tmp_path_factory.mktemp("serve-home"), args)
-    yield proc.wait_ready()
-    assert proc.stop() == 0, proc.stderr
+    yield from tool_server(starter_chat_path, tmp_path_factory.mktemp("serve-home"))
 
 
 @pytest.fixture(scope="module")

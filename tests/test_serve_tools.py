@@ -18,21 +18,17 @@ openai = pytest.importorskip("openai")
 import openai_schema  # noqa: E402
 from localassist.engine.types import ChatRequest, Message, SamplingParams  # noqa: E402
 from localassist.tools.registry import resolve_tools  # noqa: E402
-from serverproc import ServerProc, sse_frames  # noqa: E402
+from serverproc import QWEN_TEMPLATE, sse_frames, tool_server  # noqa: E402
 
 pytestmark = pytest.mark.model
 FIXTURES = Path(__file__).parent / "fixtures" / "tools"
-QWEN = str(FIXTURES / "qwen2.5_chat_template.jinja")
 TOOLS = resolve_tools(str(FIXTURES / "agent_tools.py")).specs()  # multiply(a: int, b: int)
 NAMED = {"type": "function", "function": {"name": "multiply"}}
 
 
 @pytest.fixture(scope="module")
 def server(starter_chat_path, tmp_path_factory):
-    args = ["-m", str(starter_chat_path), "--chat-format", QWEN, "--threads", "1", "--ctx", "1024"]
-    proc = ServerProc(tmp_path_factory.mktemp("serve-home"), args)
-    yield proc.wait_ready()
-    assert proc.stop() == 0, proc.stderr
+    yield from tool_server(starter_chat_path, tmp_path_factory.mktemp("serve-home"))
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +36,7 @@ def oracle(starter_chat_path):
     """The call the model makes when asked in-process (each test asks a different question)."""
     from localassist.engine.local import LoadOptions, LocalBackend
 
-    backend = LocalBackend(starter_chat_path, "oracle", LoadOptions(ctx=1024, threads=1, chat_format=QWEN))
+    backend = LocalBackend(starter_chat_path, "oracle", LoadOptions(ctx=1024, threads=1, chat_format=QWEN_TEMPLATE))
 
     def call(question: str, tool_choice) -> tuple[str, str]:
         request = ChatRequest(
