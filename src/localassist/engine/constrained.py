@@ -139,9 +139,5 @@ class GrammarSampler:
             raise BackendError(f"the grammar engine rejected its own token: {self.matcher.get_error()}")
         return token
 
-    @property
-    def accepting(self) -> bool:
-        return self.matcher.is_accepting()
-
     def close(self) -> None:
         self.chain.close()

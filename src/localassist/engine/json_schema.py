@@ -767,12 +767,3 @@ def _keyword_in(message: str) -> str:
         if re.search(rf"(?<![A-Za-z$]){re.escape(keyword)}(?![A-Za-z])", message):
             return keyword
     return "false" if "false" in message else "schema"
-
-
-def schema_summary() -> dict[str, list[str]]:
-    """What the README's table lists (kept next to the code that decides it)."""
-    return {
-        "checked_after": sorted(CHECKED_AFTER),
-        "refused": sorted(REFUSED),
-        "formats": sorted(GENERATED_FORMATS),
-    }

@@ -21,7 +21,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from localassist.engine.json_schema import JSON_OPTIONS, prepare_schema
+from localassist.engine.json_schema import JSON_OPTIONS
+from localassist.engine.structured import prepared_schema
 from localassist.engine.types import GuidedGrammar, Message, ToolCall, ToolCallDelta
 from localassist.errors import UsageError
 from localassist.tools.parsing import REACT_STOP, find_call, react_instructions, visible_length
@@ -129,7 +130,7 @@ def _tool_rule(spec: ToolSpec, arguments_key: str | None) -> str:
     """The JSON of one call to ``spec`` (``{"name": ..., "<key>": args}``), or with no key just
     its arguments. Each tool's parameters keep their own root, so their ``$defs`` resolve."""
     try:
-        prepared = prepare_schema(spec.parameters)
+        prepared = prepared_schema(spec.parameters)  # cached: a server sees the same tools again
     except UsageError as exc:
         raise UsageError(f"tool {spec.name!r}: {exc}") from None
     arguments = dict(prepared.generation) if isinstance(prepared.generation, dict) else {}
