@@ -43,7 +43,7 @@ def test_exit_codes_are_stable():
         "OK": 0,
         "ERROR": 1,
         "USAGE": 2,
-        "MODEL_NOT_AVAILABLE": 3,
+        "NOT_FOUND": 3,
         "CONTEXT_OVERFLOW": 4,
         "MODEL_INVALID": 5,
         "DOWNLOAD_FAILED": 6,

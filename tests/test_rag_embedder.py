@@ -41,7 +41,7 @@ def test_a_missing_embedding_model_is_one_clear_line_with_exit_code_3(tmp_path):
     with pytest.raises(EmbedderError) as caught:
         load_llama_embedder(tmp_path / "nomic-embed-text.gguf")
     assert str(caught.value) == f"embedding model not found: {tmp_path / 'nomic-embed-text.gguf'}"
-    assert exit_code_for(caught.value) == ExitCode.MODEL_NOT_AVAILABLE
+    assert exit_code_for(caught.value) == ExitCode.NOT_FOUND
 
 
 def test_a_query_vector_of_another_dimension_is_refused(tmp_path):

@@ -85,7 +85,7 @@ def test_unknown_index_name_is_a_one_line_error_with_exit_code_3(data):
     with pytest.raises(IndexNotFoundError) as caught:
         open_index(data, "nope")
     assert str(caught.value) == "no index named 'nope', and no indexes yet: `localassist index add FOLDER --name nope`"
-    assert exit_code_for(caught.value) == ExitCode.MODEL_NOT_AVAILABLE
+    assert exit_code_for(caught.value) == ExitCode.NOT_FOUND
     assert not (data / "indexes" / "nope.db").exists()
 
 

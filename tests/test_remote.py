@@ -89,7 +89,7 @@ def test_several_models_need_a_name_and_a_wrong_name_lists_them(server):
     assert exit_code_for(several.value) == ExitCode.USAGE
     with pytest.raises(LocalAssistError, match=r"no model 'c' \(it offers: a, b\)") as missing:
         RemoteBackend(server.url, "c", name="box")
-    assert exit_code_for(missing.value) == ExitCode.MODEL_NOT_AVAILABLE
+    assert exit_code_for(missing.value) == ExitCode.NOT_FOUND
 
 
 def test_connection_refused_is_one_line_with_the_url_and_exit_3():
@@ -97,7 +97,7 @@ def test_connection_refused_is_one_line_with_the_url_and_exit_3():
     with pytest.raises(LocalAssistError) as refused:
         RemoteBackend(url, name="box")
     assert url in str(refused.value) and "\n" not in str(refused.value)
-    assert exit_code_for(refused.value) == ExitCode.MODEL_NOT_AVAILABLE
+    assert exit_code_for(refused.value) == ExitCode.NOT_FOUND
 
 
 def test_missing_key_variable_fails_before_anything_is_sent(server, monkeypatch):
@@ -311,11 +311,11 @@ ERRORS = [
     (
         404,
         {"error": {"message": "The model `x` does not exist.", "type": "NotFoundError", "code": 404}},
-        ExitCode.MODEL_NOT_AVAILABLE,
+        ExitCode.NOT_FOUND,
         "does not exist",
     ),
     # Ollama: a bare string
-    (404, {"error": "model 'llama9' not found"}, ExitCode.MODEL_NOT_AVAILABLE, "model 'llama9' not found"),
+    (404, {"error": "model 'llama9' not found"}, ExitCode.NOT_FOUND, "model 'llama9' not found"),
     # llama-server auth
     (
         401,

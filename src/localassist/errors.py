@@ -16,7 +16,7 @@ class ExitCode(IntEnum):
     OK = 0
     ERROR = 1
     USAGE = 2
-    MODEL_NOT_AVAILABLE = 3
+    NOT_FOUND = 3  # what was named (a model, a remote or its model, a document, an index) is not there
     CONTEXT_OVERFLOW = 4
     MODEL_INVALID = 5
     DOWNLOAD_FAILED = 6
@@ -58,7 +58,7 @@ class ConfigError(LocalAssistError):
 class ModelNotAvailableError(LocalAssistError):
     """The model the user named (or the default) is not on this machine."""
 
-    exit_code = ExitCode.MODEL_NOT_AVAILABLE
+    exit_code = ExitCode.NOT_FOUND
 
 
 class ModelInvalidError(LocalAssistError):
@@ -120,7 +120,7 @@ class RemoteRequestError(RemoteError):
 class RemoteUnavailableError(RemoteError):
     """The remote named cannot be reached, or does not have the model named."""
 
-    exit_code = ExitCode.MODEL_NOT_AVAILABLE
+    exit_code = ExitCode.NOT_FOUND
 
 
 class RemoteAuthError(RemoteError):
@@ -148,7 +148,7 @@ class DocumentError(LocalAssistError):
 class DocumentNotFoundError(DocumentError):
     """The document the user named does not exist."""
 
-    exit_code = ExitCode.MODEL_NOT_AVAILABLE  # 3: what was named is not on this machine
+    exit_code = ExitCode.NOT_FOUND
 
 
 class DocumentBudgetError(LocalAssistError):

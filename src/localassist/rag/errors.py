@@ -15,7 +15,7 @@ class RagError(LocalAssistError):
 class IndexNotFoundError(RagError):
     """No index of that name in the data dir."""
 
-    exit_code = ExitCode.MODEL_NOT_AVAILABLE  # 3: what was named is not on this machine
+    exit_code = ExitCode.NOT_FOUND
 
 
 class IndexExistsError(RagError):
@@ -33,13 +33,13 @@ class InvalidIndexNameError(RagError):
 class FolderGoneError(RagError):
     """The indexed folder no longer exists (or is not a folder)."""
 
-    exit_code = ExitCode.MODEL_NOT_AVAILABLE
+    exit_code = ExitCode.NOT_FOUND
 
 
 class EmbedderError(RagError):
     """The embedding model is missing, does not match the index, or refused an input."""
 
-    exit_code = ExitCode.MODEL_NOT_AVAILABLE
+    exit_code = ExitCode.NOT_FOUND
 
 
 class InputTooLongError(EmbedderError):
