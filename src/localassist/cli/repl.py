@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,24 +15,6 @@ if TYPE_CHECKING:
     from localassist.assistant import Assistant, Turn
     from localassist.engine.types import Done
 
-COMMANDS = {
-    "/help": "list these commands",
-    "/set": "/set PARAM VALUE: temperature, top_k, top_p, min_p, repeat_penalty, max_tokens, seed, system, memory",
-    "/show": "model, parameters, memory policy, context use",
-    "/system": "/system TEXT: set the system prompt (no text: remove it)",
-    "/clear": "forget the conversation, keep the settings",
-    "/regen": "drop the last answer and generate it again",
-    "/undo": "drop the last exchange",
-    "/save": "/save FILE: the transcript, as Markdown (.md) or JSON (anything else)",
-    "/load": "/load FILE: restore a transcript saved as JSON",
-    "/model": "/model NAME: switch model, keep the conversation",
-    "/stats": "last answer: prompt tokens, cached tokens, speed, time to first token",
-    "/tools": "the tools the model may call (chat --tools), and the calls behind the last answer",
-    "/template": "/template NAME [KEY=VALUE ...]: send your messages through a prompt template (off: none)",
-    "/file": "/file PATH: attach a document (txt, md, pdf, csv, html, json); summarized if it does not fit",
-    "/docs": "/docs NAME | on | off: answer from a folder index (`localassist index list`)",
-    "/exit": "leave (Ctrl-D does the same)",
-}
 MEMORY_CHOICES = ("buffer", "window:4", "window:8", "summary")
 
 
@@ -282,103 +266,228 @@ class Repl:
                 )
 
     def command(self, line: str) -> bool | None:
-        from rich.text import Text
-
+        """Run one slash command; False means leave the chat."""
         name, _, arg = line.partition(" ")
         arg = arg.strip()
-        s = self.session
-        if name in ("/exit", "/quit", "/bye"):
-            return False
-        if name in ("/help", "/?"):
-            for cmd, text in COMMANDS.items():
-                err_console().print(Text.assemble(("  " + cmd.ljust(8), "bold"), " ", text))
-            say(
-                '  Enter sends · Esc-Enter or Alt-Enter: new line · """ starts/ends a block · '
-                "Ctrl-R searches history · Ctrl-C stops an answer · Ctrl-D leaves",
-                style="dim",
-            )
-        elif name == "/set":
-            key, _, value = arg.partition(" ")
-            if not key or not value.strip():
-                say("usage: /set PARAM VALUE, e.g. /set temperature 0.2 (/show lists the current values)")
-                return None
-            say(f"{key} = {s.set(key, value.strip())}", style="dim")
-        elif name == "/show":
-            for key, value in s.show().items():
-                say(f"  {key:<15} {value}")
-        elif name == "/system":
-            s.set_system(arg)
-            say(f"system prompt {'set' if arg else 'removed'}", style="dim")
-        elif name == "/clear":
-            s.clear()
-            say("conversation cleared (settings kept)", style="dim")
-        elif name == "/regen":
-            if self.docs is not None:
-                question = s.last_question().content
-                hits = self._retrieve(question)
-                if hits is not None:
-                    self._cite(hits, answer(s, s.regen(self._wrapped(question, hits)), self.markdown))
-            else:
-                answer(s, s.regen(), self.markdown)
-        elif name == "/docs":
-            self.use_docs(arg)
-        elif name == "/template":
-            if not arg:
-                say("usage: /template NAME [KEY=VALUE ...] (`localassist templates list`); /template off")
-                return None
-            tname, *pairs = arg.split()
-            if tname == "off":
-                s.use_template(None)
-                say("template off", style="dim")
-                return None
-            from localassist.cli.options import parse_params
-            from localassist.conversation.prompt_templates import load_template
-
-            s.use_template(load_template(tname, self.settings.paths.config_dir), parse_params(pairs))
-            say(f"template {tname}: your messages now go through it", style="dim")
-        elif name == "/undo":
-            question = s.undo()
-            say(f"removed: {question.content[:60]!r}", style="dim")
-        elif name == "/save":
-            if not arg:
-                say("usage: /save FILE.md or /save FILE.json")
-                return None
-            s.save(Path(arg).expanduser())
-            say(f"saved {arg}", style="dim")
-        elif name == "/load":
-            if not arg:
-                say("usage: /load FILE.json")
-                return None
-            count = s.load(Path(arg).expanduser())
-            say(f"loaded {count} messages from {arg}", style="dim")
-        elif name == "/model":
-            from localassist.cli.session import load_model
-
-            if not arg:
-                say(f"model: {s.backend.model_name} (usage: /model NAME)")
-                return None
-            # KV snapshots only for a logged chat: `logs rm` is what deletes them
-            s.switch_backend(load_model(self.settings, arg, snapshots=s.log is not None and s.log.enabled))
-            say(f"now chatting with {s.backend.model_name}; the conversation is kept", style="dim")
-        elif name == "/file":
-            if not arg:
-                say("usage: /file PATH (txt, md, pdf, csv, html, json)")
-                return None
-            from localassist.cli.summarize import attach_file
-
-            say(attach_file(s, self.settings, str(Path(arg).expanduser())), style="dim")
-        elif name == "/stats":
-            from localassist.cli.session import stats_line
-
-            say(stats_line(s.last) if s.last else "no answer yet")
-        elif name == "/tools":
-            from localassist.cli.tooling import describe_tools
-
-            for line in describe_tools(s.agent):
-                say(line)
-        else:
+        command = BY_NAME.get(name)
+        if command is None:
             say(f"unknown command {name}; /help lists them")
-        return None
+            return None
+        try:
+            if command.usage and not arg:
+                raise MissingArgument
+            return command.run(self, arg)
+        except MissingArgument:
+            say(f"usage: {command.usage}")
+            return None
+
+    # --- the slash commands, one method each; COMMANDS below names them
+
+    def _help(self, arg: str) -> None:
+        from rich.text import Text
+
+        for command in COMMANDS:
+            err_console().print(Text.assemble(("  " + command.name.ljust(8), "bold"), " ", command.help_line))
+        say(
+            '  Enter sends · Esc-Enter or Alt-Enter: new line · """ starts/ends a block · '
+            "Ctrl-R searches history · Ctrl-C stops an answer · Ctrl-D leaves",
+            style="dim",
+        )
+
+    def _set(self, arg: str) -> None:
+        key, _, value = arg.partition(" ")
+        if not value.strip():
+            raise MissingArgument
+        say(f"{key} = {self.session.set(key, value.strip())}", style="dim")
+
+    def _show(self, arg: str) -> None:
+        for key, value in self.session.show().items():
+            say(f"  {key:<15} {value}")
+
+    def _system(self, arg: str) -> None:
+        self.session.set_system(arg)
+        say(f"system prompt {'set' if arg else 'removed'}", style="dim")
+
+    def _clear(self, arg: str) -> None:
+        self.session.clear()
+        say("conversation cleared (settings kept)", style="dim")
+
+    def _regen(self, arg: str) -> None:
+        s = self.session
+        if self.docs is None:
+            answer(s, s.regen(), self.markdown)
+            return
+        question = s.last_question().content
+        hits = self._retrieve(question)
+        if hits is not None:
+            self._cite(hits, answer(s, s.regen(self._wrapped(question, hits)), self.markdown))
+
+    def _undo(self, arg: str) -> None:
+        question = self.session.undo()
+        say(f"removed: {question.content[:60]!r}", style="dim")
+
+    def _save(self, arg: str) -> None:
+        self.session.save(Path(arg).expanduser())
+        say(f"saved {arg}", style="dim")
+
+    def _load(self, arg: str) -> None:
+        count = self.session.load(Path(arg).expanduser())
+        say(f"loaded {count} messages from {arg}", style="dim")
+
+    def _model(self, arg: str) -> None:
+        from localassist.cli.session import load_model
+
+        s = self.session
+        if not arg:
+            say(f"model: {s.backend.model_name} (usage: /model NAME)")
+            return
+        # KV snapshots only for a logged chat: `logs rm` is what deletes them
+        s.switch_backend(load_model(self.settings, arg, snapshots=s.log is not None and s.log.enabled))
+        say(f"now chatting with {s.backend.model_name}; the conversation is kept", style="dim")
+
+    def _stats(self, arg: str) -> None:
+        from localassist.cli.session import stats_line
+
+        say(stats_line(self.session.last) if self.session.last else "no answer yet")
+
+    def _tools(self, arg: str) -> None:
+        from localassist.cli.tooling import describe_tools
+
+        for line in describe_tools(self.session.agent):
+            say(line)
+
+    def _template(self, arg: str) -> None:
+        tname, *pairs = arg.split()
+        if tname == "off":
+            self.session.use_template(None)
+            say("template off", style="dim")
+            return
+        from localassist.cli.options import parse_params
+        from localassist.conversation.prompt_templates import load_template
+
+        self.session.use_template(load_template(tname, self.settings.paths.config_dir), parse_params(pairs))
+        say(f"template {tname}: your messages now go through it", style="dim")
+
+    def _file(self, arg: str) -> None:
+        from localassist.cli.summarize import attach_file
+
+        say(attach_file(self.session, self.settings, str(Path(arg).expanduser())), style="dim")
+
+    def _docs(self, arg: str) -> None:
+        self.use_docs(arg)  # no argument: documents off, and the usage line
+
+    def _exit(self, arg: str) -> bool:
+        return False
+
+
+class MissingArgument(Exception):
+    """A command run without the argument it needs: the REPL shows the command's usage line."""
+
+
+def _complete_set(settings: Any, rest: str, event: Any) -> Iterator[Any]:
+    """/set: the parameter names, then for memory its policies."""
+    from prompt_toolkit.completion import Completion
+
+    from localassist.assistant import SETTABLE
+
+    key, sep, value = rest.partition(" ")
+    if not sep:
+        choices: tuple[str, ...] = SETTABLE
+        word = key
+    elif key == "memory":
+        choices, word = MEMORY_CHOICES, value
+    else:
+        return
+    for choice in choices:
+        if choice.startswith(word):
+            yield Completion(choice, start_position=-len(word))
+
+
+def _complete_model(settings: Any, rest: str, event: Any) -> Iterator[Any]:
+    from prompt_toolkit.completion import Completion
+
+    for name in model_names(settings):
+        if name.startswith(rest):
+            yield Completion(name, start_position=-len(rest))
+
+
+def _complete_path(settings: Any, rest: str, event: Any) -> Iterator[Any]:
+    from prompt_toolkit.completion import PathCompleter
+    from prompt_toolkit.document import Document
+
+    yield from PathCompleter(expanduser=True).get_completions(Document(rest, len(rest)), event)
+
+
+@dataclass(frozen=True)
+class Command:
+    """One slash command: what dispatch, /help and Tab completion all read."""
+
+    name: str
+    about: str
+    run: Callable[[Repl, str], bool | None]
+    args: str = ""  # the argument, as /help shows it
+    usage: str = ""  # shown instead of running when the argument is missing
+    aliases: tuple[str, ...] = ()
+    complete: Callable[[Any, str, Any], Iterator[Any]] | None = None  # the argument's completions
+
+    @property
+    def help_line(self) -> str:
+        return f"{self.name} {self.args}: {self.about}" if self.args else self.about
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("/help", "list these commands", Repl._help, aliases=("/?",)),
+    Command(
+        "/set",
+        "temperature, top_k, top_p, min_p, repeat_penalty, max_tokens, seed, system, memory",
+        Repl._set,
+        args="PARAM VALUE",
+        usage="/set PARAM VALUE, e.g. /set temperature 0.2 (/show lists the current values)",
+        complete=_complete_set,
+    ),
+    Command("/show", "model, parameters, memory policy, context use", Repl._show),
+    Command("/system", "set the system prompt (no text: remove it)", Repl._system, args="TEXT"),
+    Command("/clear", "forget the conversation, keep the settings", Repl._clear),
+    Command("/regen", "drop the last answer and generate it again", Repl._regen),
+    Command("/undo", "drop the last exchange", Repl._undo),
+    Command(
+        "/save",
+        "the transcript, as Markdown (.md) or JSON (anything else)",
+        Repl._save,
+        args="FILE",
+        usage="/save FILE.md or /save FILE.json",
+        complete=_complete_path,
+    ),
+    Command(
+        "/load",
+        "restore a transcript saved as JSON",
+        Repl._load,
+        args="FILE",
+        usage="/load FILE.json",
+        complete=_complete_path,
+    ),
+    Command("/model", "switch model, keep the conversation", Repl._model, args="NAME", complete=_complete_model),
+    Command("/stats", "last answer: prompt tokens, cached tokens, speed, time to first token", Repl._stats),
+    Command("/tools", "the tools the model may call (chat --tools), and the calls behind the last answer", Repl._tools),
+    Command(
+        "/template",
+        "send your messages through a prompt template (off: none)",
+        Repl._template,
+        args="NAME [KEY=VALUE ...]",
+        usage="/template NAME [KEY=VALUE ...] (`localassist templates list`); /template off",
+    ),
+    Command(
+        "/file",
+        "attach a document (txt, md, pdf, csv, html, json); summarized if it does not fit",
+        Repl._file,
+        args="PATH",
+        usage="/file PATH (txt, md, pdf, csv, html, json)",
+        complete=_complete_path,
+    ),
+    Command("/docs", "answer from a folder index (`localassist index list`)", Repl._docs, args="NAME | on | off"),
+    Command("/exit", "leave (Ctrl-D does the same)", Repl._exit, aliases=("/quit", "/bye")),
+)
+BY_NAME = {name: command for command in COMMANDS for name in (command.name, *command.aliases)}
 
 
 def _failures_end(prompt):
@@ -418,43 +527,22 @@ def model_names(settings) -> list[str]:
 
 
 def slash_completer(settings=None):
-    """Tab completion: command names, /set parameters and memory policies, model names
-    (local, cached and catalog), file paths."""
-    from prompt_toolkit.completion import Completer, Completion, PathCompleter
-    from prompt_toolkit.document import Document
-
-    from localassist.assistant import SETTABLE
+    """Tab completion: command names, then each command's own argument (COMMANDS)."""
+    from prompt_toolkit.completion import Completer, Completion
 
     class _Completer(Completer):
-        paths = PathCompleter(expanduser=True)
-
         def get_completions(self, document, complete_event):
             text = document.text_before_cursor
             if not text.startswith("/"):
                 return
             if " " not in text:
-                for cmd in COMMANDS:
-                    if cmd.startswith(text):
-                        yield Completion(cmd, start_position=-len(text))
+                for command in COMMANDS:
+                    if command.name.startswith(text):
+                        yield Completion(command.name, start_position=-len(text))
                 return
-            cmd, _, rest = text.partition(" ")
-            if cmd == "/set":
-                key, sep, value = rest.partition(" ")
-                if not sep:
-                    choices: tuple[str, ...] = SETTABLE
-                    word = key
-                elif key == "memory":
-                    choices, word = MEMORY_CHOICES, value
-                else:
-                    return
-                for choice in choices:
-                    if choice.startswith(word):
-                        yield Completion(choice, start_position=-len(word))
-            elif cmd == "/model":
-                for name in model_names(settings):
-                    if name.startswith(rest):
-                        yield Completion(name, start_position=-len(rest))
-            elif cmd in ("/save", "/load", "/file"):
-                yield from self.paths.get_completions(Document(rest, len(rest)), complete_event)
+            name, _, rest = text.partition(" ")
+            command = BY_NAME.get(name)
+            if command is not None and command.complete is not None:
+                yield from command.complete(settings, rest, complete_event)
 
     return _Completer()
