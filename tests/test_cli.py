@@ -150,6 +150,35 @@ def test_light_commands_never_import_heavy_modules(model_env):
         assert "HEAVY=\n" in proc.stderr, (args, proc.stderr)
 
 
+def test_main_runs_in_process_with_the_argv_and_env_it_is_given(tmp_path, isolated_home):
+    """main(argv, env) is the console script's own path, callable from Python: the env
+    it is given is what settings, paths and LOCALASSIST_DEBUG read, its errors come back
+    as exit codes, and the process's environment is as it was when it returns."""
+    import io
+
+    from localassist.cli.app import main
+    from localassist.cli.env import Environment, using
+    from localassist.errors import ExitCode, ModelNotAvailableError
+
+    before = dict(os.environ)
+    home = tmp_path / "elsewhere"
+    env = {"LOCALASSIST_HOME": str(home), "LOCALASSIST_TEMPERATURE": "0.25", "NO_COLOR": "1"}
+    out, err = io.StringIO(), io.StringIO()
+    with using(Environment(stdin=None, stdout=out, stderr=err)):
+        assert main(["config", "path"], env=env) == 0
+        assert out.getvalue() == f"{home / 'config' / 'config.toml'}\n"  # not isolated_home
+        out.truncate(0), out.seek(0)
+        assert main(["config", "show", "--json"], env=env) == 0
+        assert json.loads(out.getvalue())["temperature"] == {"value": 0.25, "source": "env LOCALASSIST_TEMPERATURE"}
+        assert main(["ask", "-m", str(tmp_path / "none.gguf"), "hi"], env=env) == ExitCode.NOT_FOUND == 3
+        assert main(["ask", "--temprature", "1", "hi"], env=env) == ExitCode.USAGE
+        with pytest.raises(ModelNotAvailableError):  # LOCALASSIST_DEBUG=1: the exception, not a line
+            main(["ask", "-m", "nonesuch", "hi"], env={**env, "LOCALASSIST_DEBUG": "1"})
+    assert f"localassist: error: model file {tmp_path / 'none.gguf'} does not exist\n" in err.getvalue()
+    assert "did you mean --temperature?" in err.getvalue()
+    assert dict(os.environ) == before  # what a run sets (HF_HUB_OFFLINE) is undone
+
+
 def test_param_pairs_are_joined_before_parsing():
     from localassist.cli.app import join_param_pairs
 

@@ -1,3 +1,5 @@
+import sys
+
 from localassist.cli.app import main
 
-main()
+sys.exit(main())

@@ -7,6 +7,8 @@ annotations cost an ``eval`` each, about 20 ms over all the commands.
 
 import os
 import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -105,38 +107,63 @@ def join_param_pairs(argv: list[str]) -> list[str]:
     return out
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """Run one command and return its exit code; the console script and ``python -m
+    localassist`` exit with it. ``argv``: the arguments after the program name (None:
+    ``sys.argv[1:]``). ``env``: the whole environment the command sees, as a subprocess's
+    ``env=`` (None: the process's own). Settings, paths, LOCALASSIST_DEBUG and the hub
+    read ``os.environ`` when a command runs, not at import, so the run sees ``env``; the
+    process's environment is put back as it was when the run ends, whatever it set
+    (HF_HUB_OFFLINE). The streams are ``cli.env.current()``'s: ``using(Environment(...))``."""
+    with _environment(env):
+        return _run(list(sys.argv[1:] if argv is None else argv))
+
+
+@contextmanager
+def _environment(env: Mapping[str, str] | None) -> Iterator[None]:
+    saved = dict(os.environ)
+    if env is not None:
+        os.environ.clear()
+        os.environ.update(env)
+    try:
+        yield
+    finally:
+        if dict(os.environ) != saved:
+            os.environ.clear()
+            os.environ.update(saved)
+
+
+def _run(argv: list[str]) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     library_messages.route()
     try:
         # standalone_mode=False: Typer's usage errors come here, to be said in one line
-        code = app(args=join_param_pairs(sys.argv[1:]), prog_name=PROG, standalone_mode=False)
+        code = app(args=join_param_pairs(argv), prog_name=PROG, standalone_mode=False)
     except typer.TyperException as exc:  # an unknown option or command, a bad value, a missing argument
         if type(exc).__name__ == "NoArgsIsHelpError":  # `localassist logs rm` alone: the help is the answer
             exc.show()
         else:
             error(usage_line(exc))
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except typer.Abort:  # Ctrl-C or end of input at a yes/no question
         sys.stderr.write("\n")
-        sys.exit(ExitCode.INTERRUPTED)
+        return ExitCode.INTERRUPTED
     except LocalAssistError as exc:
         if debug_enabled():
             raise
         error(str(exc))
-        sys.exit(exit_code_for(exc))
+        return exit_code_for(exc)
     except KeyboardInterrupt:
         sys.stderr.write("\n")
-        sys.exit(ExitCode.INTERRUPTED)
+        return ExitCode.INTERRUPTED
     except BrokenPipeError:
         try:
             exit_broken_pipe()
         except typer.Exit as done:
-            sys.exit(done.exit_code)
+            return done.exit_code
     except Exception as exc:  # the last resort: one line, never a traceback
         if debug_enabled():
             raise
         error(f"internal error: {type(exc).__name__}: {exc} (set LOCALASSIST_DEBUG=1 for the traceback)")
-        sys.exit(ExitCode.ERROR)
-    if isinstance(code, int) and code:  # a typer.Exit(code) raised by a command
-        sys.exit(code)
+        return ExitCode.ERROR
+    return code if isinstance(code, int) else ExitCode.OK  # a typer.Exit(code) raised by a command
