@@ -11,8 +11,8 @@ from fakeremote import FakeRemote, Reply, chunk, models, sse, usage_chunk
 from localassist.assistant import SUMMARY_INSTRUCTION, Assistant
 from localassist.conversation.memory import MemoryPolicy
 from localassist.engine.remote import RemoteBackend
+from localassist.engine.token_estimate import estimate_messages
 from localassist.engine.types import Message, SamplingParams
-from localassist.engine.wire import estimate_messages
 
 # what `localassist serve` answers for a prompt over its context (server/wire.py)
 SERVE_OVERFLOW = {

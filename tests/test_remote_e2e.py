@@ -133,7 +133,7 @@ def test_ask_docs_gives_the_same_text_remote_as_in_process(served, starter_chat_
 def test_ask_remote_is_not_refused_on_an_estimate_serve_counts_exactly(served, starter_chat_path):
     # prose the client's estimate puts at about twice its real size: over the 1,024-token
     # context by the estimate, well inside it by the tokenizer (the local run is the proof)
-    from localassist.engine.wire import estimate_messages
+    from localassist.engine.token_estimate import estimate_messages
 
     prompt = "Summarize in one line: " + "the cat sat on the mat and looked at the door " * 50
     assert estimate_messages([prompt]) + 12 > 1024

@@ -22,8 +22,8 @@ from localassist.conversation.memory import Conversation, MemoryPolicy, fit
 from localassist.documents import load
 from localassist.documents.questions import document_block, document_text, pin
 from localassist.engine.remote import RemoteBackend
+from localassist.engine.token_estimate import estimate_messages, estimate_tokens
 from localassist.engine.types import Message, SamplingParams
-from localassist.engine.wire import estimate_messages, estimate_tokens
 from localassist.errors import ContextOverflowError
 
 CTX = 512  # the server's context

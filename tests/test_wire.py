@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from localassist.engine.wire import estimate_messages, estimate_tokens, sse_events
+from localassist.engine.dialects import sse_events
+from localassist.engine.token_estimate import estimate_messages, estimate_tokens
 
 TEXTS = {
     "prose": "The quick brown fox jumps over the lazy dog. This is a test of the tokenizer, with punctuation!",

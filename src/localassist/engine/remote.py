@@ -1,15 +1,13 @@
 """The remote backend: a model served by llama-server, vLLM, Ollama, another
 ``localassist serve`` or any OpenAI-compatible engine, over HTTP (httpx, imported here).
 
-Connecting probes the server once per process: which engine it is, the model, and its
-context length (llama-server ``/props``, vLLM's ``max_model_len``, Ollama ``/api/show``,
-localassist's ``/v1/models``), else ``--ctx``, else an assumption said in a notice.
-Generation streams server-sent events (``/v1/chat/completions``, ``/v1/completions``);
-Ollama is driven through its native ``/api/chat`` instead, because its OpenAI endpoint
-cannot set the context size and Ollama clips a longer prompt without an error: here
-``num_ctx`` is set from the prompt's size and ``truncate``/``shift`` are turned off.
+Connecting probes the server once per process: which engine it is (its dialect, see
+``engine/dialects.py``: what differs between llama-server, vLLM, Ollama, localassist
+and other OpenAI-compatible servers), the model, and its context length, else
+``--ctx``, else an assumption said in a notice. This module keeps what every dialect
+shares: the HTTP, retries, the stream and its cancelling, token counts.
 
-Every error dialect becomes a localassist error (see ``engine/wire.py``); 429 and 503
+Every error dialect becomes a localassist error (see ``engine/remote_errors.py``); 429 and 503
 are retried after ``Retry-After`` (bounded), with a notice through ``notify``; nothing
 here prints. ``ChatStream.cancel()`` shuts the connection's socket, from any thread,
 so the server sees the client go and stops generating.
@@ -17,88 +15,35 @@ so the server sees the client go and stops generating.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import secrets
 import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from time import perf_counter, sleep, time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from localassist.engine.detokenize import NATURAL_END, IncrementalDetokenizer
+from localassist.engine.dialects import Dialect, Parse, Probe, detect, dialect_named
+from localassist.engine.remote_errors import error_for, parse_error_text
 from localassist.engine.structured import answer_check
-from localassist.engine.types import (
-    BackendInfo,
-    ChatRequest,
-    ChatStream,
-    Done,
-    Event,
-    Message,
-    StreamState,
-    TextDelta,
-    ToolCall,
-    ToolCallDelta,
-)
-from localassist.engine.wire import (
-    ServerError,
-    error_for,
-    estimate_messages,
-    estimate_tokens,
-    parse_error_body,
-    parse_error_text,
-    sse_events,
-)
-from localassist.errors import (
-    LocalAssistError,
-    RemoteAuthError,
-    RemoteContextOverflowError,
-    RemoteError,
-    RemoteUnavailableError,
-    UsageError,
-)
+from localassist.engine.token_estimate import estimate_messages, estimate_tokens
+from localassist.engine.types import BackendInfo, ChatRequest, ChatStream, Done, Event, Message, StreamState, TextDelta
+from localassist.errors import RemoteAuthError, RemoteError, RemoteUnavailableError, UsageError
 from localassist.urls import is_loopback, normalize_url, plain_http_elsewhere
 
 if TYPE_CHECKING:
     import httpx
 
 ASSUMED_CTX = 4096  # when neither the server nor the user says
-OLLAMA_CTX_STEPS = 4096  # num_ctx grows in powers of two from here: fewer model reloads
 MAX_RETRIES = 3
 MAX_WAIT_S = 30.0  # the longest Retry-After honoured; a server asking more gets an error
 
-# engines, as detected
-LLAMA_CPP, VLLM, OLLAMA, LOCALASSIST, OPENAI = "llama.cpp", "vllm", "ollama", "localassist", "openai-compatible"
-_CTX_KEYS = ("context_length", "max_model_len", "n_ctx", "context_window", "max_context_length")
-
-
-@dataclass
-class Probe:
-    """What connecting found out, cached per (URL, model) for the process."""
-
-    kind: str
-    model: str
-    models: list[str]
-    n_ctx: int | None
-    ctx_source: str
-    tokenizer: bool  # the server has llama-server's /tokenize and /apply-template
-    seconds: float
-
-
 _PROBES: dict[tuple[str, str | None, str | None], Probe] = {}
 _PROBES_LOCK = threading.Lock()
-
-
-@dataclass
-class _Call:
-    id: str | None = None
-    name: str = ""
-    arguments: list[str] = field(default_factory=list)
 
 
 class RemoteStream(ChatStream):
@@ -138,9 +83,9 @@ class RemoteBackend:
     """A model on a server. ``url`` is the server's base (``/v1`` optional); ``model``
     the server's id for it (None: the server's only model). ``name`` is the remote's
     name (``gpu-box``), shown with the model. The API key comes from the environment
-    variable ``key_env`` and is sent as a bearer token. ``kind`` skips detection
-    (``ollama`` for the built-in name). ``notify`` receives one-line notices (retries,
-    assumptions, plain HTTP)."""
+    variable ``key_env`` and is sent as a bearer token. ``kind`` (a key of
+    ``dialects.DIALECTS``: ``ollama`` for the built-in name) skips detection.
+    ``notify`` receives one-line notices (retries, assumptions, plain HTTP)."""
 
     def __init__(
         self,
@@ -200,6 +145,7 @@ class RemoteBackend:
             raise
         self.load_seconds = perf_counter() - start
         self.model = self.probe.model
+        self.dialect: Dialect = dialect_named(self.probe.kind)(self)
         self.spec = f"{name or urlsplit(self.url).netloc}:{self.model}"  # as typed after -m
         # how the model is shown everywhere (the REPL, stats, the log's model column, /show)
         self.model_name = f"{self.spec} (remote)"
@@ -280,7 +226,8 @@ class RemoteBackend:
             raise error_for(status, parse_error_text(text), self.where, self.key_hint)
         raise AssertionError("unreachable")  # the loop returns or raises
 
-    def _json(self, method: str, path: str, body: Any = None, *, quiet_404: bool = False) -> Any:
+    def request_json(self, method: str, path: str, body: Any = None, *, quiet_404: bool = False) -> Any:
+        """The decoded JSON answer (None on a 404 with ``quiet_404``): how dialects ask."""
         response = self._request(method, path, body, quiet_404=quiet_404)
         if response is None:
             return None
@@ -297,64 +244,19 @@ class RemoteBackend:
             if key in _PROBES and self._choosing:
                 return _PROBES[key]
         start = perf_counter()
-        probe = self._probe_ollama(model, start) if kind == OLLAMA else self._probe_openai(model, kind, start)
+        if kind is None:  # the OpenAI listing says which engine it is, or is a first clue
+            listing = self.request_json("GET", "/v1/models", quiet_404=True)
+            probe = detect(self, listing)(self).probe(model, listing)
+        else:
+            probe = dialect_named(kind)(self).probe(model)
+        probe.seconds = perf_counter() - start
         if self._choosing:
             with _PROBES_LOCK:
                 _PROBES[key] = probe
         return probe
 
-    def _probe_openai(self, model: str | None, kind: str | None, start: float) -> Probe:
-        listing = self._json("GET", "/v1/models", quiet_404=True)
-        entries = [e for e in (listing or {}).get("data", []) if isinstance(e, dict) and e.get("id")]
-        owners = {str(e.get("owned_by", "")).lower() for e in entries}
-        if kind is None:
-            if "llamacpp" in owners:
-                kind = LLAMA_CPP
-            elif "localassist" in owners:
-                kind = LOCALASSIST
-            elif "vllm" in owners or any("max_model_len" in e for e in entries):
-                kind = VLLM
-            elif self._is_ollama():
-                return self._probe_ollama(model, start)
-            else:
-                kind = OPENAI
-        if listing is None:
-            raise RemoteUnavailableError(f"{self.where} has no /v1/models: is it an OpenAI-compatible server?")
-        ids = [str(e["id"]) for e in entries]
-        chosen = self._choose(model, ids, single_model=kind == LLAMA_CPP)
-        entry = next((e for e in entries if e["id"] == chosen), {})
-        n_ctx, source = _ctx_of(entry), "/v1/models"
-        if kind == LLAMA_CPP:
-            props = self._json("GET", "/props", quiet_404=True) or {}
-            settings = props.get("default_generation_settings") or {}
-            n_ctx, source = _int(settings.get("n_ctx")) or _int(props.get("n_ctx")), "/props"
-        tokenizer = kind == LLAMA_CPP or (kind == LOCALASSIST and self._has_tokenizer(chosen))
-        return Probe(kind, chosen, ids, n_ctx, source if n_ctx else "unknown", tokenizer, perf_counter() - start)
-
-    def _has_tokenizer(self, model: str) -> bool:
-        """Whether the server answers llama-server's ``/tokenize`` (asked once, with no text)."""
-        body = self._json("POST", "/tokenize", {"content": "", "model": model}, quiet_404=True)
-        return isinstance(body, dict) and isinstance(body.get("tokens"), list)
-
-    def _is_ollama(self) -> bool:
-        try:
-            version = self._json("GET", "/api/version", quiet_404=True)
-        except LocalAssistError:
-            return False
-        return isinstance(version, dict) and "version" in version
-
-    def _probe_ollama(self, model: str | None, start: float) -> Probe:
-        tags = self._json("GET", "/api/tags") or {}
-        ids = [str(m.get("name") or m.get("model")) for m in tags.get("models", []) if isinstance(m, dict)]
-        if model and ":" not in model and f"{model}:latest" in ids:
-            model = f"{model}:latest"  # as Ollama itself resolves a bare name
-        chosen = self._choose(model, ids)
-        shown = (self._json("POST", "/api/show", {"model": chosen}) or {}) if chosen else {}
-        info = shown.get("model_info") or {}
-        n_ctx = next((_int(v) for k, v in info.items() if k.endswith(".context_length")), None)
-        return Probe(OLLAMA, chosen, ids, n_ctx, "/api/show" if n_ctx else "unknown", False, perf_counter() - start)
-
-    def _choose(self, model: str | None, ids: list[str], single_model: bool = False) -> str:
+    def choose(self, model: str | None, ids: list[str], *, single_model: bool = False) -> str:
+        """The model to use of ``ids`` the server offers: ``model``, or the only one."""
         if not self._choosing:
             return model or (ids[0] if ids else "")
         if model and (model in ids or (single_model and len(ids) <= 1)):
@@ -371,22 +273,7 @@ class RemoteBackend:
 
     def list_models(self) -> list[dict[str, Any]]:
         """What the server offers: id, context length (where it says), owner."""
-        if self.probe.kind == OLLAMA:
-            out = []
-            for model_id in self.probe.models:
-                shown = self._json("POST", "/api/show", {"model": model_id}) or {}
-                info = shown.get("model_info") or {}
-                ctx = next((_int(v) for k, v in info.items() if k.endswith(".context_length")), None)
-                out.append({"id": model_id, "context_length": ctx, "owned_by": "ollama"})
-            return out
-        listing = self._json("GET", "/v1/models") or {}
-        out = []
-        for entry in listing.get("data", []):
-            ctx = _ctx_of(entry)
-            if self.probe.kind == LLAMA_CPP and entry.get("id") == self.model:
-                ctx = self.probe.n_ctx
-            out.append({"id": entry.get("id"), "context_length": ctx, "owned_by": entry.get("owned_by")})
-        return out
+        return self.dialect.list_models()
 
     # --- tokens
 
@@ -395,7 +282,7 @@ class RemoteBackend:
         placeholder ids as many as the conservative estimate (``exact_tokens`` is False).
         ``model`` goes along for a server of several models (localassist serve)."""
         if self._tokenizer:
-            body = self._json(
+            body = self.request_json(
                 "POST",
                 "/tokenize",
                 {"content": text, "add_special": False, "parse_special": special, "model": self.model},
@@ -414,27 +301,14 @@ class RemoteBackend:
     def clips_silently(self) -> bool:
         """Ollama: a prompt past its context is clipped, not refused, so an estimate over
         the context refuses here (``chat``) and documents are fitted to it as to a count."""
-        return self.probe.kind == OLLAMA
+        return self.dialect.clips_silently
 
     def count(self, messages: Sequence[Message]) -> int:
         """Prompt tokens of ``messages``: rendered by the server's template and counted by
-        its tokenizer where it has them, else the conservative estimate. localassist serve
-        tokenizes the messages in one call, exactly as its chat endpoint evaluates them;
-        llama-server's rendered text is tokenized, which counts message text that looks
-        like a control token (a pasted ``<|im_end|>``) as that one token."""
+        its tokenizer where it has them (see the dialect's ``tokenize_messages``), else the
+        conservative estimate."""
         if self._tokenizer and messages:
-            wanted = [m.as_openai() for m in messages]
-            if self.probe.kind == LOCALASSIST:
-                body = self._json("POST", "/tokenize", {"messages": wanted, "model": self.model}, quiet_404=True)
-            else:
-                rendered = self._json(
-                    "POST", "/apply-template", {"messages": wanted, "model": self.model}, quiet_404=True
-                )
-                prompt = rendered.get("prompt") if isinstance(rendered, dict) else None
-                body = None
-                if isinstance(prompt, str):
-                    asked = {"content": prompt, "add_special": True, "parse_special": True, "model": self.model}
-                    body = self._json("POST", "/tokenize", asked, quiet_404=True)
+            body = self.dialect.tokenize_messages([m.as_openai() for m in messages])
             if isinstance(body, dict) and isinstance(body.get("tokens"), list):
                 return len(body["tokens"])
             self._tokenizer = False
@@ -453,10 +327,7 @@ class RemoteBackend:
             self.notify(f"sending to {self.url} over plain HTTP: the prompt and answer are not encrypted")
         contents = [request.prompt] if request.prompt is not None else [m.content for m in request.messages]
         estimate = estimate_messages(contents)
-        if self.probe.kind == OLLAMA:
-            path, body, parse = self._ollama_request(request, estimate)
-        else:
-            path, body, parse = self._openai_request(request)
+        path, body, parse = self.dialect.chat_request(request, estimate)
         # A raw completion's blank-line end is applied here, not sent as a stop: a server
         # would stop at a blank line even before any text.
         p = request.sampling
@@ -470,7 +341,7 @@ class RemoteBackend:
         stream: RemoteStream,
         path: str,
         body: dict[str, Any],
-        parse: Callable[[Any, RemoteStream], Iterator[Event]],
+        parse: Parse,
         natural_end: bool = False,
     ) -> Iterator[Event]:
         state = stream.state
@@ -500,213 +371,13 @@ class RemoteBackend:
             state.t_end = perf_counter()
         yield state.done()
 
-    # --- OpenAI-compatible engines
-
-    def _sampling(self, request: ChatRequest) -> dict[str, Any]:
-        p = request.sampling
-        body: dict[str, Any] = {"temperature": p.temperature, "top_p": p.top_p, "max_tokens": p.max_tokens}
-        if p.seed >= 0:
-            body["seed"] = p.seed
-        if p.stop:
-            body["stop"] = list(p.stop)
-        kind = self.probe.kind
-        if kind in (LLAMA_CPP, LOCALASSIST):
-            body.update(top_k=p.top_k, min_p=p.min_p, repeat_penalty=p.repeat_penalty)
-            if p.ignore_eos:
-                body["ignore_eos"] = True
-        elif kind == VLLM:
-            body.update(top_k=p.top_k if p.top_k > 0 else -1, min_p=p.min_p, repetition_penalty=p.repeat_penalty)
-            if p.ignore_eos:
-                body["ignore_eos"] = True
-        return body
-
-    def _openai_request(self, request: ChatRequest) -> tuple[str, dict[str, Any], Any]:
-        body: dict[str, Any] = {"model": self.model, "stream": True, "stream_options": {"include_usage": True}}
-        body.update(self._sampling(request))
-        if request.grammar is not None:
-            if self.probe.kind != LLAMA_CPP:
-                raise UsageError(f"{self.where} ({self.probe.kind}) does not take a GBNF grammar; use --json-schema")
-            body["grammar"] = request.grammar
-        fmt = request.response_format
-        if fmt is not None and fmt.type == "json_schema":
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "answer", "schema": fmt.schema or {}, "strict": True},
-            }
-        elif fmt is not None and fmt.type == "json_object":
-            body["response_format"] = {"type": "json_object"}
-        if request.raw:
-            body["prompt"] = request.prompt
-            return "/v1/completions", body, self._parse_sse
-        body["messages"] = [m.as_openai() for m in request.messages]
-        if request.tools:
-            body["tools"] = list(request.tools)
-            body["tool_choice"] = request.tool_choice
-        return "/v1/chat/completions", body, self._parse_sse
-
-    def _parse_sse(self, response: Any, stream: RemoteStream) -> Iterator[Event]:
-        state = stream.state
-        calls: dict[int, _Call] = {}
-        for event, data in sse_events(response.iter_lines()):
-            if stream.cancelled:
-                return
-            if data.strip() == "[DONE]":
-                if state.finish_reason is None:
-                    state.finish_reason = "tool_calls" if calls else "stop"
-                break
-            try:
-                chunk = json.loads(data)
-            except ValueError:
-                if event == "error":
-                    raise error_for(None, ServerError(data), self.where, self.key_hint) from None
-                raise RemoteError(f"{self.where} sent an event that is not JSON: {data[:80]!r}") from None
-            problem = parse_error_body(chunk) if isinstance(chunk, dict) else None
-            if problem is not None or event == "error":
-                raise error_for(None, problem or ServerError(str(chunk)), self.where, self.key_hint)
-            if not isinstance(chunk, dict):
-                continue
-            if chunk.get("truncated"):  # llama-server: the prompt was cut to fit (context shift)
-                raise RemoteContextOverflowError(
-                    f"{self.where} truncated the prompt to fit its context; the answer would not be about "
-                    "the whole input. Shorten the input or lower --max-tokens"
-                )
-            usage = chunk.get("usage")
-            if isinstance(usage, dict):
-                _apply_usage(state, usage)
-            for choice in chunk.get("choices") or []:
-                yield from self._choice(state, choice, calls)
-        _finish_tool_calls(state, calls)
-
-    def _choice(self, state: StreamState, choice: dict[str, Any], calls: dict[int, _Call]) -> Iterator[Event]:
-        delta = choice.get("delta") or {}
-        text = delta.get("content") if "delta" in choice else choice.get("text")
-        if text:
-            if state.t_first is None:
-                state.t_first = perf_counter()
-            state.parts.append(text)
-            state.completion_tokens += 1  # one per chunk until the usage chunk says
-            yield TextDelta(text)
-        for call in delta.get("tool_calls") or []:
-            index = int(call.get("index", len(calls)))
-            function = call.get("function") or {}
-            builder = calls.setdefault(index, _Call())
-            builder.id = builder.id or call.get("id")
-            builder.name += function.get("name") or ""
-            builder.arguments.append(function.get("arguments") or "")
-            if state.t_first is None:
-                state.t_first = perf_counter()
-            yield ToolCallDelta(index, call.get("id"), function.get("name"), function.get("arguments") or "")
-        reason = choice.get("finish_reason")
-        if reason:
-            state.finish_reason = {"function_call": "tool_calls", "content_filter": "stop"}.get(reason, reason)
-            if state.finish_reason not in ("stop", "length", "tool_calls"):
-                state.finish_reason = "stop"
-
-    # --- Ollama's native API
-
-    def _ollama_request(self, request: ChatRequest, estimate: int) -> tuple[str, dict[str, Any], Any]:
-        p = request.sampling
-        need = estimate + p.max_tokens + 1
-        limit = self.n_ctx
-        if need > limit:
-            raise RemoteContextOverflowError(
-                f"the input may not fit the context of {self.spec}: about {estimate:,} prompt tokens "
-                f"(estimated: Ollama has no tokenizer endpoint) + {p.max_tokens:,} max tokens > {limit:,}. "
-                "Ollama would clip the prompt without an error, so it was not sent; shorten the input or lower "
-                "--max-tokens" + ("" if self.user_ctx else ", or raise --ctx")
-            )
-        num_ctx = self.user_ctx if self.user_ctx else min(limit, _ladder(need))
-        options: dict[str, Any] = {
-            "num_ctx": num_ctx,
-            "num_predict": p.max_tokens,
-            "temperature": p.temperature,
-            "top_k": p.top_k,
-            "top_p": p.top_p,
-            "min_p": p.min_p,
-            "repeat_penalty": p.repeat_penalty,
-        }
-        if p.seed >= 0:
-            options["seed"] = p.seed
-        if p.stop:
-            options["stop"] = list(p.stop)
-        # truncate/shift off: Ollama >= 0.12 then answers an error instead of clipping
-        body: dict[str, Any] = {"model": self.model, "stream": True, "options": options}
-        body.update(truncate=False, shift=False)
-        if request.grammar is not None:
-            raise UsageError(f"{self.where} (Ollama) does not take a GBNF grammar; use --json-schema")
-        fmt = request.response_format
-        if fmt is not None and fmt.type != "text":
-            body["format"] = fmt.schema if fmt.type == "json_schema" and fmt.schema else "json"
-        parse = lambda response, stream: self._parse_ndjson(response, stream, num_ctx)  # noqa: E731
-        if request.raw:
-            body.update(prompt=request.prompt, raw=True)
-            return "/api/generate", body, parse
-        body["messages"] = [_ollama_message(m) for m in request.messages]
-        if request.tools:
-            body["tools"] = list(request.tools)
-        return "/api/chat", body, parse
-
-    def _parse_ndjson(self, response: Any, stream: RemoteStream, num_ctx: int) -> Iterator[Event]:
-        state = stream.state
-        for line in response.iter_lines():
-            if stream.cancelled:
-                return
-            if not line.strip():
-                continue
-            try:
-                chunk = json.loads(line)
-            except ValueError:
-                raise RemoteError(f"{self.where} sent a line that is not JSON: {line[:80]!r}") from None
-            problem = parse_error_body(chunk)
-            if problem is not None:
-                raise error_for(None, problem, self.where, self.key_hint)
-            message = chunk.get("message") or {}
-            text = message.get("content") if "message" in chunk else chunk.get("response")
-            if text:
-                if state.t_first is None:
-                    state.t_first = perf_counter()
-                state.parts.append(text)
-                state.completion_tokens += 1
-                yield TextDelta(text)
-            for call in message.get("tool_calls") or []:
-                function = call.get("function") or {}
-                arguments = function.get("arguments")
-                arguments = arguments if isinstance(arguments, str) else json.dumps(arguments or {})
-                index = len(state.tool_calls)
-                call_id = call.get("id") or f"call_{index}"
-                state.tool_calls.append(ToolCall(call_id, str(function.get("name", "")), arguments))
-                yield ToolCallDelta(index, call_id, function.get("name"), arguments)
-            if chunk.get("done"):
-                prompt = _int(chunk.get("prompt_eval_count"))
-                completion = _int(chunk.get("eval_count"))
-                if prompt is not None:
-                    state.prompt_tokens = prompt
-                if completion is not None:
-                    state.completion_tokens = completion
-                if (prompt or 0) + (completion or 0) >= num_ctx:
-                    raise RemoteContextOverflowError(
-                        f"{self.where} filled its whole context (num_ctx {num_ctx:,}: {prompt} prompt + "
-                        f"{completion} answer tokens): Ollama may have clipped the prompt or the answer. "
-                        "Shorten the input, lower --max-tokens or raise --ctx"
-                    )
-                reason = chunk.get("done_reason") or "stop"
-                state.finish_reason = "tool_calls" if state.tool_calls else ("length" if reason == "length" else "stop")
-                return
-
     # --- embeddings
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        """One vector per text, from ``/v1/embeddings`` (Ollama: ``/api/embed`` with
-        ``truncate`` off, so a long text is an error rather than cut)."""
+        """One vector per text, from the server's embedding endpoint."""
         if not texts:
             return []
-        if self.probe.kind == OLLAMA:
-            body = self._json("POST", "/api/embed", {"model": self.model, "input": list(texts), "truncate": False})
-            vectors = (body or {}).get("embeddings")
-        else:
-            body = self._json("POST", "/v1/embeddings", {"model": self.model, "input": list(texts)})
-            data = sorted((body or {}).get("data", []), key=lambda d: d.get("index", 0))
-            vectors = [d.get("embedding") for d in data]
+        vectors = self.dialect.embed(texts)
         if not isinstance(vectors, list) or len(vectors) != len(texts):
             raise RemoteError(f"{self.where} did not return one embedding per text")
         return [[float(x) for x in v] for v in vectors]
@@ -726,7 +397,7 @@ class RemoteBackend:
             n_ctx=self.n_ctx,
             remote=True,
             tools=True,
-            grammar=probe.kind == LLAMA_CPP,
+            grammar=self.dialect.grammar,
             embeddings=True,
             details={
                 "model": self.model_name,
@@ -772,24 +443,6 @@ def _end_at_blank_line(events: Iterator[Event], state: StreamState) -> Iterator[
         state.parts[:] = shown
 
 
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
-
-
-def _ctx_of(entry: dict[str, Any]) -> int | None:
-    for key in _CTX_KEYS:
-        if _int(entry.get(key)):
-            return entry[key]
-    meta = entry.get("meta")
-    return _int(meta.get("n_ctx")) if isinstance(meta, dict) else None
-
-
-def _ladder(need: int) -> int:
-    """The smallest power-of-two step >= ``need``: a new num_ctx reloads the model, so
-    it changes in few steps."""
-    return max(OLLAMA_CTX_STEPS, 1 << math.ceil(math.log2(need)))
-
-
 def _retry_after(headers: Any, attempt: int) -> float:
     """Seconds to wait: ``retry-after-ms``, ``Retry-After`` in seconds or as a date, else
     1, 2, 4 ... seconds."""
@@ -810,41 +463,3 @@ def _retry_after(headers: Any, attempt: int) -> float:
 def _reason(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return " ".join(text.split())
-
-
-def _apply_usage(state: StreamState, usage: dict[str, Any]) -> None:
-    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    if isinstance(prompt, int):
-        state.prompt_tokens = prompt
-    if isinstance(completion, int):
-        state.completion_tokens = completion
-    details = usage.get("prompt_tokens_details") or {}
-    cached = details.get("cached_tokens") if isinstance(details, dict) else None
-    if isinstance(cached, int):
-        state.cached_tokens = cached
-
-
-def _finish_tool_calls(state: StreamState, calls: dict[int, _Call]) -> None:
-    for index in sorted(calls):
-        call = calls[index]
-        state.tool_calls.append(ToolCall(call.id or f"call_{index}", call.name, "".join(call.arguments)))
-    if state.tool_calls and state.finish_reason == "stop":
-        state.finish_reason = "tool_calls"
-
-
-def _ollama_message(message: Message) -> dict[str, Any]:
-    out: dict[str, Any] = {"role": message.role, "content": message.content}
-    if message.tool_calls:
-        out["tool_calls"] = [
-            {"function": {"name": c.name, "arguments": _loads_or_text(c.arguments)}} for c in message.tool_calls
-        ]
-    if message.role == "tool" and message.name:
-        out["tool_name"] = message.name
-    return out
-
-
-def _loads_or_text(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text

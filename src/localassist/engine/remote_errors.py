@@ -1,15 +1,13 @@
-"""What remote engines send, read without any HTTP library: server-sent events, the
-error bodies of every dialect (OpenAI, llama-server, vLLM old and new, Ollama, FastAPI)
-mapped to localassist's errors, and a conservative token estimate for servers that
-have no tokenizer endpoint.
+"""The errors remote engines send, read without any HTTP library: the error bodies of
+every dialect (OpenAI, llama-server, vLLM old and new, Ollama, FastAPI) mapped to
+localassist's errors, each with its exit code. (``server/wire.py`` is the other side:
+what ``localassist serve`` itself sends.)
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
-from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,36 +19,6 @@ from localassist.errors import (
     RemoteRequestError,
     RemoteUnavailableError,
 )
-
-# --- server-sent events
-
-
-def sse_events(lines: Iterable[str]) -> Iterator[tuple[str | None, str]]:
-    """(event name, data) per event: ``data:`` lines joined, ``:`` comments (pings)
-    skipped. llama.cpp's old non-standard ``error:`` field comes out as an "error" event."""
-    data: list[str] = []
-    event: str | None = None
-    for line in lines:
-        if not line:
-            if data:
-                yield event, "\n".join(data)
-            data, event = [], None
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
-        if name == "data":
-            data.append(value)
-        elif name == "event":
-            event = value
-        elif name == "error":
-            yield "error", value
-    if data:
-        yield event, "\n".join(data)
-
-
-# --- error bodies
 
 
 @dataclass(frozen=True)
@@ -146,39 +114,3 @@ def error_for(status: int | None, error: ServerError, where: str, key_hint: str)
     if status in (400, 413, 422) or kind == "invalid_request_error":
         return RemoteRequestError(f"{where} refused the request ({status_text}: {said})")
     return RemoteError(f"{where} failed ({status_text}: {said})")
-
-
-# --- counting without a tokenizer
-
-# One piece per likely token or less: a word (with its leading space), a digit (many
-# tokenizers split numbers into single digits), a run of whitespace, one ASCII symbol,
-# one other character.
-_PIECES = re.compile(r" ?[A-Z]?[a-z]+| ?[A-Z]+|\d|\s+|[\x21-\x7e]|.", re.DOTALL)
-MESSAGE_OVERHEAD = 8  # role markers and separators a chat template adds per message
-PROMPT_OVERHEAD = 8  # BOS, the assistant's opening
-
-
-def estimate_tokens(text: str) -> int:
-    """An upper estimate of the tokens ``text`` takes, for servers that cannot count:
-    a word of n letters as n/3 tokens, every digit, symbol and run of whitespace as
-    one, a non-ASCII character as its UTF-8 length less one (a CJK character 2, an
-    emoji 3). Real tokenizers give fewer (tested against two of them), often far fewer:
-    it budgets and warns, never cuts text, and refuses only for Ollama, which would clip
-    a prompt that does not fit without saying so."""
-    total = 0
-    for piece in _PIECES.findall(text):
-        if piece[-1].isascii() and piece[-1].islower():
-            total += math.ceil(len(piece) / 2.5)
-        elif piece[-1].isascii() and piece[-1].isupper():
-            total += math.ceil(len(piece) / 2)
-        elif piece.isspace():
-            total += math.ceil(len(piece) / 4)
-        elif piece.isascii():
-            total += 1
-        else:
-            total += max(1, len(piece.encode("utf-8")) - 1)
-    return total
-
-
-def estimate_messages(contents: Sequence[str]) -> int:
-    return PROMPT_OVERHEAD + sum(estimate_tokens(c) + MESSAGE_OVERHEAD for c in contents)
