@@ -51,6 +51,18 @@ class InvalidSettingError(UsageError):
         self.name = name
 
 
+class SchemaError(UsageError):
+    """The answer's format cannot be used: a JSON schema that is not valid or asks for
+    what the engine can neither enforce nor check, a ``response_format`` type not taken
+    (the server answers it about ``response_format``)."""
+
+
+class ToolsError(UsageError):
+    """Tools that cannot be offered as given: a malformed entry, a ``tool_choice`` that
+    names none of them, parameters that cannot be enforced, tools beside a schema for
+    the answer (the server answers it about ``tools``)."""
+
+
 class ConfigError(LocalAssistError):
     """The config file cannot be read or written."""
 

@@ -34,7 +34,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote
 
-from localassist.errors import AnswerInvalidError, UsageError
+from localassist.errors import AnswerInvalidError, SchemaError
 
 # formats llguidance enforces while generating and the validator checks afterwards
 GENERATED_FORMATS = frozenset(
@@ -125,7 +125,7 @@ MAX_DEPENDENCIES = 4  # dependentRequired entries rewritten per object (each dou
 JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
 
-class SchemaRefusedError(UsageError):
+class SchemaRefusedError(SchemaError):
     """A schema the engine can neither enforce nor check; names the keyword and its pointer."""
 
     def __init__(self, pointer: str, keyword: str, reason: str) -> None:
@@ -155,13 +155,13 @@ class PreparedSchema:
 
 def prepare_schema(schema: Any) -> PreparedSchema:
     """Check, rewrite and compile ``schema``; raises :class:`SchemaRefusedError` (or
-    ``UsageError`` for a schema that breaks its metaschema) before any token is generated."""
+    ``SchemaError`` for a schema that breaks its metaschema) before any token is generated."""
     if schema is True:
         return prepare_schema({})
     if schema is False:
         raise SchemaRefusedError("/", "false", "the schema false accepts nothing")
     if not isinstance(schema, dict):
-        raise UsageError("a JSON schema must be an object or a boolean")
+        raise SchemaError("a JSON schema must be an object or a boolean")
     _check_metaschema(schema)
     rewriter = _Rewriter(schema)
     generation = rewriter.rewrite(schema, "")
@@ -332,7 +332,7 @@ def _check_metaschema(schema: dict[str, Any]) -> None:
     error = next(iter(cls(cls.META_SCHEMA).iter_errors(schema)), None)
     if error is not None:
         where = "/" + "/".join(_escape(str(p)) for p in error.absolute_path)
-        raise UsageError(f"the JSON schema is not valid at {where}: {error.message}")
+        raise SchemaError(f"the JSON schema is not valid at {where}: {error.message}")
 
 
 # --- the rewrite

@@ -41,7 +41,7 @@ from localassist.engine.types import (
     TextDelta,
     ToolCallDelta,
 )
-from localassist.errors import BackendError, ContextOverflowError, ModelInvalidError, UsageError
+from localassist.errors import BackendError, ContextOverflowError, ModelInvalidError, ToolsError, UsageError
 from localassist.models.gguf_file import GGUFInfo, read_gguf_cached
 
 DEFAULT_CTX_CAP = 8192
@@ -287,7 +287,7 @@ class LocalBackend:
             # copies them: stop there, or a call that is never run would end the answer.
             return replace(request, messages=tuple(messages), tools=()), None, (REACT_ACTION,) if folded else ()
         if request.grammar is not None or (request.response_format and request.response_format.type != "text"):
-            raise UsageError("tools cannot be combined with a grammar or a JSON schema for the answer")
+            raise ToolsError("tools cannot be combined with a grammar or a JSON schema for the answer")
         specs = tc.tool_specs(request.tools)
         chosen, forced = tc.chosen_specs(specs, request.tool_choice)
         grammar = tc.call_grammar(tc.FORMATS[fmt], chosen, request.parallel_tool_calls)

@@ -19,7 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from localassist.errors import AnswerInvalidError, BackendError, UsageError
+from localassist.errors import AnswerInvalidError, BackendError, SchemaError, ToolsError, UsageError
 from localassist.files import read_regular_text
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ def response_format_schema(response_format: ResponseFormat) -> Any:
         return {"type": "object"}
     if response_format.type == "json_schema" and response_format.schema is not None:
         return response_format.schema
-    raise UsageError(f"response_format {response_format.type!r} is not supported (json_object, json_schema)")
+    raise SchemaError(f"response_format {response_format.type!r} is not supported (json_object, json_schema)")
 
 
 def response_format_grammar(response_format: ResponseFormat) -> GuidedGrammar:
@@ -142,7 +142,7 @@ def answer_check(request: ChatRequest) -> Callable[[Done], None] | None:
         try:
             prepared_schema(parameters)
         except UsageError as exc:
-            raise UsageError(f"tool {name!r}: {exc}") from None
+            raise ToolsError(f"tool {name!r}: {exc}") from None
     if schema is None and not tools:
         return None
 

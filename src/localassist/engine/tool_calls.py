@@ -24,7 +24,7 @@ from typing import Any
 from localassist.engine.json_schema import JSON_OPTIONS
 from localassist.engine.structured import prepared_schema
 from localassist.engine.types import GuidedGrammar, Message, ToolCall, ToolCallDelta
-from localassist.errors import UsageError
+from localassist.errors import ToolsError, UsageError
 from localassist.tools.parsing import REACT_STOP, find_call, react_instructions, visible_length
 
 NATIVE_FORMATS = ("hermes", "llama3", "mistral")
@@ -83,14 +83,14 @@ def tool_specs(tools: Sequence[dict[str, Any]]) -> list[ToolSpec]:
     for entry in tools:
         function = entry.get("function") if isinstance(entry, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"]:
-            raise UsageError('each tool must be {"type": "function", "function": {"name": ..., "parameters": {...}}}')
+            raise ToolsError('each tool must be {"type": "function", "function": {"name": ..., "parameters": {...}}}')
         parameters = function.get("parameters") or {"type": "object", "properties": {}}
         if not isinstance(parameters, dict):
-            raise UsageError(f"tool {function['name']!r}: parameters must be a JSON schema object")
+            raise ToolsError(f"tool {function['name']!r}: parameters must be a JSON schema object")
         specs.append(ToolSpec(function["name"], str(function.get("description") or ""), parameters))
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
-        raise UsageError("two tools have the same name")
+        raise ToolsError("two tools have the same name")
     return specs
 
 
@@ -106,9 +106,9 @@ def chosen_specs(specs: list[ToolSpec], tool_choice: str | dict[str, Any]) -> tu
         name = function.get("name") if isinstance(function, dict) else None
         chosen = [s for s in specs if s.name == name]
         if not chosen:
-            raise UsageError(f"tool_choice names {name!r}, which is not one of the tools: {_names(specs)}")
+            raise ToolsError(f"tool_choice names {name!r}, which is not one of the tools: {_names(specs)}")
         return chosen, True
-    raise UsageError(
+    raise ToolsError(
         f'tool_choice must be auto, none, required or {{"function": {{"name": ...}}}} (got {tool_choice!r})'
     )
 
@@ -132,7 +132,7 @@ def _tool_rule(spec: ToolSpec, arguments_key: str | None) -> str:
     try:
         prepared = prepared_schema(spec.parameters)  # cached: a server sees the same tools again
     except UsageError as exc:
-        raise UsageError(f"tool {spec.name!r}: {exc}") from None
+        raise ToolsError(f"tool {spec.name!r}: {exc}") from None
     arguments = dict(prepared.generation) if isinstance(prepared.generation, dict) else {}
     defs = arguments.pop("$defs", None)
     if arguments_key is None:
@@ -177,7 +177,7 @@ def call_grammar(fmt: CallFormat, specs: Sequence[ToolSpec], parallel: bool = Fa
     grammar = LLMatcher.grammar_from_lark(lark)
     failed, messages = LLMatcher.validate_grammar_with_warnings(grammar)
     if failed:
-        raise UsageError(f"the tools' parameter schemas cannot be enforced: {' '.join(messages[0].split())}")
+        raise ToolsError(f"the tools' parameter schemas cannot be enforced: {' '.join(messages[0].split())}")
     return GuidedGrammar(grammar)
 
 
