@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from localassist.tools import ToolCall
+from localassist.tools import ToolInvocation
 from localassist.tools.parsing import (
     REACT_STOP,
     detect_format,
@@ -28,34 +28,37 @@ def fixture(name: str) -> str:
 @pytest.mark.parametrize(
     ("name", "fmt", "content", "calls"),
     [
-        ("hermes_single.txt", "hermes", "", [ToolCall("calc", {"expression": "17 * 23"})]),
+        ("hermes_single.txt", "hermes", "", [ToolInvocation("calc", {"expression": "17 * 23"})]),
         (
             "hermes_parallel.txt",
             "hermes",
             "Let me look both up.\n",
-            [ToolCall("time", {"action": "now", "zone": "Asia/Tokyo"}), ToolCall("calc", {"expression": "2**10"})],
+            [
+                ToolInvocation("time", {"action": "now", "zone": "Asia/Tokyo"}),
+                ToolInvocation("calc", {"expression": "2**10"}),
+            ],
         ),
-        ("hermes_unterminated_string_args.txt", "hermes", "", [ToolCall("calc", {"expression": "3*3"})]),
-        ("llama3_python_tag.txt", "llama3", "", [ToolCall("files", {"action": "list", "path": "notes"})]),
-        ("llama3_bare.txt", "llama3", "", [ToolCall("time", {"action": "weekday", "date": "2024-07-04"})]),
+        ("hermes_unterminated_string_args.txt", "hermes", "", [ToolInvocation("calc", {"expression": "3*3"})]),
+        ("llama3_python_tag.txt", "llama3", "", [ToolInvocation("files", {"action": "list", "path": "notes"})]),
+        ("llama3_bare.txt", "llama3", "", [ToolInvocation("time", {"action": "weekday", "date": "2024-07-04"})]),
         (
             "llama3_bare_two_calls.txt",
             "llama3",
             "",
-            [ToolCall("calc", {"expression": "sqrt(2)"}), ToolCall("time", {"action": "today"})],
+            [ToolInvocation("calc", {"expression": "sqrt(2)"}), ToolInvocation("time", {"action": "today"})],
         ),
         (
             "mistral_list.txt",
             "mistral",
             "",
-            [ToolCall("calc", {"expression": "100 / 7"}, "Ab3dE5gH9"), ToolCall("time", {"action": "now"})],
+            [ToolInvocation("calc", {"expression": "100 / 7"}, "Ab3dE5gH9"), ToolInvocation("time", {"action": "now"})],
         ),
-        ("mistral_v11.txt", "mistral", "", [ToolCall("calc", {"expression": "6 * 7"})]),
+        ("mistral_v11.txt", "mistral", "", [ToolInvocation("calc", {"expression": "6 * 7"})]),
         (
             "react_action.txt",
             "react",
             "Thought: I need the number of days between the two dates.\n",
-            [ToolCall("time", {"action": "days_between", "date": "2024-01-01", "end_date": "2024-03-01"})],
+            [ToolInvocation("time", {"action": "days_between", "date": "2024-01-01", "end_date": "2024-03-01"})],
         ),
     ],
 )
@@ -72,7 +75,7 @@ def test_documented_formats_parse_into_calls(name, fmt, content, calls):
 @pytest.mark.parametrize(
     ("name", "fmt", "good_calls", "message"),
     [
-        ("hermes_bad_json.txt", "hermes", [ToolCall("time", {"action": "today"})], "not valid JSON"),
+        ("hermes_bad_json.txt", "hermes", [ToolInvocation("time", {"action": "today"})], "not valid JSON"),
         ("llama3_bad_json.txt", "llama3", [], "not valid JSON"),
         ("mistral_bad_json.txt", "mistral", [], "not valid JSON"),
         ("react_bad_input.txt", "react", [], "not a JSON object"),

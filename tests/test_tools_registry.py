@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from localassist.errors import UsageError
-from localassist.tools import BUILTIN_NAMES, Safety, ToolCall, ToolContext, resolve_tools
+from localassist.tools import BUILTIN_NAMES, Safety, ToolContext, ToolInvocation, resolve_tools
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tools"
 
@@ -29,7 +29,7 @@ def test_all_means_every_builtin_tool_including_shell_which_still_asks():
         "files": Safety.READ,
         "shell": Safety.EXEC,
     }
-    refused = registry.run(ToolCall("shell", {"command": "true"}), ToolContext(roots=(Path.cwd(),)))
+    refused = registry.run(ToolInvocation("shell", {"command": "true"}), ToolContext(roots=(Path.cwd(),)))
     assert refused.is_error and "needs the user's approval" in refused.content
 
 
@@ -61,13 +61,13 @@ def test_specs_are_in_openai_function_format():
 
 
 def test_a_call_to_an_unknown_tool_lists_the_real_ones():
-    result = resolve_tools("calc,time").run(ToolCall("weather", {}), ToolContext())
+    result = resolve_tools("calc,time").run(ToolInvocation("weather", {}), ToolContext())
     assert result.is_error
     assert result.content == "there is no tool named 'weather'; the tools are: calc, time"
 
 
 def test_a_registry_runs_a_call_end_to_end():
-    assert resolve_tools("calc").run(ToolCall("calc", {"expression": "6*7"}), ToolContext()).content == "42"
+    assert resolve_tools("calc").run(ToolInvocation("calc", {"expression": "6*7"}), ToolContext()).content == "42"
 
 
 def test_importing_the_tools_and_resolving_them_loads_no_heavy_module():

@@ -23,7 +23,9 @@ ROLES = ("system", "user", "assistant", "tool")
 
 @dataclass(frozen=True)
 class ToolCall:
-    """A call the model asked for; ``arguments`` is JSON text, as OpenAI carries it."""
+    """A call the model asked for, as a stream and an OpenAI message carry it: ``arguments``
+    is JSON text, checked only when the call is run (``tools.ToolInvocation`` is a call
+    with its arguments decoded)."""
 
     id: str
     name: str

@@ -8,7 +8,6 @@ approval callback, the time limit and the output budget.
 
 from __future__ import annotations
 
-import json
 import shlex
 import threading
 import time
@@ -38,20 +37,15 @@ class ToolError(Exception):
 
 
 @dataclass(frozen=True)
-class ToolCall:
-    """One call the model asked for. ``id`` is kept when the model's format carries one (Mistral)."""
+class ToolInvocation:
+    """A tool's name with its arguments decoded (a dict), as ``ToolRegistry.run`` takes it and
+    the text parsers find it. ``id`` is kept when the model's format carries one (Mistral).
+    Not ``engine.types.ToolCall``: that is the call as a stream or an OpenAI message carries
+    it, with the arguments still JSON text (which may not parse)."""
 
     name: str
     arguments: dict[str, Any]
     id: str | None = None
-
-    def openai(self, call_id: str | None = None) -> dict[str, Any]:
-        """The call as an OpenAI ``tool_calls`` entry (arguments as a JSON string, as the API has them)."""
-        return {
-            "id": call_id or self.id or "",
-            "type": "function",
-            "function": {"name": self.name, "arguments": json.dumps(self.arguments, ensure_ascii=False)},
-        }
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from localassist.tools.base import Tool, ToolCall
+from localassist.tools.base import Tool, ToolInvocation
 
 Format = Literal["auto", "hermes", "llama3", "mistral", "react"]
 FORMATS: tuple[str, ...] = ("hermes", "llama3", "mistral", "react")
@@ -81,7 +81,7 @@ class ParsedToolCalls:
     """
 
     content: str
-    calls: tuple[ToolCall, ...] = ()
+    calls: tuple[ToolInvocation, ...] = ()
     errors: tuple[ToolCallParseError, ...] = ()
     format: str | None = None
 
@@ -163,7 +163,7 @@ def parse_tool_calls(text: str, fmt: Format = "auto") -> ParsedToolCalls:
     return ParsedToolCalls(text[:index], tuple(calls), tuple(errors), name)
 
 
-Parsed = tuple[list[ToolCall], list[ToolCallParseError]]
+Parsed = tuple[list[ToolInvocation], list[ToolCallParseError]]
 
 
 def _strip_end_tokens(text: str) -> str:
@@ -178,7 +178,7 @@ def _strip_end_tokens(text: str) -> str:
 
 
 def _parse_hermes(text: str) -> Parsed:
-    calls: list[ToolCall] = []
+    calls: list[ToolInvocation] = []
     errors: list[ToolCallParseError] = []
     rest = text
     while True:
@@ -193,7 +193,7 @@ def _parse_hermes(text: str) -> Parsed:
 
 
 def _parse_llama3(text: str) -> Parsed:
-    calls: list[ToolCall] = []
+    calls: list[ToolInvocation] = []
     errors: list[ToolCallParseError] = []
     body = text[len(PYTHON_TAG) :] if text.startswith(PYTHON_TAG) else text
     _collect(_decode_objects(body, "llama3", single=False), calls, errors, body)
@@ -201,7 +201,7 @@ def _parse_llama3(text: str) -> Parsed:
 
 
 def _parse_mistral(text: str) -> Parsed:
-    calls: list[ToolCall] = []
+    calls: list[ToolInvocation] = []
     errors: list[ToolCallParseError] = []
     for segment in text.split(MISTRAL_MARKER)[1:]:
         body = segment.strip()
@@ -242,7 +242,7 @@ def _parse_react(text: str) -> Parsed:
     decoded = _decode_objects(raw_input, "react", single=True)
     if isinstance(decoded, ToolCallParseError):
         return [], [ToolCallParseError(decoded.message, match.group(0).strip())]
-    calls: list[ToolCall] = []
+    calls: list[ToolInvocation] = []
     errors: list[ToolCallParseError] = []
     _collect([{"name": name, "arguments": decoded[0]}], calls, errors, match.group(0).strip())
     return calls, errors
@@ -274,7 +274,7 @@ def _decode_objects(text: str, fmt: str, *, single: bool) -> list[Any] | ToolCal
 
 
 def _collect(
-    decoded: list[Any] | ToolCallParseError, calls: list[ToolCall], errors: list[ToolCallParseError], raw: str
+    decoded: list[Any] | ToolCallParseError, calls: list[ToolInvocation], errors: list[ToolCallParseError], raw: str
 ) -> None:
     if isinstance(decoded, ToolCallParseError):
         errors.append(decoded)
@@ -287,7 +287,7 @@ def _collect(
             calls.append(result)
 
 
-def _call_from_object(value: Any) -> ToolCall | str:
+def _call_from_object(value: Any) -> ToolInvocation | str:
     if not isinstance(value, dict):
         return f"a tool call must be a JSON object with name and arguments, not {json.dumps(value)[:80]}"
     if isinstance(value.get("function"), dict):  # the OpenAI shape: {"type": "function", "function": {...}}
@@ -306,7 +306,7 @@ def _call_from_object(value: Any) -> ToolCall | str:
     if not isinstance(arguments, dict):
         return f"the arguments of {name!r} must be a JSON object"
     call_id = value.get("id")
-    return ToolCall(name.strip(), arguments, call_id if isinstance(call_id, str) and call_id else None)
+    return ToolInvocation(name.strip(), arguments, call_id if isinstance(call_id, str) and call_id else None)
 
 
 def _error(problem: str, fmt: str, raw: str) -> ToolCallParseError:

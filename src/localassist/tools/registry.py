@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from localassist.errors import UsageError
-from localassist.tools.base import Tool, ToolCall, ToolContext, ToolResult
+from localassist.tools.base import Tool, ToolContext, ToolInvocation, ToolResult
 
 BUILTIN_NAMES = ("calc", "time", "files", "shell")
 ALL = "all"  # every built-in tool; shell included, and it still asks before every command
@@ -58,7 +58,7 @@ class ToolRegistry:
 
         return call_schema(self, arguments_key)
 
-    def run(self, call: ToolCall, context: ToolContext) -> ToolResult:
+    def run(self, call: ToolInvocation, context: ToolContext) -> ToolResult:
         """Run one call; an unknown tool name is an error result that lists the real ones."""
         from localassist.tools.runner import run_tool
 
