@@ -116,8 +116,7 @@ def ask(
     helper.agent = agent
     turn, notices = service.start(helper, prepared)
     session.notices(notices)
-    show = tooling.show_agent_answer if agent is not None else session.show_answer
-    done = show(helper, turn, markdown=not plain, quiet=as_json or structured)
+    done = session.show_answer(helper, turn, markdown=not plain, quiet=as_json or structured)
     if as_json:
         result = done.as_dict()
         if agent is not None:

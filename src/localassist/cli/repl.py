@@ -27,8 +27,6 @@ def answer(session: Assistant, turn: Turn, markdown: bool) -> Done:
     """Stream one answer; Ctrl-C stops it, and the partial answer is kept, marked."""
     from localassist.cli.session import show_answer
 
-    if session.agent is not None:  # --tools: the calls are shown on stderr as they run
-        from localassist.cli.tooling import show_agent_answer as show_answer
     if turn.notice:
         say(turn.notice, style="dim")
     done = show_answer(session, turn, markdown=markdown)

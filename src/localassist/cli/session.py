@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from localassist.cli.console import err_console, exit_broken_pipe, stderr_is_terminal, stdout_is_terminal, warn
+from localassist.cli.console import err_console, exit_broken_pipe, note, stderr_is_terminal, stdout_is_terminal, warn
 from localassist.cli.env import current
 from localassist.errors import ExitCode
 
@@ -76,15 +76,32 @@ def notices(lines: Iterable[str | None]) -> None:
 def show_answer(assistant: Assistant, turn: Turn, *, markdown: bool = True, quiet: bool = False) -> Done:
     """Stream the answer to stdout (rendered markdown on a terminal, plain text on a pipe;
     nothing with ``quiet``), then record it. Ctrl-C cancels the answer and keeps what was
-    shown; a closed pipe (``| head``) cancels it and exits 141."""
+    shown; a closed pipe (``| head``) cancels it and exits 141. With ``--tools``, each tool
+    call is a line on stderr as it starts and ends (``tooling.describe_event``); the text
+    so far is closed off before each, so a terminal's markdown view and the line do not
+    overlap."""
     from localassist.cli.render import make_writer
+    from localassist.cli.tooling import describe_event
+    from localassist.engine.types import Done, TextDelta
 
-    writer = None if quiet else make_writer(markdown and stdout_is_terminal(), current().stdout)
+    rendered = markdown and stdout_is_terminal()
+    writer = None
     try:
         try:
-            for piece in turn.stream.text():
-                if writer is not None:
-                    writer.write(piece)
+            for event in turn.stream:
+                if isinstance(event, TextDelta):
+                    if event.text and not quiet:
+                        if writer is None:
+                            writer = make_writer(rendered, current().stdout)
+                        writer.write(event.text)
+                    continue
+                line = None if isinstance(event, Done) else describe_event(event)
+                if line is None:
+                    continue
+                if rendered and writer is not None:
+                    writer.close()
+                    writer = None
+                note(line)
         except KeyboardInterrupt:
             turn.cancel()
         if writer is not None:

@@ -8,14 +8,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from localassist.cli.console import exit_broken_pipe, note, stdout_is_terminal, visible
-from localassist.cli.env import current
+from localassist.cli.console import visible
 from localassist.errors import UsageError
 
 if TYPE_CHECKING:
     from localassist.agent import Agent, ToolRecord
-    from localassist.assistant import Assistant, Turn
-    from localassist.engine.types import Done
     from localassist.tools.base import Approval
 
 TOOLS = "Tools"
@@ -162,41 +159,16 @@ def describe_finished(record: ToolRecord) -> str:
     return f"localassist:   -> {_cut(record.result)} ({record.seconds:.2f} s){approval}"
 
 
-def show_agent_answer(assistant: Assistant, turn: Turn, *, markdown: bool = True, quiet: bool = False) -> Done:
-    """Like ``session.show_answer``, with each tool call on stderr as it starts (name,
-    arguments) and ends (result preview, time, approval) — plain text, never markup.
-    The answer's text is closed off before each report, so a terminal's markdown view and
-    the report do not overlap."""
+def describe_event(event: object) -> str | None:
+    """The stderr line ``session.show_answer`` shows for an agent's event while the answer
+    streams: a tool call as it starts (name, arguments) and ends (result preview, time,
+    approval), or a notice — plain text, never markup. None for any other event."""
     from localassist.agent import AgentNotice, ToolFinished, ToolStarted
-    from localassist.cli.render import make_writer
-    from localassist.engine.types import Done, TextDelta
 
-    rendered = markdown and stdout_is_terminal()
-    writer = None
-    try:
-        try:
-            for event in turn.stream:
-                if isinstance(event, TextDelta):
-                    if event.text and not quiet:
-                        if writer is None:
-                            writer = make_writer(rendered, current().stdout)
-                        writer.write(event.text)
-                    continue
-                if rendered and writer is not None and not isinstance(event, Done):
-                    writer.close()  # the rendered text so far is closed off before a report
-                    writer = None
-                if isinstance(event, ToolStarted):
-                    note(describe_started(event.call.name, event.call.arguments))
-                elif isinstance(event, ToolFinished):
-                    note(describe_finished(event.record))
-                elif isinstance(event, AgentNotice):
-                    note(f"localassist: {event.text}")
-        except KeyboardInterrupt:
-            turn.cancel()
-        if writer is not None:
-            writer.close()
-    except BrokenPipeError:
-        turn.cancel()
-        assistant.finish(turn)
-        exit_broken_pipe()
-    return assistant.finish(turn)
+    if isinstance(event, ToolStarted):
+        return describe_started(event.call.name, event.call.arguments)
+    if isinstance(event, ToolFinished):
+        return describe_finished(event.record)
+    if isinstance(event, AgentNotice):
+        return f"localassist: {event.text}"
+    return None
