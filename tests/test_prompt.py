@@ -2,10 +2,17 @@ from __future__ import annotations
 
 import pytest
 
-from localassist.conversation.prompt import build_messages, build_user_text, decode_stdin
+from localassist.conversation.prompt import build_user_text, decode_stdin
 from localassist.engine.types import Message
 from localassist.errors import UsageError
 from localassist.settings import DEFAULT_INPUT_TEMPLATE
+
+
+def build_messages(user_text: str, system: str | None) -> list[Message]:
+    """The messages of a one-shot question (was in conversation/prompt.py; only this test used it)."""
+    messages = [Message("system", system)] if system else []
+    messages.append(Message("user", user_text))
+    return messages
 
 
 def test_instruction_only_and_input_only():

@@ -1,5 +1,5 @@
 """The engine's tool-call pieces without a model: the streaming split of a call into deltas
-(checked against the independent parser in tools/parsing.py), the marker hold-back, the
+(checked against the independent parser in tests/toolcall_parser.py), the marker hold-back, the
 grammars (parsed by llama.cpp's own parser), and the folding for templates without tools."""
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from localassist.engine.tool_calls import (
 )
 from localassist.engine.types import Message, ToolCall
 from localassist.errors import UsageError
-from localassist.tools.parsing import parse_tool_calls
 from localassist.tools.registry import resolve_tools
+from toolcall_parser import parse_tool_calls
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tools"
 SPECS = tool_specs(resolve_tools("calc,time,files").specs())

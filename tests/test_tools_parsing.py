@@ -8,15 +8,9 @@ from pathlib import Path
 import pytest
 
 from localassist.tools import ToolInvocation
-from localassist.tools.parsing import (
-    REACT_STOP,
-    detect_format,
-    find_call,
-    parse_tool_calls,
-    react_instructions,
-    visible_length,
-)
+from localassist.tools.parsing import REACT_STOP, detect_format, find_call, react_instructions, visible_length
 from localassist.tools.registry import resolve_tools
+from toolcall_parser import parse_tool_calls
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tools"
 

@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 
 from localassist.tools import resolve_tools
-from localassist.tools.schema import calls_schema
+from tool_schemas import call_schema, calls_schema
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tools"
 
@@ -20,7 +20,7 @@ def registry():
 
 
 def test_the_union_schema_accepts_each_tools_calls_and_rejects_mixed_ones(registry):
-    schema = registry.call_schema()
+    schema = call_schema(registry)
     jsonschema.validate({"name": "calc", "arguments": {"expression": "1+1"}}, schema)
     jsonschema.validate({"name": "time", "arguments": {"action": "now", "zone": "UTC"}}, schema)
     jsonschema.validate({"name": "word_count", "arguments": {"text": "a b"}}, schema)
@@ -38,10 +38,10 @@ def test_llama_cpp_converts_the_union_schema_to_a_grammar(registry):
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
     for schema in (
-        registry.call_schema(),
-        registry.call_schema("parameters"),
+        call_schema(registry),
+        call_schema(registry, "parameters"),
         calls_schema(registry, max_calls=3),
-        resolve_tools("calc").call_schema(),
+        call_schema(resolve_tools("calc")),
     ):
         grammar = json_schema_to_gbnf(json.dumps(schema))
         assert grammar.startswith("alternative-0 ::=") or "root ::=" in grammar
@@ -57,7 +57,7 @@ def test_the_starter_model_constrained_by_the_grammar_writes_a_valid_call(starte
     from localassist.engine.llama_load import new_llama
 
     registry = resolve_tools("calc,time")
-    schema = registry.call_schema()
+    schema = call_schema(registry)
     llm, _, _ = new_llama(model_path=str(starter_model), n_ctx=512, verbose=False)
     grammar = LlamaGrammar.from_string(json_schema_to_gbnf(json.dumps(schema)), verbose=False)
     out = llm.create_completion(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-from localassist.engine.types import Message
 from localassist.errors import UsageError
 
 _PLACEHOLDER = re.compile(r"\{(instruction|input)\}")
@@ -25,12 +24,6 @@ def build_user_text(instruction: str | None, piped: str | None, template: str) -
     if instruction or piped:
         return instruction or piped
     raise UsageError("nothing to ask: give a prompt as arguments, pipe text on stdin, or both")
-
-
-def build_messages(user_text: str, system: str | None) -> list[Message]:
-    messages = [Message("system", system)] if system else []
-    messages.append(Message("user", user_text))
-    return messages
 
 
 def decode_stdin(data: bytes) -> str:

@@ -33,7 +33,7 @@ MAX_PARALLEL_CALLS = 4  # in one answer: a small model may otherwise repeat a ca
 
 @dataclass(frozen=True)
 class ToolSpec:
-    """One tool as the engine needs it (what ``tools.schema`` and ``react_instructions`` read)."""
+    """One tool as the engine needs it (what ``call_grammar`` and ``react_instructions`` read)."""
 
     name: str
     description: str

@@ -1,5 +1,5 @@
 """Tools a model can call: the built-in ones (calc, time, files, shell), user tools from a Python file,
-their schemas and safety classes, and parsers for the tool-call text models write.
+their schemas and safety classes, and where a call starts in the text models write.
 
 Importing this package is cheap: jsonschema is imported on the first validated call, and the
 built-in tools when a registry is resolved.

@@ -53,11 +53,6 @@ class ToolRegistry:
         """The tools in OpenAI function format, for a chat template's ``tools`` or a server's passthrough."""
         return [tool.spec() for tool in self]
 
-    def call_schema(self, arguments_key: str = "arguments") -> dict[str, Any]:
-        from localassist.tools.schema import call_schema
-
-        return call_schema(self, arguments_key)
-
     def run(self, call: ToolInvocation, context: ToolContext) -> ToolResult:
         """Run one call; an unknown tool name is an error result that lists the real ones."""
         from localassist.tools.runner import run_tool
