@@ -12,7 +12,8 @@ import textwrap
 
 import pytest
 
-from localassist.conversation.log_store import MIGRATIONS, LogError, LogStore, _statements, export_json, export_markdown
+from localassist.conversation.log_store import MIGRATIONS, LogError, LogStore, export_json, export_markdown
+from localassist.database import statements
 from localassist.engine.types import Done, Message, Timings, Usage
 from localassist.errors import UsageError
 
@@ -271,7 +272,7 @@ def test_old_database_gains_status_and_keeps_exchanges_active(tmp_path):
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied REAL NOT NULL)")
     for name, sql in MIGRATIONS[:2]:  # a log written by the previous release
-        for statement in _statements(sql):
+        for statement in statements(sql):
             db.execute(statement)
         db.execute("INSERT INTO _migrations VALUES (?, 0)", (name,))
     db.execute("INSERT INTO conversations VALUES ('abc123', 'Hi', 'm', 'Be terse.', 1, 1)")

@@ -13,10 +13,10 @@ from localassist.conversation.log_store import (
     LOGGED_RESULT_CHARS,
     MIGRATIONS,
     LogStore,
-    _statements,
     export_json,
     export_markdown,
 )
+from localassist.database import statements
 from localassist.engine.types import Done, SamplingParams, Timings, Usage
 from localassist.tools import ToolContext, resolve_tools
 from scripted import ScriptedBackend
@@ -92,7 +92,7 @@ def test_a_log_from_before_tools_gains_the_table_and_keeps_its_exchanges(tmp_pat
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied REAL NOT NULL)")
     for name, sql in MIGRATIONS[:3]:
-        for statement in _statements(sql):
+        for statement in statements(sql):
             db.execute(statement)
         db.execute("INSERT INTO _migrations VALUES (?, 0)", (name,))
     db.execute("INSERT INTO conversations VALUES ('abc123', 'Hi', 'm', NULL, 1, 1)")

@@ -2,8 +2,9 @@
 
 One row per exchange (the user's message, the answer, model, parameters, token
 counts, timings), grouped into conversations. WAL mode and a busy timeout let
-several processes write at once; versioned migrations are recorded in the database;
-the file is created with mode 0600 in a 0700 directory; full-text search uses FTS5.
+several processes write at once; named migrations are recorded in the database;
+the file is created with mode 0600 in a 0700 directory (``localassist.database``);
+full-text search uses FTS5.
 
 The log mirrors what the chat shows: every exchange has a ``status``. ``active`` ones
 are the conversation as it stands; ``/regen`` marks the old answer ``superseded``,
@@ -25,9 +26,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from localassist.conversation.transcript import CUT_SHORT, Block
+from localassist.database import immediate, open_database
 from localassist.engine.types import Done, Message
 from localassist.errors import LocalAssistError, UsageError
-from localassist.files import connect_private
 
 STATUSES = ("active", "superseded", "undone", "cleared")
 
@@ -142,6 +143,8 @@ MIGRATIONS: list[tuple[str, str]] = [
         """,
     ),
 ]
+# secure_delete: deleted rows are overwritten with zeros rather than left in free pages
+PRAGMAS = ("journal_mode=WAL", "foreign_keys=ON", "secure_delete=ON")
 LOGGED_RESULT_CHARS = 4000
 
 
@@ -259,13 +262,7 @@ class LogStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            self.db = connect_private(path, timeout=30, isolation_level=None)
-            self.db.row_factory = sqlite3.Row
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA foreign_keys=ON")
-            # deleted rows are overwritten with zeros rather than left in free pages
-            self.db.execute("PRAGMA secure_delete=ON")
-            self._migrate()
+            self.db = open_database(path, MIGRATIONS, pragmas=PRAGMAS)
         except sqlite3.DatabaseError as exc:
             raise LogError(self._explain(exc)) from None
         except OSError as exc:
@@ -285,29 +282,10 @@ class LogStore:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         try:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.db
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
+            with immediate(self.db) as db:
+                yield db
         except sqlite3.Error as exc:
             raise LogError(self._explain(exc)) from None
-
-    def _migrate(self) -> None:
-        self.db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied REAL NOT NULL)")
-        done = {row[0] for row in self.db.execute("SELECT name FROM _migrations")}
-        for name, sql in MIGRATIONS:
-            if name in done:
-                continue
-            with self._write() as db:
-                # re-check inside the write lock: another process may have just applied it
-                if db.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone():
-                    continue
-                for statement in _statements(sql):
-                    db.execute(statement)
-                db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time()))
 
     def migrations(self) -> list[str]:
         return [row[0] for row in self.db.execute("SELECT name FROM _migrations ORDER BY name")]
@@ -715,17 +693,6 @@ def _pairs(messages: Sequence[Message]) -> list[tuple[str, str, str]]:
             raise ValueError(f"a transcript holds user and assistant messages, not {m.role!r}")
     if question is not None:
         out.append((question, "", "unanswered"))
-    return out
-
-
-def _statements(sql: str) -> list[str]:
-    """Split a migration into statements (triggers contain ';' inside BEGIN ... END)."""
-    out, buf = [], ""
-    for line in sql.strip().splitlines():
-        buf += line + "\n"
-        if sqlite3.complete_statement(buf):
-            out.append(buf.strip())
-            buf = ""
     return out
 
 

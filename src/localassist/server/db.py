@@ -2,18 +2,17 @@
 
 Kept apart from the conversation log (``logs.db``): a call log of a shared server grows
 with every request of every client and has its own retention, and a key store must not
-be deleted by ``logs rm --all``. WAL mode, a busy timeout and named migrations, as in the
-conversation log; the file and its sidecars are 0600 in a 0700 directory.
+be deleted by ``logs rm --all``. Opened like every store (``localassist.database``): WAL
+mode, a busy timeout and named migrations; the file and its sidecars are 0600 in a 0700 directory.
 """
 
 from __future__ import annotations
 
 import sqlite3
-import time
 from pathlib import Path
 
+from localassist.database import open_database
 from localassist.errors import LocalAssistError
-from localassist.files import connect_private
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -70,32 +69,10 @@ def connect(data_dir: Path) -> sqlite3.Connection:
     """Open (creating and migrating) the server database; 0600, WAL, 30 s busy timeout."""
     path = db_path(data_dir)
     try:
-        db = connect_private(path, timeout=30, isolation_level=None, check_same_thread=False)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never corrupt
-        _migrate(db)
-        return db
+        # synchronous=NORMAL: in WAL mode, durable at checkpoints and never corrupt
+        pragmas = ("journal_mode=WAL", "synchronous=NORMAL")
+        return open_database(path, MIGRATIONS, pragmas=pragmas, check_same_thread=False)
     except sqlite3.DatabaseError as exc:
         raise ServerDBError(f"server database {path}: {exc}") from None
     except OSError as exc:
         raise ServerDBError(f"cannot open the server database {path}: {exc.strerror or exc}") from None
-
-
-def _migrate(db: sqlite3.Connection) -> None:
-    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied REAL NOT NULL)")
-    done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
-    for name, sql in MIGRATIONS:
-        if name in done:
-            continue
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            if db.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone() is None:
-                for statement in (s.strip() for s in sql.split(";")):
-                    if statement:
-                        db.execute(statement)
-                db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time()))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
