@@ -21,7 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from localassist.files import FILE_MODE, connect_private
+from localassist.database import immediate, open_database
+from localassist.files import FILE_MODE
 from localassist.rag.errors import (
     DiskFullError,
     FolderGoneError,
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
     from localassist.rag.search import SearchResult
     from localassist.rag.sync import Progress, Staleness, SyncReport
 
+# What meta 'schema' says: the layout that release 0.2, which knew no migrations, reads. It
+# checks this value on open, so a migration that changed the layout in a way 0.2 would
+# misread would set a new one (here and in the index's meta).
 SCHEMA_VERSION = "1"
 INDEX_DIR = "indexes"
 # what localassist.documents loads by its extension, plus plain-text ones
@@ -48,7 +52,7 @@ DEFAULT_TIMEOUT = 10.0  # seconds a writer waits for another one
 TOKENIZER = "porter unicode61 remove_diacritics 2"  # FTS5: English stems, case and accents folded
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
-_SCHEMA = """
+_INDEX_TABLES = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE files (
     id INTEGER PRIMARY KEY,
@@ -84,6 +88,13 @@ CREATE TRIGGER chunks_fts_delete AFTER DELETE ON chunks BEGIN
     INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, old.text);
 END;
 """
+MIGRATIONS = [("001_index", _INDEX_TABLES.format(tokenizer=TOKENIZER))]
+# secure_delete: the text of removed chunks leaves the file; synchronous=NORMAL: in WAL
+# mode, durable at checkpoints and never corrupt
+PRAGMAS = ("journal_mode=WAL", "foreign_keys=ON", "secure_delete=ON", "synchronous=NORMAL")
+# a 640-float vector (2.5 KB) fits once in a 4 KB page, three times in 8 KB: a third smaller
+# (only takes effect before the first table, and before WAL)
+NEW_FILE_PRAGMAS = ("page_size=8192", *PRAGMAS)
 
 
 def now() -> str:
@@ -152,17 +163,20 @@ class Index:
         if not _create and not self.path.is_file():
             raise IndexNotFoundError(_not_found(self.data_dir, name))
         try:
-            self.db = connect_private(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
-            self.db.row_factory = sqlite3.Row
-            if _create:
-                # a 640-float vector (2.5 KB) fits once in a 4 KB page, three times in 8 KB: a third smaller
-                self.db.execute("PRAGMA page_size=8192")  # only takes effect before the first table, and WAL
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA foreign_keys=ON")
-            self.db.execute("PRAGMA secure_delete=ON")  # text of removed chunks leaves the file
-            self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never corrupt
+            self.db = open_database(
+                self.path,
+                MIGRATIONS,
+                pragmas=NEW_FILE_PRAGMAS if _create else PRAGMAS,
+                timeout=timeout,
+                check_same_thread=False,
+                adopt=None if _create else self._adopt,
+            )
             if not _create:
-                self._check_schema()
+                try:
+                    self._check_schema()
+                except BaseException:
+                    self.db.close()
+                    raise
         except sqlite3.Error as error:
             raise self.explain(error) from None
         except OSError as error:
@@ -181,9 +195,18 @@ class Index:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _check_schema(self) -> None:
+    def _adopt(self, db: sqlite3.Connection) -> int:
+        """An index written by release 0.2 has no migrations table: its meta 'schema' is
+        '1', which is migration 001 exactly, so it opens as it is, with no rebuild. A file
+        without it is not an index, and is left untouched."""
+        self._check_schema(db)
+        return 1
+
+    def _check_schema(self, db: sqlite3.Connection | None = None) -> None:
+        """Refuse a file that is not a whole index of this layout: another database, one
+        whose creation was cut short (no meta yet), or a newer layout."""
         try:
-            version = self.meta().get("schema")
+            version = _meta(db or self.db).get("schema")
         except sqlite3.DatabaseError:
             version = None
         if version != SCHEMA_VERSION:
@@ -217,19 +240,11 @@ class Index:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE … COMMIT, rolled back on any exception (Ctrl-C included)."""
         try:
-            self.db.execute("BEGIN IMMEDIATE")
+            with immediate(self.db) as db:
+                yield db
+            self._chunk_total = None
         except sqlite3.Error as error:
             raise self.explain(error) from None
-        try:
-            yield self.db
-            self.db.execute("COMMIT")
-            self._chunk_total = None
-        except BaseException as error:
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
-            if isinstance(error, sqlite3.Error):
-                raise self.explain(error) from None
-            raise
 
     @contextmanager
     def writer(self) -> Iterator[None]:
@@ -253,7 +268,7 @@ class Index:
     # -- meta ------------------------------------------------------------------------
 
     def meta(self) -> dict[str, str]:
-        return {row["key"]: row["value"] for row in self.db.execute("SELECT key, value FROM meta")}
+        return _meta(self.db)
 
     def set_meta(self, db: sqlite3.Connection, **values: str) -> None:
         db.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", list(values.items()))
@@ -305,8 +320,7 @@ class Index:
 
     def sidecars(self) -> list[Path]:
         """The database and every file kept beside it."""
-        base = str(self.path)
-        return [self.path, Path(base + "-wal"), Path(base + "-shm"), self.path.with_suffix(".vec")]
+        return _files(self.path)
 
     # -- the work, in their own modules ----------------------------------------------
 
@@ -369,12 +383,13 @@ def create_index(
     patterns = tuple(globs) if globs else DEFAULT_GLOBS
     if path.exists():
         raise IndexExistsError(f"an index named '{name}' already exists; pick another name or remove it first")
-    index = Index(data_dir, name, timeout=timeout, _create=True)
     try:
-        try:
-            index.db.executescript("BEGIN IMMEDIATE;" + _SCHEMA.format(tokenizer=TOKENIZER) + "COMMIT;")
-        except sqlite3.Error as error:
-            raise index.explain(error) from None
+        index = Index(data_dir, name, timeout=timeout, _create=True)  # its tables: the migrations
+    except BaseException:
+        for file in _files(path):
+            file.unlink(missing_ok=True)
+        raise
+    try:
         with index.transaction() as db:
             index.set_meta(
                 db,
@@ -397,6 +412,15 @@ def create_index(
             file.unlink(missing_ok=True)
         raise
     return index
+
+
+def _meta(db: sqlite3.Connection) -> dict[str, str]:
+    return {row["key"]: row["value"] for row in db.execute("SELECT key, value FROM meta")}
+
+
+def _files(path: Path) -> list[Path]:
+    """An index's database and every file kept beside it."""
+    return [path, Path(f"{path}-wal"), Path(f"{path}-shm"), path.with_suffix(".vec")]
 
 
 def open_index(data_dir: Path, name: str, *, timeout: float = DEFAULT_TIMEOUT) -> Index:
