@@ -23,11 +23,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from localassist.database import immediate, open_database
 from localassist.errors import LocalAssistError
-from localassist.files import connect_private
 
 CACHE_FILE = "summaries.db"
-_SCHEMA = """
+# Release 0.2 and earlier made these tables at every open (IF NOT EXISTS; `attached` came
+# after `notes`) and recorded nothing: the first migration keeps IF NOT EXISTS, so over a
+# cache they wrote it adds only what is missing and every note stays.
+MIGRATIONS = [
+    (
+        "001_notes_and_attached",
+        """
 CREATE TABLE IF NOT EXISTS notes (
     key TEXT PRIMARY KEY,
     document_sha256 TEXT NOT NULL,
@@ -43,7 +49,11 @@ CREATE TABLE IF NOT EXISTS attached (
     document_sha256 TEXT PRIMARY KEY,
     created REAL NOT NULL
 );
-"""
+""",
+    ),
+]
+# secure_delete: deleted notes are zeroed, not left in free pages
+PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "secure_delete=ON")
 
 
 class CacheError(LocalAssistError):
@@ -79,11 +89,7 @@ class SummaryCache:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            self.db = connect_private(path, timeout=30, isolation_level=None, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute("PRAGMA secure_delete=ON")  # deleted notes are zeroed, not left in free pages
-            self.db.executescript(_SCHEMA)
+            self.db = open_database(path, MIGRATIONS, pragmas=PRAGMAS, check_same_thread=False)
         except (sqlite3.Error, OSError) as error:
             raise CacheError(f"cannot open the summary cache {path}: {error}") from None
 
@@ -127,15 +133,10 @@ class SummaryCache:
             gone = sorted(marked - keep)
             removed = 0
             if gone:
-                self.db.execute("BEGIN IMMEDIATE")
-                try:
+                with immediate(self.db) as db:
                     for document in gone:
-                        removed += self.db.execute("DELETE FROM notes WHERE document_sha256 = ?", (document,)).rowcount
-                        self.db.execute("DELETE FROM attached WHERE document_sha256 = ?", (document,))
-                    self.db.execute("COMMIT")
-                except BaseException:
-                    self.db.execute("ROLLBACK")
-                    raise
+                        removed += db.execute("DELETE FROM notes WHERE document_sha256 = ?", (document,)).rowcount
+                        db.execute("DELETE FROM attached WHERE document_sha256 = ?", (document,))
             if not removed:
                 return 0, False
             self.db.execute("VACUUM")
