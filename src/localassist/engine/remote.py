@@ -127,7 +127,7 @@ class RemoteBackend:
         self.plain_http = plain_http_elsewhere(self.url)
         self._warned_plain = False
         # loopback never goes through a proxy from the environment
-        common = {
+        common: dict[str, Any] = {
             "base_url": self.url,
             "timeout": httpx.Timeout(timeout, connect=connect_timeout),
             "headers": headers,
