@@ -67,7 +67,7 @@ class Metrics:
             self.decode_rate.observe(rate)
         self.queue_wait.observe(queue_s)
 
-    def render(self, queues: Iterable[tuple[str, int, int]]) -> str:
+    def render(self, queues: Iterable[tuple[str, str, int, int]]) -> str:
         """``queues``: (model, kind, waiting, running) for every loaded model."""
         lines = [
             "# HELP localassist_requests_total HTTP requests by endpoint and status.",

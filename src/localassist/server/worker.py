@@ -63,7 +63,7 @@ class Job:
         self._state = "queued"  # queued | running | dropped | done
         self._lock = threading.Lock()
         self.on_drop: Callable[[Job], None] = lambda _job: None  # the worker frees its queue slot
-        self._when_finished: list[Callable[[], None]] = []
+        self._when_finished: list[Callable[[], object]] = []
 
     @property
     def queue_s(self) -> float:
@@ -92,7 +92,7 @@ class Job:
             with contextlib.suppress(RuntimeError):
                 self.loop.call_soon_threadsafe(fn)
 
-    def when_finished(self, fn: Callable[[], None]) -> None:
+    def when_finished(self, fn: Callable[[], object]) -> None:
         """Run ``fn`` on the loop once the worker is done with this job (at once if it is,
         or if the job was dropped before it started)."""
         with self._lock:
@@ -242,7 +242,7 @@ class ModelWorker:
                 job.end()
                 with self._lock:
                     self._current.discard(job)
-                if job.started is not None and job.stop_reason is None:
+                if job.started is not None and job.finished is not None and job.stop_reason is None:
                     self._durations.append(job.finished - job.started)
 
     def cancel_all(self, reason: str) -> None:
