@@ -1,4 +1,4 @@
-"""Defects found by running the README's examples as a new user would (Tools, Serve)."""
+"""Defects found by running the documented examples as a new user would (docs/tools.md, docs/serve.md)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ def test_revoking_the_last_key_does_not_open_a_server_listening_off_loopback(tmp
 
 def test_the_serve_range_error_writes_max_tokens_limit_as_a_whole_number():
     pytest.importorskip("starlette")
-    from localassist.server.wire import ApiError, parse_chat
+    from localassist.server.errors import ApiError
+    from localassist.server.wire import parse_chat
 
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2_000_000}
     with pytest.raises(ApiError) as err:
@@ -71,7 +72,7 @@ def test_serve_embeddings_are_unit_length_as_openai_and_llama_server_return_them
     import math
 
     from localassist.engine.local import LoadOptions, LocalBackend
-    from localassist.server.app import pooled  # what /v1/embeddings applies to each of backend.embed's vectors
+    from localassist.server.routes import pooled  # what /v1/embeddings applies to each of backend.embed's vectors
 
     backend = LocalBackend(starter_model, "starter", LoadOptions(ctx=512, threads=1, embedding=True))
     try:

@@ -347,7 +347,7 @@ def test_a_model_still_in_its_prompt_batch_when_the_shutdown_bound_ends_is_left_
     finish the batch first takes the ordinary way out, which must end the same."""
     patch = tmp_path / "patch"
     patch.mkdir()
-    (patch / "sitecustomize.py").write_text("import localassist.server.app as app\n\napp.STOP_S = 0.5\n")
+    (patch / "sitecustomize.py").write_text("import localassist.server.state as state\n\nstate.STOP_S = 0.5\n")
     path = os.pathsep.join(p for p in (str(patch), os.environ.get("PYTHONPATH", "")) if p)
     proc = ServerProc(
         tmp_path / "home",

@@ -18,7 +18,7 @@ pytest.importorskip("starlette")
 
 from localassist.engine.types import Done, SamplingParams, Timings, Usage
 from localassist.errors import UsageError
-from localassist.server import wire
+from localassist.server import errors, wire
 from localassist.server.calllog import Call, CallLog, recent
 from localassist.server.db import connect, db_path
 from localassist.server.keys import Keyring, KeyStore, Unauthorized, parse_key_lines
@@ -234,7 +234,7 @@ def test_every_wire_object_matches_openais_published_schema_never_a_null_system_
     )
     for chunk in chunks(raw):
         openai_schema.check_chunk("/chat/completions", chunk)
-    err = wire.ApiError(503, "the server is shutting down", "unavailable_error", "shutting_down")
+    err = errors.ApiError(503, "the server is shutting down", "unavailable_error", "shutting_down")
     for chunk in chunks(writer.error(err)):
         openai_schema.check_chunk("/chat/completions", chunk)
     openai_schema.check_error(err.body())
@@ -297,7 +297,7 @@ def test_every_wire_object_matches_openais_published_schema_never_a_null_system_
     ],
 )
 def test_bad_chat_fields_are_named_with_a_string_code(body, param, code):
-    with pytest.raises(wire.ApiError) as err:
+    with pytest.raises(errors.ApiError) as err:
         wire.parse_chat(body, SamplingParams())
     assert (err.value.status, err.value.param, err.value.code) == (400, param, code)
     assert set(err.value.body()["error"]) == {"message", "type", "param", "code"}
@@ -315,7 +315,7 @@ def test_bad_chat_fields_are_named_with_a_string_code(body, param, code):
     ],
 )
 def test_bodies_that_are_not_a_utf8_json_object_are_400(raw, code):
-    with pytest.raises(wire.ApiError) as err:
+    with pytest.raises(errors.ApiError) as err:
         wire.parse_body(raw)
     assert (err.value.status, err.value.code) == (400, code)
 
@@ -465,7 +465,8 @@ def test_an_unexpected_error_in_the_call_log_writer_is_reported_once_and_the_wri
 
 
 def scripted_server(log, backend=None):
-    from localassist.server.app import ServeConfig, ServerState, create_app
+    from localassist.server.app import create_app
+    from localassist.server.state import ServeConfig, ServerState
     from scripted import ScriptedBackend
 
     backend = backend or ScriptedBackend(["Hello there."])
@@ -570,10 +571,10 @@ def test_a_model_busy_past_the_shutdown_bound_is_said_so_not_freed_and_its_call_
     batch took. Now it waits STOP_S, says so, leaves the model unfreed under its running
     batch, and still writes the call's row."""
     from localassist.engine.types import ChatStream, StreamState, TextDelta
-    from localassist.server import app as server_app
+    from localassist.server import state as server_state
     from scripted import ScriptedBackend
 
-    monkeypatch.setattr(server_app, "STOP_S", 0.2, raising=False)
+    monkeypatch.setattr(server_state, "STOP_S", 0.2)
     batch = threading.Event()
     freed: list[bool] = []
 

@@ -179,9 +179,10 @@ def serve(settings: Any, options: ServeOptions, announce: Callable[[str], None])
 
     import uvicorn
 
-    from localassist.server.app import DRAIN_S, ServeConfig, ServerState, create_app
+    from localassist.server.app import create_app
     from localassist.server.calllog import CallLog
     from localassist.server.connections import protocol_class
+    from localassist.server.state import DRAIN_S, ServeConfig, ServerState
 
     content = log_content(settings.serve_log_content, host)
     config = ServeConfig(

@@ -23,7 +23,7 @@ from typing import Any
 
 from localassist.engine.types import Backend, Message
 from localassist.errors import LocalAssistError
-from localassist.server import wire
+from localassist.server import errors
 from localassist.server.wire import _bool, _messages, _text
 
 
@@ -46,7 +46,7 @@ def _no_tools(body: Mapping[str, Any]) -> None:
     if body.get("tools"):
         # the chat endpoint adapts tools to each template (some get them in the system
         # prompt): rendering them here would show a prompt the model never sees
-        raise wire.not_supported("tools are not rendered by the token endpoints", "tools")
+        raise errors.not_supported("tools are not rendered by the token endpoints", "tools")
 
 
 def parse_tokenize(body: Mapping[str, Any]) -> TokenizeRequest:
@@ -55,7 +55,7 @@ def parse_tokenize(body: Mapping[str, Any]) -> TokenizeRequest:
         _no_tools(body)
         messages = _messages(body["messages"])
     elif body.get("content") is None:
-        raise wire.invalid(
+        raise errors.invalid(
             "content (the text to tokenize) or messages is required", "content", "missing_required_parameter"
         )
     return TokenizeRequest(
@@ -71,10 +71,10 @@ def parse_tokenize(body: Mapping[str, Any]) -> TokenizeRequest:
 def parse_detokenize(body: Mapping[str, Any]) -> tuple[str | None, list[int]]:
     tokens = body.get("tokens")
     if not isinstance(tokens, list):
-        raise wire.invalid("tokens must be an array of token ids", "tokens", "invalid_type")
+        raise errors.invalid("tokens must be an array of token ids", "tokens", "invalid_type")
     for i, token in enumerate(tokens):
         if isinstance(token, bool) or not isinstance(token, int):
-            raise wire.invalid(f"tokens[{i}] must be an integer token id", f"tokens[{i}]", "invalid_type")
+            raise errors.invalid(f"tokens[{i}] must be an integer token id", f"tokens[{i}]", "invalid_type")
     return _model(body), tokens
 
 
@@ -90,12 +90,12 @@ def choose(name: str | None, chat: Mapping[str, Backend], embed: Mapping[str, Ba
         pool = chat or embed
         if len(pool) == 1:
             return next(iter(pool.items()))
-        raise wire.invalid(
+        raise errors.invalid(
             f"model is required: this server serves {', '.join(sorted(pool))}", "model", "missing_required_parameter"
         )
     backend = chat.get(name) or embed.get(name)
     if backend is None:
-        raise wire.model_not_found(name, sorted({*chat, *embed}))
+        raise errors.model_not_found(name, sorted({*chat, *embed}))
     return name, backend
 
 
@@ -132,7 +132,7 @@ def tokenize(backend: Backend, request: TokenizeRequest) -> dict[str, Any]:
         try:
             ids = host.chat_tokens(request.messages)
         except LocalAssistError as exc:  # a chat template that refuses these messages
-            raise wire.invalid(str(exc), "messages") from None
+            raise errors.core_error(exc, "messages", generating=False) from None
     else:
         ids = host.tokenize(request.content, special=request.parse_special, add_bos=request.add_special)
     bos = llm.token_bos()
@@ -153,7 +153,7 @@ def detokenize(backend: Backend, tokens: list[int]) -> dict[str, Any]:
     n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
     for i, token in enumerate(tokens):
         if not 0 <= token < n_vocab:  # llama.cpp would read past its vocabulary
-            raise wire.invalid(f"tokens[{i}] is not a token id of this model (0 to {n_vocab - 1})", f"tokens[{i}]")
+            raise errors.invalid(f"tokens[{i}] is not a token id of this model (0 to {n_vocab - 1})", f"tokens[{i}]")
     text = b"".join(_piece(llama_cpp, vocab, t) for t in tokens)
     return {"content": text.decode("utf-8", "replace")}
 
@@ -162,4 +162,4 @@ def apply_template(backend: Backend, messages: tuple[Message, ...]) -> dict[str,
     try:
         return {"prompt": _host(backend).render(messages)}
     except LocalAssistError as exc:  # a chat template that refuses these messages
-        raise wire.invalid(str(exc), "messages") from None
+        raise errors.core_error(exc, "messages", generating=False) from None

@@ -1,5 +1,5 @@
-"""The OpenAI wire format: request bodies in, response objects, stream chunks and error
-envelopes out. Pure functions over dicts; no HTTP here.
+"""The OpenAI wire format: request bodies in, response objects and stream chunks out
+(the error envelope: ``errors``). Pure functions over dicts; no HTTP here.
 
 Request fields are checked by type and range and turned into the core's types
 (``Message``, ``SamplingParams``, ``ResponseFormat``). A field that would change the
@@ -8,6 +8,14 @@ presence/frequency penalties, images) is refused with 400 ``not_supported``; fie
 that change nothing here (``user``, ``metadata``, ``store``, ``service_tier``) and unknown
 fields are ignored. ``tools`` are passed to the model, whose calls come back as
 ``tool_calls`` (streamed as deltas keyed by ``index``); the server never runs a tool.
+
+The checks are written by hand, not declared as a pydantic model: a model's errors
+would still have to be translated into these (the field's path as ``param``,
+``invalid_type`` / ``invalid_value`` / ``not_supported``, what was sent), and the rules
+a declaration cannot state (lone surrogates, ``not_supported`` values, one field
+allowed only with another) written by hand beside it; pydantic and the models would
+also add about 0.2 s to the server's start. A model would validate a chat body in
+about 10 µs where these take about 20: no request notices either.
 """
 
 from __future__ import annotations
@@ -23,63 +31,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from localassist.engine.types import Done, Message, ResponseFormat, SamplingParams, ToolCall, ToolCallDelta
+from localassist.server.errors import ApiError, invalid, not_supported
 
 MAX_TOKENS_LIMIT = 1_048_576
 MAX_STOPS = 16
 MAX_EMBED_INPUTS = 2048
 DONE_FRAME = b"data: [DONE]\n\n"
-
-
-class ApiError(Exception):
-    """An error answered in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        type: str = "invalid_request_error",
-        code: str | None = None,
-        param: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.type = type
-        self.code = code
-        self.param = param
-        self.headers = dict(headers or {})
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-
-
-def invalid(message: str, param: str | None = None, code: str = "invalid_value") -> ApiError:
-    return ApiError(400, message, "invalid_request_error", code, param)
-
-
-def not_supported(message: str, param: str | None = None) -> ApiError:
-    return ApiError(400, message, "invalid_request_error", "not_supported", param)
-
-
-def context_exceeded(prompt_tokens: int, max_tokens: int, n_ctx: int, param: str = "messages") -> ApiError:
-    return invalid(
-        f"This model's maximum context length is {n_ctx} tokens. However, you requested "
-        f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the prompt, {max_tokens} for the completion). "
-        "Please reduce the length of the prompt or max_tokens.",
-        param,
-        "context_length_exceeded",
-    )
-
-
-def model_not_found(model: str, known: Sequence[str]) -> ApiError:
-    return ApiError(
-        404,
-        f"The model {model!r} does not exist on this server; it serves: {', '.join(known) or 'none'}",
-        "invalid_request_error",
-        "model_not_found",
-        "model",
-    )
 
 
 # --- request bodies
