@@ -4,7 +4,7 @@ again, side by side, for conversations of about 1,000 / 3,000 / 6,000 prompt tok
 
     python benchmarks/resume.py [--model starter] [--threads 2] [--runs 3] [--sizes 1000,3000,6000]
 
-For each size a conversation is built from the README's paragraphs; its last answer is
+For each size a conversation is built from the paragraphs of the README and docs/; its last answer is
 generated with snapshots on (as a chat turn would be: the snapshot is written then), and
 a follow-up question is asked by a fresh backend (a new process loads the model the same
 way), once from the snapshot and once without one, interleaved run by run. The snapshot
@@ -32,7 +32,9 @@ FOLLOW_UP = "Thank you. Now summarize the conversation so far in one sentence."
 
 
 def paragraphs() -> list[str]:
-    text = (HERE.parent / "README.md").read_text(encoding="utf-8")
+    # the README's text, which now lives mostly in docs/ (the figures were measured on the old long README)
+    pages = [HERE.parent / "README.md", *sorted((HERE.parent / "docs").glob("*.md"))]
+    text = "\n\n".join(page.read_text(encoding="utf-8") for page in pages)
     parts = [" ".join(p.split()) for p in text.split("\n\n")]
     return [p for p in parts if len(p) > 200 and not p.startswith(("|", "```", "<!--"))]
 

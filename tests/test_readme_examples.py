@@ -1,11 +1,12 @@
-"""The README's Python examples, taken from README.md and run exactly as printed.
+"""The documented Python examples (docs/python.md, moved there from the README), taken
+from the page and run exactly as printed.
 
 Each block runs in a fresh interpreter with its own LOCALASSIST_HOME, so "starter" and
 "starter-chat" resolve as they would for a user. A small harness around the block records
 every generation the engine ran (its sampling and its ``Done``): the printed output is
 checked against those records (the oracle comes from the same run, never from text
 recorded on another CPU), and no answer that was given no ``max_tokens`` may have run into
-the default cap: a README example has to finish by itself.
+the default cap: a documented example has to finish by itself.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ import pytest
 
 from localassist.models import bundled
 
-README = Path(__file__).parent.parent / "README.md"
+PYTHON_PAGE = Path(__file__).parent.parent / "docs" / "python.md"
 DEFAULT_MAX_TOKENS = 512
 
 pytestmark = pytest.mark.model
 
-# Runs README code with every engine generation recorded; the records go to the file named
+# Runs documented code with every engine generation recorded; the records go to the file named
 # in argv[2] as JSON, with the block's own variables named in argv[3:] (JSON-able ones).
 HARNESS = """
 import json, sys
@@ -43,7 +44,7 @@ def chat(self, request):
 local.LocalBackend.chat = chat
 code = open(sys.argv[1], encoding="utf-8").read()
 namespace = {"__name__": "__main__"}
-exec(compile(code, "README.md", "exec"), namespace)
+exec(compile(code, "docs/python.md", "exec"), namespace)
 sys.stdout.flush()
 out = {
     "generations": [
@@ -64,10 +65,10 @@ with open(sys.argv[2], "w", encoding="utf-8") as file:
 
 
 def python_blocks(section: str) -> list[str]:
-    """The ```python blocks of one ``## section`` of the README, as printed."""
-    text = README.read_text(encoding="utf-8")
-    match = re.search(rf"^## {re.escape(section)}\n(.*?)(?=^## )", text, re.S | re.M)
-    assert match, f"no section {section!r} in the README"
+    """The ```python blocks of one ``## section`` of docs/python.md, as printed."""
+    text = PYTHON_PAGE.read_text(encoding="utf-8")
+    match = re.search(rf"^## {re.escape(section)}\n(.*?)(?=^## |\Z)", text, re.S | re.M)
+    assert match, f"no section {section!r} in docs/python.md"
     return re.findall(r"^```python\n(.*?)^```$", match.group(1), re.S | re.M)
 
 
@@ -134,7 +135,7 @@ def test_readme_langchain_example_runs_as_printed(tmp_path, starter_model, start
     assert all(g["max_tokens"] == 64 for g in report["generations"])
     assert stdout == f"{answer}\n{count}"
     first = report["variables"]["docs"][0]
-    shown = re.search(r"docs\[0\]\.metadata\s+# (\{.*\})", code).group(1)  # what the README says it holds
+    shown = re.search(r"docs\[0\]\.metadata\s+# (\{.*\})", code).group(1)  # what the page says it holds
     assert list(first) == re.findall(r"'(\w+)':", shown)
     assert first == {
         "source": "trip.md",
