@@ -1,6 +1,6 @@
 # localassist serve in a container: `docker build -t localassist .`
 # GPU: docker build --build-arg CMAKE_ARGS="-DGGML_CUDA=on" --build-arg BASE=nvidia/cuda:12.4.1-devel-ubuntu22.04 ...
-# (and a runtime base with the CUDA libraries; see README "Serve" > Container).
+# (and a runtime base with the CUDA libraries; see docs/serve.md, Container).
 
 # --- build: llama-cpp-python is compiled here, with the compiler and cmake that the runtime image leaves out
 FROM python:3.11-slim AS build

@@ -70,7 +70,7 @@ def test_stdin_is_the_input_and_args_the_instruction(cli, model_env, vocab):
     def expected(user_text):  # the user's turn in Gemma's format, counted by llama.cpp
         return n_tokens(vocab, chatformats.gemma([("user", user_text)]))
 
-    # both: joined through the default input_template (README), the piped text's last newline dropped
+    # both: joined through the default input_template (docs/ask.md), the piped text's last newline dropped
     joined = "Repeat the input.\n\n<input>\nalpha beta gamma\n</input>"
     assert prompt_tokens("Repeat the input.", input="alpha beta gamma\n") == expected(joined)
     assert prompt_tokens("Repeat the input.") == expected("Repeat the input.")

@@ -74,7 +74,7 @@ def test_concurrent_streams_each_continue_their_own_prompt(batched, expected):
 def test_batched_answers_start_as_the_answers_alone(batched, backend):
     """The first tokens equal a single-sequence LocalBackend's. Later ones may differ:
     llama.cpp computes a batch of 4 rows with other kernel paths than a batch of 1, so
-    the logits differ slightly (llama-server's slots do the same; see the README)."""
+    the logits differ slightly (llama-server's slots do the same; see docs/performance.md)."""
     requests = [raw(p, 3) for p in SEQUENCES]
     alone = [backend.chat(r).result().text for r in requests]
     together = [d.text for d in run_together(batched, requests)]

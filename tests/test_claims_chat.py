@@ -1,4 +1,4 @@
-"""README claims about the chat REPL that had no test, in a real pseudo-terminal with the
+"""Documented claims (docs/chat.md) about the chat REPL that had no test, in a real pseudo-terminal with the
 real starter model at temperature 0: /model, /template, /system, Tab completion,
 Esc-Enter, and the summary-memory notice. What reached the model is checked in the log
 (`logs --json`) and, for token counts, against llama.cpp's tokenizer on prompts written
@@ -36,7 +36,7 @@ def test_model_command_switches_model_and_keeps_the_conversation(model_env, star
     repl = Repl("-n", "8", env=env)
     repl.send("Name a colour.")
     before = stats(repl)
-    repl.child.send("/model oth\t")  # Tab completes model names too (README, Keys)
+    repl.child.send("/model oth\t")  # Tab completes model names too (docs/chat.md, Keys)
     assert "now chatting with other" in repl.send("")
     shown = repl.send("/show")
     assert re.search(r"model\s+other\n", shown) and re.search(r"exchanges\s+1\n", shown)

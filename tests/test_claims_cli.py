@@ -1,4 +1,4 @@
-"""README claims about `ask` and the settings that had no test: --chat-format, Ctrl-C with
+"""Documented claims about `ask` and the settings (docs/ask.md) that had no test: --chat-format, Ctrl-C with
 --json, LOCALASSIST_STOP and LOCALASSIST_MODELS_DIRS. Token counts are checked against
 llama.cpp's own tokenizer on prompts written out by hand (tests/chatformats.py)."""
 
@@ -18,7 +18,7 @@ import chatformats
 from chatformats import n_tokens
 from localassist.models import bundled as starter
 
-# The finish reason `ask --json` reports after Ctrl-C (README: "interrupted").
+# The finish reason `ask --json` reports after Ctrl-C (docs/ask.md: "cancelled").
 INTERRUPTED_REASON = "cancelled"
 COUNTING = "1, 2, 3, 4, 5, 6, 7, 8,"
 QUESTION = "Name a colour."

@@ -114,7 +114,7 @@ def test_cancel_from_another_thread_stops_within_a_token(backend):
     assert cancelled_at[0] <= done.completion_tokens <= cancelled_at[0] + 2
 
 
-# --- the Python API, as the README shows it
+# --- the Python API, as docs/python.md shows it
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +125,7 @@ def model(starter_model):
 
 
 def test_python_api_ask_stream_and_chat_agree(model):
-    """What the README's example relies on (tests/test_readme_examples.py runs it as printed);
+    """What the documented example (docs/python.md) relies on (tests/test_readme_examples.py runs it as printed);
     nothing here depends on the text the model writes."""
     answer = model.ask("The capital of France is", max_tokens=8, temperature=0)
     assert answer.text and answer.completion_tokens <= 8

@@ -13,7 +13,7 @@ whether the grammar can write them (it is stricter: property order, number forms
 counted, not asserted.
 
 ``LOCALASSIST_ORACLE_COUNTS=path.json pytest tests/test_json_schema_oracle.py`` writes the
-counts as JSON (the README quotes them); ``-s`` shows the summary line."""
+counts as JSON (docs/structured-output.md quotes them); ``-s`` shows the summary line."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ FORMAT_DETAILS = {
     # hostname: no check of the 253/255-character overall length
     ("format/hostname.json", "validation of host names", "exceeds maximum overall length (256)"),
 }
-# localassist asserts formats (README: an answer that breaks its schema's format is exit 8);
+# localassist asserts formats (docs/structured-output.md: an answer that breaks its schema's format is exit 8);
 # the suite's format.json says a format is "only an annotation by default"
 FORMATS_ASSERTED = re.compile(r"only an annotation by default$")
 

@@ -2,7 +2,7 @@
 tool binding), LocalAssistEmbeddings and LocalAssistRetriever, on the real starter models
 and a scripted remote. The oracle for text is the engine driven directly through a
 second, separately loaded copy of the model (distinct prompts throughout: the same
-prompt asked twice in one process can break a near-tie differently, see README)."""
+prompt asked twice in one process can break a near-tie differently, see docs/design.md)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 commands run once in-process and once against it with --base-url. At temperature 0 the
 text must be the same. Every command runs in a fresh process, and every prompt is asked
 once per process (a prompt asked twice in one process can break a near-tie differently,
-see the README's Design section)."""
+see docs/design.md)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """Process exit codes; documented in the README."""
+    """Process exit codes; docs/exit-codes.md is generated from this enum."""
 
     OK = 0
     ERROR = 1

@@ -47,7 +47,7 @@ YesShell = Annotated[
     bool,
     typer.Option(
         "--yes-shell",
-        help="DANGEROUS: run the model's shell commands without asking (see README, Tools).",
+        help="DANGEROUS: run the model's shell commands without asking (see docs/tools.md).",
         rich_help_panel=TOOLS,
     ),
 ]

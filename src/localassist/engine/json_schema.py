@@ -1,7 +1,7 @@
 """JSON Schema for constrained generation: what is enforced while generating, what is
 only checked afterwards, and what is refused.
 
-The grammar engine is llguidance (see the README's Design section for the measurement
+The grammar engine is llguidance (see docs/design.md, Structured output, for the measurement
 that chose it). Before a schema reaches it, :func:`prepare_schema`
 
 - checks the schema against its metaschema (a bad schema is refused with its pointer);
