@@ -8,7 +8,14 @@ import pytest
 
 from fixtures.rag.support import HashEmbedder
 from localassist.errors import ExitCode, exit_code_for
-from localassist.rag import Embedder, EmbedderError, create_index, load_llama_embedder, model_identity, prefixes_for
+from localassist.rag import (
+    Embedder,
+    EmbedderError,
+    create_index,
+    embedding_model_id,
+    load_llama_embedder,
+    prefixes_for,
+)
 
 
 @pytest.mark.parametrize(
@@ -29,8 +36,12 @@ def test_model_identity_is_name_sha256_and_size(tmp_path):
     model = tmp_path / "tiny.gguf"
     model.write_bytes(b"GGUF" + bytes(range(256)) * 10)
     digest = hashlib.sha256(model.read_bytes()).hexdigest()
-    assert model_identity(model) == f"tiny@{digest}:2564"
-    assert model_identity(model, "tiny-embed", sha256="ab" * 32) == f"tiny-embed@{'ab' * 32}:2564"
+    assert embedding_model_id(model) == f"tiny@{digest}:2564"
+    assert embedding_model_id(model, "tiny-embed", sha256="ab" * 32) == f"tiny-embed@{'ab' * 32}:2564"
+    # the CLI's indexes never hash a file whose sha256 is unknown: size and mtime stand in (stored in indexes)
+    mtime = model.stat().st_mtime_ns
+    assert embedding_model_id(model, "tiny-embed", hash_unknown=False) == f"tiny-embed@2564:{mtime}"
+    assert embedding_model_id(model, "tiny-embed", "ab" * 32, hash_unknown=False) == f"tiny-embed@{'ab' * 32}:2564"
 
 
 def test_the_fake_embedder_satisfies_the_protocol():

@@ -38,7 +38,7 @@ from typing import Any
 
 from localassist.documents.chunking import chunk_document
 from localassist.documents.model import STDIN, Chunk, Document, Locator
-from localassist.documents.summary_cache import CacheError, SummaryCache, cache_key, model_identity
+from localassist.documents.summary_cache import CacheError, SummaryCache, backend_fingerprint, cache_key
 from localassist.engine.types import (
     Backend,
     ChatRequest,
@@ -348,7 +348,7 @@ class Summarizer:
         self.usage = SummaryUsage()
         self.warnings: list[str] = []
         self.source = ""
-        self._model_id = model_identity(backend) if cache is not None else ""
+        self._model_id = backend_fingerprint(backend) if cache is not None else ""
         self._tokens = 0
         self._cap: int | None = None
         self._label = ""

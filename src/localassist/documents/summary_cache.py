@@ -65,10 +65,10 @@ def cache_key(document_sha256: str, chunk_index: int, chunk_sha256: str, model: 
     return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()
 
 
-def model_identity(backend: Any) -> str:
-    """What makes a model's outputs its own: its name and chat template, plus, for a
-    local file, its path, size and modification time (hashing gigabytes per run would
-    cost more than the map it saves)."""
+def backend_fingerprint(backend: Any) -> str:
+    """What makes a backend's outputs its own: its model's name and chat template, plus,
+    for a local file, its path, size and modification time (hashing gigabytes per run
+    would cost more than the map it saves). Part of every cache key: it must not change."""
     info = backend.info()
     details = info.details or {}
     parts = [info.model, str(details.get("chat_template", ""))]

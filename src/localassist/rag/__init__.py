@@ -16,7 +16,13 @@ from localassist.rag.answer import (
     sources_json,
     user_prompt,
 )
-from localassist.rag.embedder import Embedder, LlamaEmbedder, load_llama_embedder, model_identity, prefixes_for
+from localassist.rag.embedder import (
+    Embedder,
+    LlamaEmbedder,
+    embedding_model_id,
+    load_llama_embedder,
+    prefixes_for,
+)
 from localassist.rag.errors import (
     DiskFullError,
     EmbedderError,
@@ -70,9 +76,9 @@ __all__ = [
     "cite_label",
     "context_blocks",
     "create_index",
+    "embedding_model_id",
     "list_indexes",
     "load_llama_embedder",
-    "model_identity",
     "open_index",
     "prefixes_for",
     "remove_index",

@@ -60,20 +60,28 @@ def prefixes_for(model_name: str) -> tuple[str, str]:
     return "", ""
 
 
-def model_identity(path: str | os.PathLike[str], name: str | None = None, sha256: str | None = None) -> str:
-    """``name@sha256:size`` for a GGUF file. Give ``sha256`` where it is known (the model
-    cache has it): hashing a large file takes a while."""
-    from localassist.files import open_regular
-
+def embedding_model_id(
+    path: str | os.PathLike[str], name: str | None = None, sha256: str | None = None, *, hash_unknown: bool = True
+) -> str:
+    """The ``model_id`` an index records for its embedding model (a changed id means
+    every vector is made again): ``name@sha256:size``. Give ``sha256`` where it is known
+    (the model cache has it): hashing a large file takes a while. ``hash_unknown=False``:
+    an unknown sha256 is not computed, the file's modification time stands in for it
+    (``name@size:mtime_ns``; what the CLI's indexes record for a file it cannot name by
+    its hash). The strings are stored in indexes: they must never change."""
     file = Path(path)
-    size = file.stat().st_size
+    stat = file.stat()
+    if sha256 is None and not hash_unknown:
+        return f"{name or file.stem}@{stat.st_size}:{stat.st_mtime_ns}"
     if sha256 is None:
+        from localassist.files import open_regular
+
         digest = hashlib.sha256()
         with open_regular(file) as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
         sha256 = digest.hexdigest()
-    return f"{name or file.stem}@{sha256}:{size}"
+    return f"{name or file.stem}@{sha256}:{stat.st_size}"
 
 
 class _PrefixedEmbedder:
@@ -233,7 +241,7 @@ def load_llama_embedder(
     query, document = prefixes_for(label + " " + Path(path).name)
     return LlamaEmbedder(
         llm,
-        model_identity(path, label, sha256),
+        embedding_model_id(path, label, sha256),
         query_prefix=query if query_prefix is None else query_prefix,
         document_prefix=document if document_prefix is None else document_prefix,
     )
