@@ -26,7 +26,8 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ.setdefault("LOCALASSIST_HOME", tempfile.mkdtemp(prefix="la-bench-"))
-    from localassist.assistant import Assistant, open_backend
+    from localassist.assistant import Assistant
+    from localassist.backends import open_backend
     from localassist.engine.types import SamplingParams
     from localassist.settings import load_settings
 

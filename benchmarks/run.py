@@ -45,7 +45,7 @@ def machine() -> str:
 
 
 def load(model: str, threads: int, ctx: int = 4096, flash_attn: bool | None = None):
-    from localassist.assistant import open_backend
+    from localassist.backends import open_backend
     from localassist.settings import load_settings
 
     return open_backend(load_settings({"threads": threads, "ctx": ctx, "flash_attn": flash_attn}), model)

@@ -18,7 +18,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from localassist.assistant import Assistant, for_settings, open_backend
+from localassist.assistant import Assistant, for_settings
+from localassist.backends import open_backend
 from localassist.engine.types import Backend, ChatRequest, Done, Message, ResponseFormat, SamplingParams
 from localassist.errors import UsageError
 from localassist.settings import SPECS, Settings, load_settings, parse_value

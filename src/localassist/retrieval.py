@@ -17,46 +17,38 @@ from localassist.errors import ModelNotAvailableError
 EMBED_CTX = 512  # enough for a chunk and a query; a chat model's 8k context would cost memory for nothing
 
 
-def model_identity(resolved: Any) -> str:
-    """``name@sha256:size`` when the file's sha256 is known without reading it (the HF
-    cache names blobs by it; bundled models carry theirs), else ``name@size:mtime``."""
-    path = Path(resolved.path)
-    blob = path.resolve()
-    stat = blob.stat()
-    if resolved.source == "hf-cache" and len(blob.name) == 64:
-        return f"{resolved.name}@{blob.name}:{stat.st_size}"
-    if resolved.source == "starter":
-        from localassist.models import bundled
-
-        return f"{resolved.name}@{bundled.expected_sha256_of(path)}:{stat.st_size}"
-    return f"{resolved.name}@{stat.st_size}:{stat.st_mtime_ns}"
-
-
 def load_embedder(settings: Any, spec: str, *, loading: Callable[[str], Any] | None = None) -> Any:
     """The embedding model ``spec`` (a catalog name, a path, owner/repo...) as a RAG embedder."""
-    from contextlib import nullcontext
+    from dataclasses import replace
 
-    from localassist.engine.local import LoadOptions, LocalBackend
+    from localassist.backends import open_backend
     from localassist.models.catalog import lookup
     from localassist.models.resolve import resolve_model
-    from localassist.rag.embedder import BackendEmbedder, prefixes_for
+    from localassist.rag.embedder import BackendEmbedder, embedding_model_id, prefixes_for
 
     try:
         resolved = resolve_model(spec, settings)
     except ModelNotAvailableError as exc:
         raise ModelNotAvailableError(f"the index's embedding model is missing: {exc}") from None
-    options = LoadOptions(
-        ctx=settings.ctx or EMBED_CTX,
-        threads=settings.threads,
-        embedding=True,
-        gpu_layers=settings.gpu_layers,
-        repack=settings.repack,
-    )
-    with (loading or (lambda _name: nullcontext()))(resolved.name):
-        backend = LocalBackend(resolved.path, resolved.name, options)
+    embed_settings = replace(settings, ctx=settings.ctx or EMBED_CTX)  # a ctx the user set, else EMBED_CTX
+    backend = open_backend(embed_settings, resolved, role="embedding", loading=loading)
     entry = lookup(spec)
     query, document = prefixes_for(f"{resolved.name} {entry.repo if entry else ''} {Path(resolved.path).name}")
-    return BackendEmbedder(backend, model_identity(resolved), source=spec, query_prefix=query, document_prefix=document)
+    model_id = embedding_model_id(resolved.path, resolved.name, known_sha256(resolved), hash_unknown=False)
+    return BackendEmbedder(backend, model_id, source=spec, query_prefix=query, document_prefix=document)
+
+
+def known_sha256(resolved: Any) -> str | None:
+    """A model file's sha256 where it is known without reading the file: the HF cache
+    names its blobs by it, a bundled model carries its own; else None."""
+    blob = Path(resolved.path).resolve()
+    if resolved.source == "hf-cache" and len(blob.name) == 64:
+        return blob.name
+    if resolved.source == "starter":
+        from localassist.models import bundled
+
+        return bundled.expected_sha256_of(Path(resolved.path))
+    return None
 
 
 def index_embedder(settings: Any, info: Any, *, loading: Callable[[str], Any] | None = None) -> Any:

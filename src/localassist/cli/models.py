@@ -70,15 +70,14 @@ def models(
 
 def _remote(name: str, as_json: bool) -> None:
     """Ask one server, the one named, what it offers."""
+    from localassist.backends import connect_remote
     from localassist.cli.console import warn
-    from localassist.engine.remote import RemoteBackend
     from localassist.models.remotes import named_remote
     from localassist.settings import load_settings
 
-    target = named_remote(name, load_settings())
-    backend = RemoteBackend(
-        target.url, None, name=target.name, key_env=target.key_env, kind=target.kind, notify=warn, choose_model=False
-    )
+    settings = load_settings()
+    target = named_remote(name, settings)
+    backend = connect_remote(target, settings, notify=warn, choose_model=False)
     try:
         offered = backend.list_models()
     finally:

@@ -33,7 +33,7 @@ def load_model(settings: Any, spec: str | None = None, verbose: bool = False, sn
     """Resolve and load a model: a spinner on a terminal, the backend report with -v."""
     from contextlib import nullcontext
 
-    from localassist.assistant import open_backend
+    from localassist.backends import open_backend
 
     loading = spinner if not verbose else (lambda _name: nullcontext())
     backend = open_backend(settings, spec, verbose=verbose, loading=loading, snapshots=snapshots, notify=warn)

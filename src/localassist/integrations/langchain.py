@@ -74,42 +74,19 @@ def shared_backend(
     if unknown:
         raise UsageError(f"unknown load option {', '.join(unknown)}; options: {', '.join(LOAD_OPTIONS)}")
     settings = load_settings({**flags, "model": model, "base_url": base_url, "api_key_env": api_key_env})
-    from localassist.models.remotes import remote_target
+    from localassist.backends import plan_backend
 
-    target = remote_target(model if model else (None if base_url else settings.model), settings)
-    if target is not None:
+    plan = plan_backend(settings, model, role="embedding" if embedding else "chat")
+    if plan.remote is not None:
+        target = plan.remote
         key: tuple = ("remote", target.url, target.model, target.key_env, settings.ctx)
-        opener = _remote_opener(settings, target)
     else:
-        from localassist.engine.local import LoadOptions
-        from localassist.models.resolve import resolve_model
-
-        resolved = resolve_model(model, settings)
-        options = LoadOptions.from_settings(settings, embedding=embedding)
-        key = ("local", str(resolved.path), options)
-        opener = _local_opener(resolved, options)
+        assert plan.local is not None
+        key = ("local", str(plan.local.path), plan.options)
     with _SHARED_LOCK:
         if key not in _SHARED:
-            _SHARED[key] = opener()
+            _SHARED[key] = plan.open()
         return _SHARED[key]
-
-
-def _remote_opener(settings: Any, target: Any):
-    def open_remote() -> Backend:
-        from localassist.assistant import connect_remote
-
-        return connect_remote(target, settings)
-
-    return open_remote
-
-
-def _local_opener(resolved: Any, options: Any):
-    def open_local() -> Backend:
-        from localassist.engine.local import LocalBackend
-
-        return LocalBackend(resolved.path, resolved.name, options)
-
-    return open_local
 
 
 def _still_shared(backend: Backend) -> bool:

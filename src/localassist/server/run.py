@@ -119,22 +119,18 @@ def plan_models(settings: Any, options: ServeOptions) -> list[tuple[Any, str]]:
 
 def loader(settings: Any, plan: list[tuple[Any, str]], verbose: bool) -> Callable[[], list[tuple[str, Any, str]]]:
     def load() -> list[tuple[str, Any, str]]:
-        from localassist.engine.local import LoadOptions, LocalBackend
-        from localassist.models.last_used import record_use
+        from localassist.backends import Role, open_backend
 
         out = []
         for resolved, kind in plan:
-            options = LoadOptions.from_settings(settings, verbose=verbose, embedding=kind == "embedding")
-            if kind == "chat" and settings.serve_parallel > 1:  # continuous batching: N answers in one context
-                from localassist.engine.batched import BatchedBackend
-
-                backend = BatchedBackend(resolved.path, resolved.name, options, parallel=settings.serve_parallel)
-            else:
-                backend = LocalBackend(resolved.path, resolved.name, options)
+            role: Role = "embedding"
+            if kind == "chat":  # --parallel N: continuous batching, N answers share one context
+                role = "batched" if settings.serve_parallel > 1 else "chat"
+            backend = open_backend(settings, resolved, role=role, verbose=verbose)
             if kind == "chat":  # the grammar engine's view of the vocabulary, before the first schema asks
-                (backend.host if hasattr(backend, "host") else backend).prepare_guidance()
+                host: Any = getattr(backend, "host", backend)  # a batched backend's model is its host
+                host.prepare_guidance()
             out.append((resolved.name, backend, kind))
-            record_use(settings.paths.data_dir, resolved.path)
         return out
 
     return load
