@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from localassist.attachments import attach_to_question
 from localassist.documents import load, load_bytes
 from localassist.documents.model import Locator
-from localassist.documents.questions import BM25, Attached, Source, attach, attach_to_question
+from localassist.documents.questions import BM25, Attached, Source, attach
 
 FIXTURES = Path(__file__).parent / "fixtures" / "documents"
 sys.path.insert(0, str(FIXTURES))

@@ -188,7 +188,7 @@ def test_budgets_never_overflow_at_any_context(loaded, monkeypatch):
     every strategy and ``ask -f``, contexts from tiny to 700: each request fits, or the
     work is refused up front with the numbers, before any model call."""
     from localassist.assistant import Assistant
-    from localassist.documents.questions import attach_to_question
+    from localassist.attachments import attach_to_question
 
     pieces = ["東京の天気", "🙂👩‍💻", "x1234567", "naïve café", "Ωμέγα", "tokenizer", "\n\n", "(a)"]
     text = "".join(pieces[(i * 5) % len(pieces)] + ("" if i % 3 else " ") for i in range(400))

@@ -17,10 +17,11 @@ import pytest
 from conftest import run_cli
 from fakeremote import FakeRemote, Reply, chunk, models, ndjson, ollama, sse, usage_chunk
 from localassist.assistant import Assistant
+from localassist.attachments import pin
 from localassist.conversation.log_store import Attachment
 from localassist.conversation.memory import Conversation, MemoryPolicy, fit
 from localassist.documents import load
-from localassist.documents.questions import document_block, document_text, pin
+from localassist.documents.questions import document_block, document_text
 from localassist.engine.remote import RemoteBackend
 from localassist.engine.token_estimate import estimate_messages, estimate_tokens
 from localassist.engine.types import Message, SamplingParams

@@ -2,7 +2,8 @@
 documents and the server share — prompt templates and few-shot examples, a schema or
 grammar for the answer, the conversation and its memory policy, the context budget,
 and the log. Front ends build the input, render the events, and map errors; nothing
-here reads or writes the terminal.
+here reads or writes the terminal. (The one-shot ``ask`` pipeline is pipeline.py;
+opening the model, backends.py.)
 
     assistant = Assistant(backend, SamplingParams(temperature=0))
     turn = assistant.send("Hello")
@@ -14,9 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -459,190 +459,6 @@ class Assistant:
         return markdown(f"Chat with {self.backend.model_name}", [], blocks)
 
 
-# --- one-shot questions (`ask`, the Python API)
-
-
-@dataclass(frozen=True)
-class Question:
-    """What `ask` was given, before any model work: the instruction (arguments), the
-    piped input, a prompt template and its parameters, a schema or grammar for the
-    answer, plain completion, and the conversation to continue ("" = the latest)."""
-
-    instruction: str = ""
-    piped: str | None = None
-    template: str | None = None
-    params: dict[str, str] = field(default_factory=dict)
-    json_schema: str | None = None  # a path or inline JSON
-    grammar_file: str | None = None
-    raw: bool = False
-    conversation: str | None = None
-    files: tuple[str, ...] = ()  # documents to ask about (`ask -f`); "-" is the piped stdin
-    piped_data: bytes | None = None  # stdin's bytes, undecoded, when "-" is one of the files (a PDF too)
-    docs: str | None = None  # a folder index to answer from (`ask --docs NAME`)
-    top_k: int = 5
-    sync_docs: bool = False
-
-
-@dataclass
-class Prepared:
-    """A question resolved against the settings: the message to send, what goes before
-    it, and the settings with the template's options and the conversation's model."""
-
-    settings: Any
-    user_text: str
-    shots: list[Message]
-    schema: dict[str, Any] | None
-    grammar: str | None
-    history: Any  # StoredConversation | None
-    raw: bool
-    retrieved: Any = None  # retrieval.Retrieved for --docs
-    documents: list[Any] = field(default_factory=list)  # loaded -f files
-    attached: Any = None  # documents.questions.Attached, once `start` has fitted them
-
-
-def prepare(settings: Any, question: Question, *, loading: Callable[[str], Any] | None = None) -> Prepared:
-    """Everything that can fail before the chat model is loaded fails here (``--docs``
-    retrieves here too: ``loading`` wraps the embedding model's load)."""
-    from localassist.conversation.prompt import build_user_text
-
-    documents, question = _documents(question)
-    if question.docs is not None:
-        return _prepare_docs(settings, question, loading)
-
-    shots: list[Message] = []
-    schema = None
-    if question.template:
-        from localassist.conversation.prompt_templates import load_template
-
-        tpl = load_template(question.template, settings.paths.config_dir)
-        settings = tpl.apply_options(settings)
-        piped = question.piped if question.piped and question.piped.strip() else None
-        system, shots, user_text = tpl.render(piped or question.instruction, question.params)
-        if piped and question.instruction:
-            user_text = f"{user_text}\n\n{question.instruction}"
-        if system and settings.sources.get("system") != "flag":
-            settings = replace(settings, system=system)
-        schema = tpl.schema
-    else:
-        if question.params:
-            raise UsageError("-p/--param goes with -t/--template")
-        user_text = build_user_text(question.instruction, question.piped, settings.input_template)
-    if question.json_schema and question.grammar_file:
-        raise UsageError("--json-schema and --grammar cannot be combined")
-    grammar = None
-    if question.json_schema:
-        from localassist.engine.structured import load_schema
-
-        schema = load_schema(question.json_schema)
-    if schema is None and question.grammar_file:
-        from localassist.engine.structured import load_grammar
-
-        grammar = load_grammar(question.grammar_file)
-    history = None
-    if question.conversation is not None:
-        if question.raw:
-            raise UsageError("--raw is a plain completion with no conversation: it cannot be combined with -c/--cid")
-        from localassist.conversation.exchange_log import load_conversation
-
-        history = load_conversation(settings.paths.data_dir, question.conversation or None)
-        if settings.sources.get("system") != "flag" and history.system:
-            settings = replace(settings, system=history.system)
-        if settings.sources.get("model") == "default":
-            settings = replace(settings, model=_still_available(history.model, settings))
-    return Prepared(settings, user_text, shots, schema, grammar, history, question.raw, documents=documents)
-
-
-def _documents(question: Question) -> tuple[list[Any], Question]:
-    """Load the -f files (``-``: the piped stdin, which is then not the input too)."""
-    if not question.files:
-        return [], question
-    from localassist.documents import STDIN, load, load_bytes
-
-    if question.raw:
-        raise UsageError("-f/--file needs a chat answer: it cannot be combined with --raw")
-    if getattr(question, "docs", None) is not None:
-        raise UsageError("-f/--file and --docs cannot be combined: ask about files, or about an index")
-    if question.files.count(STDIN) > 1:
-        raise UsageError("-f - (stdin) can be given only once")
-    documents = []
-    for path in question.files:
-        if path == STDIN:
-            data = question.piped_data if question.piped_data is not None else question.piped
-            if data is None:
-                raise UsageError("-f - reads a document from stdin, but nothing was piped")
-            documents.append(load_bytes(data.encode("utf-8") if isinstance(data, str) else data, STDIN))
-        else:
-            documents.append(load(path))
-    return documents, (replace(question, piped=None, piped_data=None) if STDIN in question.files else question)
-
-
-def _prepare_docs(settings: Any, question: Question, loading: Callable[[str], Any] | None) -> Prepared:
-    from localassist.conversation.prompt import build_user_text
-    from localassist.retrieval import retrieve
-
-    clash = [
-        flag
-        for flag, given in (
-            ("--raw", question.raw),
-            ("-t/--template", question.template),
-            ("--json-schema", question.json_schema),
-            ("--grammar", question.grammar_file),
-            ("-c/--cid", question.conversation is not None),
-        )
-        if given
-    ]
-    if clash:
-        raise UsageError(f"--docs answers from an index; it cannot be combined with {', '.join(clash)}")
-    text = build_user_text(question.instruction, question.piped, settings.input_template)
-    found = retrieve(
-        settings,
-        question.docs,
-        text,
-        k=question.top_k,
-        sync=question.sync_docs,
-        system=settings.system,
-        loading=loading,
-    )
-    settings = replace(settings, system=found.messages[0].content)
-    return Prepared(settings, found.messages[1].content, [], None, None, None, False, found)
-
-
-def _still_available(model: str, settings: Any) -> str | None:
-    """The conversation's model if it can still be resolved here, else the default."""
-    from localassist.errors import LocalAssistError
-    from localassist.models.resolve import resolve_model
-
-    try:
-        resolve_model(model, settings)
-    except LocalAssistError:
-        return None
-    return model
-
-
-def start(assistant: Assistant, prepared: Prepared) -> tuple[Turn, list[str]]:
-    """Begin answering a prepared question; returns the turn and the memory notices."""
-    if prepared.raw:
-        return assistant.complete(prepared.user_text, grammar=prepared.grammar), []
-    history = prepared.history.messages() if prepared.history else []
-    notices: list[str | None] = []
-    if prepared.history:  # the conversation's documents first, as they were
-        notices += assistant.restore_attachments(prepared.history.attachments)
-    notices.append(assistant.restore(prepared.shots + history))  # few-shot examples, then the conversation
-    if prepared.history and prepared.settings.sources.get("system") == "flag" and assistant.log is not None:
-        assistant.log.system(prepared.settings.system)  # -s on a continued conversation: its new system prompt
-    response_format = ResponseFormat("json_schema", prepared.schema) if prepared.schema is not None else None
-    text = prepared.user_text
-    if prepared.documents:  # whole if they fit, else the excerpts that match the question best
-        from localassist.documents.questions import attach_to_question
-
-        prepared.attached = attach_to_question(assistant, prepared.documents, text)
-        text = prepared.attached.text
-        notices.append(prepared.attached.notice)
-    turn = assistant.send(text, response_format=response_format, grammar=prepared.grammar)
-    notices.append(turn.notice)
-    return turn, [n for n in notices if n]
-
-
 def for_settings(backend: Backend, settings: Any, **kwargs: Any) -> Assistant:
     """An assistant with the settings' sampling, system prompt and memory policy; the
     flags the user gave are explicit (a template does not override them)."""
@@ -655,52 +471,3 @@ def for_settings(backend: Backend, settings: Any, **kwargs: Any) -> Assistant:
         explicit=explicit,
         **kwargs,
     )
-
-
-def connect_remote(target: Any, settings: Any, *, notify: Callable[[str], None] | None = None) -> Backend:
-    """A backend on a remote engine (a ``RemoteTarget``); the context size is passed only
-    when the user set one, else the server's own is asked for."""
-    from localassist.engine.remote import RemoteBackend
-
-    return RemoteBackend(
-        target.url,
-        target.model,
-        name=target.name,
-        key_env=target.key_env,
-        kind=target.kind,
-        ctx=settings.ctx if settings.sources.get("ctx") not in (None, "default") else None,
-        notify=notify,
-    )
-
-
-def open_backend(
-    settings: Any,
-    spec: str | None = None,
-    *,
-    verbose: bool = False,
-    loading: Callable[[str], AbstractContextManager[Any]] = lambda _name: nullcontext(),
-    snapshots: bool = False,
-    notify: Callable[[str], None] | None = None,
-) -> Backend:
-    """Resolve ``spec`` (or the configured default) and load it; ``loading(name)`` wraps
-    the load (the CLI shows a spinner). ``snapshots``: save the conversation's KV state
-    after each answer and resume from it in a later process (chat, ``ask -c``). A remote
-    model (``NAME:MODEL``, ``--base-url``) is connected instead; ``notify`` gets its
-    one-line notices (retries, an unknown context, plain HTTP)."""
-    from localassist.engine.local import LoadOptions, LocalBackend
-    from localassist.models.last_used import record_use
-    from localassist.models.remotes import remote_target
-    from localassist.models.resolve import resolve_model
-
-    wanted = spec if spec is not None else settings.model
-    if getattr(settings, "base_url", None) and wanted == settings.model and settings.sources.get("model") != "flag":
-        wanted = None  # with --base-url only -m names the server's model, not a configured default
-    if (target := remote_target(wanted, settings)) is not None:
-        with loading(wanted or target.url):
-            return connect_remote(target, settings, notify=notify)
-    resolved = resolve_model(spec if spec is not None else settings.model, settings)
-    with loading(resolved.name):
-        options = LoadOptions.from_settings(settings, verbose=verbose, snapshots=snapshots)
-        backend = LocalBackend(resolved.path, resolved.name, options)
-    record_use(settings.paths.data_dir, resolved.path)
-    return backend

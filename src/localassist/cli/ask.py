@@ -69,7 +69,7 @@ def ask(
       localassist ask --tools calc,time "How many days until 2027-03-01, times 24?"
     """
     flags = options.setting_flags(locals())
-    from localassist import assistant as service
+    from localassist import pipeline
     from localassist.cli import session
     from localassist.conversation.prompt import decode_stdin
     from localassist.settings import load_settings
@@ -78,7 +78,7 @@ def ask(
         piped, piped_data = None, session.read_stdin(bytes)
     else:
         piped, piped_data = session.read_stdin(decode_stdin), None
-    question = service.Question(
+    question = pipeline.Question(
         instruction=" ".join(prompt or []),
         piped=piped,
         piped_data=piped_data,
@@ -93,7 +93,7 @@ def ask(
         top_k=top_k_docs,
         sync_docs=sync,
     )
-    prepared = service.prepare(load_settings(flags), question, loading=session.spinner)
+    prepared = pipeline.prepare(load_settings(flags), question, loading=session.spinner)
     if prepared.retrieved is not None:
         session.notices(prepared.retrieved.notices)
         if not prepared.retrieved.found:
@@ -114,7 +114,7 @@ def ask(
         raise UsageError("--tools cannot be combined with --raw, --json-schema, --grammar or a template's schema")
     helper = session.open_assistant(prepared.settings, verbose=verbose, log=not no_log, history=prepared.history)
     helper.agent = agent
-    turn, notices = service.start(helper, prepared)
+    turn, notices = pipeline.start(helper, prepared)
     session.notices(notices)
     done = session.show_answer(helper, turn, markdown=not plain, quiet=as_json or structured)
     if as_json:

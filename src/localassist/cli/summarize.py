@@ -282,8 +282,9 @@ def attach_file(assistant: Any, settings: Any, path: str) -> str:
     The summary's notes are cached only for a logged conversation (and marked as made for
     one, so ``logs rm`` can delete them): a chat kept out of the log (``--no-log``, ``logs
     off``) leaves no file holding what the document said."""
+    from localassist.attachments import pin
     from localassist.documents import load
-    from localassist.documents.questions import name, pin
+    from localassist.documents.questions import name
 
     document = load(path)
     for line in document.warnings:

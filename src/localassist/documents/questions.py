@@ -1,4 +1,5 @@
-"""Documents in a conversation: ``ask -f FILE`` and chat's ``/file``.
+"""Documents in a conversation: ``ask -f FILE`` and chat's ``/file`` (the assistant's
+side of both is attachments.py; this module knows documents, a budget and a tokenizer).
 
 If the documents fit, they go in whole, as plain text inside the user message (or the
 pinned context), delimited by ``<document>`` tags; the engine tokenizes message content
@@ -25,7 +26,6 @@ from typing import Any
 
 from localassist.documents.chunking import chunk_document
 from localassist.documents.model import STDIN, Chunk, Document, Locator
-from localassist.engine.types import Message, server_decides
 from localassist.errors import DocumentBudgetError
 
 MARGIN = 16  # tokens: text joins the prompt with a token or two of difference
@@ -220,86 +220,3 @@ def _best_parts(documents: Sequence[Document], question: str, count: Callable[[s
 def _names(documents: Sequence[Document]) -> str:
     names = [name(d.path) for d in documents]
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-
-
-# --- hooks for the assistant (ask -f) and the chat REPL (/file)
-
-
-def attach_to_question(assistant: Any, documents: Sequence[Document], question: str) -> Attached:
-    """``ask -f``: fit ``documents`` into the message that will ask ``question`` of
-    ``assistant`` (after its template, with its conversation, under its budget). On a
-    server that cannot count they go whole: the turn's memory notice says if the estimate
-    puts the prompt over the context, and the server decides."""
-
-    def room(text: str) -> int:
-        if assistant.template is not None:
-            _, _, text = assistant.template.render(text, assistant.template_params)
-        messages = assistant.conversation.messages([Message("user", text)])
-        return assistant.budget - assistant.backend.count(messages)
-
-    backend = assistant.backend
-    return attach(
-        documents,
-        question,
-        room,
-        lambda text: len(backend.tokenize(text)),
-        estimated=estimate_reason(backend),
-        server_decides=server_decides(backend),
-    )
-
-
-def estimate_reason(backend: Any) -> str | None:
-    """None where ``backend`` counts tokens exactly; else what the messages say of the estimate."""
-    if getattr(backend, "exact_tokens", True):
-        return None
-    if server_decides(backend):
-        return "estimated: the server cannot count them"
-    return "estimated: Ollama cannot count them, and would clip a prompt that does not fit"
-
-
-def pin(assistant: Any, document: Document, summarize: Callable[[Document, int], tuple[str, str]]) -> str | None:
-    """``/file``: pin ``document`` to the conversation's context (the system prompt, which
-    memory never drops; the log keeps it, so a resumed conversation has it again). If it
-    does not fit what is left, ``summarize(document, max_tokens)`` gives a summary that
-    does, and its coverage line; the returned notice says so. A quarter of the budget
-    stays free for the conversation. On a server that cannot count (Ollama excepted) the
-    document is pinned whole, whatever the estimate says: the notice then says it may not
-    fit, and the server decides."""
-    from localassist.conversation.log_store import Attachment
-
-    limit = assistant.attachment_limit
-    source = name(document.path)
-    estimated = estimate_reason(assistant.backend)
-
-    def try_pin(mode: str, block: str) -> bool:
-        return assistant.attach(Attachment(source, document.sha256, mode, block), limit=limit)
-
-    if server_decides(assistant.backend):
-        before = assistant.used_tokens
-        assistant.attach(Attachment(source, document.sha256, "whole", document_block(source, document_text(document))))
-        if assistant.used_tokens <= limit:
-            return None
-        return (
-            f"attached {source} whole: about {assistant.used_tokens - before:,} tokens ({estimated}), more than "
-            f"the {max(0, limit - before):,} the context seems to have left; the server decides"
-        )
-    if try_pin("whole", document_block(source, document_text(document))):
-        return None
-    tokens = len(assistant.backend.tokenize(document_text(document)))
-    left = (
-        limit
-        - assistant.used_tokens
-        - len(assistant.backend.tokenize(document_block(source + " (summary)", "")))
-        - MARGIN
-    )
-    if left < MIN_EXCERPT:
-        raise DocumentBudgetError(f"no room left to attach {source}: /clear the conversation, or raise --ctx")
-    summary, coverage = summarize(document, left)
-    if not try_pin("summary", document_block(f"{source} (summary)", summary)):
-        raise DocumentBudgetError(f"even a summary of {source} does not fit what is left of the context")
-    if estimated:
-        return (
-            f"{source} is about {tokens:,} tokens ({estimated}), more than the {left:,} left: attached a summary "
-            f"of it ({coverage})"
-        )
-    return f"{source} is {tokens:,} tokens, more than the {left:,} left: attached a summary of it ({coverage})"
