@@ -3,6 +3,7 @@
 - docs/reference/cli.md: every command, argument and option, walked from the Typer app
 - the settings table in docs/configuration.md, from ``settings.SPECS``
 - the model catalog's table in docs/install.md, from models/catalog.toml
+- chat's slash commands in docs/chat.md, from the REPL's ``COMMANDS`` table
 - the exit-code table in docs/exit-codes.md, from ``errors.ExitCode`` and the error
   classes under src/ that carry each code
 
@@ -62,7 +63,7 @@ WHEN: dict[int, str] = {
     "checked after generation (see [Structured output](structured-output.md)), or a remote engine that did not "
     "enforce the schema",
     130: "Ctrl-C (at a yes/no question, Ctrl-D too: nothing is done)",
-    141: "the reader of stdout went away (`\\| head`)",
+    141: "the reader of stdout went away (a pipe into `head`)",
 }
 
 # exit_code_for's other branches: what is not a LocalAssistError
@@ -91,8 +92,10 @@ def escape(text: str) -> str:
 
 
 def code(text: str) -> str:
-    """A code span; the text's own pipes escaped, as a table cell needs them."""
-    text = text.replace("|", "\\|")
+    """A code span, safe in a table cell: a pipe splits it into spans around an escaped
+    pipe (inside a span GitHub would split the cell there and MkDocs would show the backslash)."""
+    if "|" in text:
+        return " \\| ".join(code(part.strip()) for part in text.split("|"))
     return f"`` {text} ``" if "`" in text else f"`{text}`"
 
 
@@ -246,6 +249,20 @@ def settings_table() -> str:
     return "| key | environment variable | default | values | meaning |\n|---|---|---|---|---|\n" + "\n".join(rows)
 
 
+# --- chat's slash commands
+
+
+def chat_commands_table() -> str:
+    from localassist.cli.repl import COMMANDS
+
+    rows = []
+    for command in COMMANDS:
+        usage = f"{command.name} {command.args}".strip()
+        also = f" (also {', '.join(code(a) for a in command.aliases)})" if command.aliases else ""
+        rows.append(f"| {code(usage)} | {escape(command.about)}{also} |")
+    return "| command | what it does |\n|---|---|\n" + "\n".join(rows)
+
+
 # --- the model catalog
 
 
@@ -349,6 +366,7 @@ def generated() -> dict[Path, str]:
     for page, name, body in (
         (DOCS / "configuration.md", "settings", settings_table()),
         (DOCS / "install.md", "catalog", catalog_table()),
+        (DOCS / "chat.md", "commands", chat_commands_table()),
         (DOCS / "exit-codes.md", "exit-codes", exit_code_table()),
         (ROOT / "README.md", "exit-summary", exit_code_summary()),
     ):
