@@ -171,7 +171,7 @@ class TestLocalAssistEmbeddingsIntegration(EmbeddingParams, EmbeddingsIntegratio
 def docs_index(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> None:
     """The test corpus indexed once, BM25 only: the suite checks the retriever's interface,
     and embedding the corpus with the starter takes 40 s or more here (docs/python.md's
-    LangChain example runs on a hybrid index in tests/test_readme_examples.py)."""
+    LangChain example runs on a hybrid index in tests/test_api_examples.py)."""
     from localassist.rag import create_index
 
     root = tmp_path_factory.mktemp("standard-retriever")

@@ -12,7 +12,7 @@ never let the grammar write an invalid instance. Valid instances must pass ``val
 whether the grammar can write them (it is stricter: property order, number forms) is
 counted, not asserted.
 
-``LOCALASSIST_ORACLE_COUNTS=path.json pytest tests/test_json_schema_oracle.py`` writes the
+``LOCALASSIST_ORACLE_COUNTS=path.json pytest tests/test_structured_json_schema_oracle.py`` writes the
 counts as JSON (docs/structured-output.md quotes them); ``-s`` shows the summary line."""
 
 from __future__ import annotations

@@ -125,7 +125,7 @@ def model(starter_model):
 
 
 def test_python_api_ask_stream_and_chat_agree(model):
-    """What the documented example (docs/python.md) relies on (tests/test_readme_examples.py runs it as printed);
+    """What the documented example (docs/python.md) relies on (tests/test_api_examples.py runs it as printed);
     nothing here depends on the text the model writes."""
     answer = model.ask("The capital of France is", max_tokens=8, temperature=0)
     assert answer.text and answer.completion_tokens <= 8
