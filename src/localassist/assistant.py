@@ -25,7 +25,7 @@ from localassist.conversation.log_store import Attachment
 from localassist.conversation.memory import Conversation, FitReport, MemoryPolicy, fit
 from localassist.engine.types import Backend, ChatRequest, ChatStream, Done, Message, ResponseFormat, SamplingParams
 from localassist.errors import UsageError
-from localassist.settings import parse_value
+from localassist.settings import Settings, parse_value
 
 SETTABLE = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "max_tokens", "seed", "system", "memory")
 SUMMARY_INSTRUCTION = (
@@ -459,7 +459,7 @@ class Assistant:
         return markdown(f"Chat with {self.backend.model_name}", [], blocks)
 
 
-def for_settings(backend: Backend, settings: Any, **kwargs: Any) -> Assistant:
+def for_settings(backend: Backend, settings: Settings, **kwargs: Any) -> Assistant:
     """An assistant with the settings' sampling, system prompt and memory policy; the
     flags the user gave are explicit (a template does not override them)."""
     explicit = frozenset(k for k, source in settings.sources.items() if source == "flag")

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # imported lazily: `localassist --help` must not pay for the 
     from localassist.engine.types import Backend
     from localassist.models.remotes import RemoteTarget
     from localassist.models.resolve import ResolvedModel
+    from localassist.settings import Settings
 
 Role = Literal["chat", "embedding", "batched"]  # batched: chat with continuous batching (serve --parallel N)
 Loading = Callable[[str], AbstractContextManager[Any]]
@@ -38,7 +39,7 @@ class BackendPlan:
     """A model resolved, not loaded yet: a local file with its load options, or a model
     on a server. ``label`` is what ``loading`` is given (the model's name, or the URL)."""
 
-    settings: Any
+    settings: Settings
     role: Role
     label: str
     local: ResolvedModel | None = None
@@ -71,7 +72,7 @@ class BackendPlan:
 
 
 def plan_backend(
-    settings: Any,
+    settings: Settings,
     spec: str | ResolvedModel | None = None,
     *,
     role: Role = "chat",
@@ -103,7 +104,7 @@ def plan_backend(
 
 
 def open_backend(
-    settings: Any,
+    settings: Settings,
     spec: str | ResolvedModel | None = None,
     *,
     role: Role = "chat",
@@ -119,7 +120,7 @@ def open_backend(
 
 def connect_remote(
     target: RemoteTarget,
-    settings: Any,
+    settings: Settings,
     *,
     notify: Callable[[str], None] | None = None,
     choose_model: bool = True,

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from localassist.documents.model import Document
     from localassist.documents.questions import Attached
     from localassist.retrieval import Retrieved
+    from localassist.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class Prepared:
     """A question resolved against the settings: the message to send, what goes before
     it, and the settings with the template's options and the conversation's model."""
 
-    settings: Any
+    settings: Settings
     user_text: str
     shots: list[Message]
     schema: dict[str, Any] | None
@@ -63,7 +64,7 @@ class Prepared:
     attached: Attached | None = None  # the -f files as fitted into the message, once `start` has done it
 
 
-def prepare(settings: Any, question: Question, *, loading: Callable[[str], Any] | None = None) -> Prepared:
+def prepare(settings: Settings, question: Question, *, loading: Callable[[str], Any] | None = None) -> Prepared:
     """Everything that can fail before the chat model is loaded fails here (``--docs``
     retrieves here too: ``loading`` wraps the embedding model's load)."""
     from localassist.conversation.prompt import build_user_text
@@ -139,7 +140,7 @@ def _documents(question: Question) -> tuple[list[Document], Question]:
     return documents, (replace(question, piped=None, piped_data=None) if STDIN in question.files else question)
 
 
-def _prepare_docs(settings: Any, question: Question, index: str, loading: Callable[[str], Any] | None) -> Prepared:
+def _prepare_docs(settings: Settings, question: Question, index: str, loading: Callable[[str], Any] | None) -> Prepared:
     from localassist.conversation.prompt import build_user_text
     from localassist.retrieval import retrieve
 
@@ -170,7 +171,7 @@ def _prepare_docs(settings: Any, question: Question, index: str, loading: Callab
     return Prepared(settings, found.messages[1].content, [], None, None, None, False, found)
 
 
-def _still_available(model: str, settings: Any) -> str | None:
+def _still_available(model: str, settings: Settings) -> str | None:
     """The conversation's model if it can still be resolved here, else the default."""
     from localassist.errors import LocalAssistError
     from localassist.models.resolve import resolve_model

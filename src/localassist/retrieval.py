@@ -9,15 +9,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from localassist.engine.types import Message
 from localassist.errors import ModelNotAvailableError
 
+if TYPE_CHECKING:
+    from localassist.settings import Settings
+
 EMBED_CTX = 512  # enough for a chunk and a query; a chat model's 8k context would cost memory for nothing
 
 
-def load_embedder(settings: Any, spec: str, *, loading: Callable[[str], Any] | None = None) -> Any:
+def load_embedder(settings: Settings, spec: str, *, loading: Callable[[str], Any] | None = None) -> Any:
     """The embedding model ``spec`` (a catalog name, a path, owner/repo...) as a RAG embedder."""
     from dataclasses import replace
 
@@ -51,7 +54,7 @@ def known_sha256(resolved: Any) -> str | None:
     return None
 
 
-def index_embedder(settings: Any, info: Any, *, loading: Callable[[str], Any] | None = None) -> Any:
+def index_embedder(settings: Settings, info: Any, *, loading: Callable[[str], Any] | None = None) -> Any:
     """The embedder an index was built with (None for a BM25-only index)."""
     if info.model_id is None:
         return None
@@ -73,7 +76,7 @@ class Retrieved:
 class DocsSearch:
     """Questions over one index, its embedding model loaded once (chat asks every turn)."""
 
-    def __init__(self, settings: Any, index_name: str, *, loading: Callable[[str], Any] | None = None) -> None:
+    def __init__(self, settings: Settings, index_name: str, *, loading: Callable[[str], Any] | None = None) -> None:
         from localassist.rag import open_index
 
         self.settings = settings
@@ -121,7 +124,7 @@ class DocsSearch:
 
 
 def retrieve(
-    settings: Any,
+    settings: Settings,
     index_name: str,
     question: str,
     *,

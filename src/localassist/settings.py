@@ -428,8 +428,8 @@ def load_settings(flags: Mapping[str, Any] | None = None) -> Settings:
             continue
         values[name] = parse_value(name, raw, "flag")
         sources[name] = "flag"
-    remote_flags = remote_flag_values(flags or {})
-    return Settings(**values, paths=paths, sources=sources, remotes=remotes, **remote_flags)
+    values.update(remote_flag_values(flags or {}))
+    return Settings(**values, paths=paths, sources=sources, remotes=remotes)
 
 
 def _write_config(path: Path, data: dict[str, Any]) -> None:

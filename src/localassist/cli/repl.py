@@ -14,6 +14,7 @@ from localassist.errors import LocalAssistError
 if TYPE_CHECKING:
     from localassist.assistant import Assistant, Turn
     from localassist.engine.types import Done
+    from localassist.settings import Settings
 
 MEMORY_CHOICES = ("buffer", "window:4", "window:8", "summary")
 
@@ -41,7 +42,7 @@ class Repl:
     def __init__(
         self,
         session: Assistant,
-        settings: Any,
+        settings: Settings,
         markdown: bool,
         tty_in: Any = None,
         pt_input: Any = None,
@@ -382,7 +383,7 @@ class MissingArgument(Exception):
     """A command run without the argument it needs: the REPL shows the command's usage line."""
 
 
-def _complete_set(settings: Any, rest: str, event: Any) -> Iterator[Any]:
+def _complete_set(settings: Settings, rest: str, event: Any) -> Iterator[Any]:
     """/set: the parameter names, then for memory its policies."""
     from prompt_toolkit.completion import Completion
 
@@ -401,7 +402,7 @@ def _complete_set(settings: Any, rest: str, event: Any) -> Iterator[Any]:
             yield Completion(choice, start_position=-len(word))
 
 
-def _complete_model(settings: Any, rest: str, event: Any) -> Iterator[Any]:
+def _complete_model(settings: Settings, rest: str, event: Any) -> Iterator[Any]:
     from prompt_toolkit.completion import Completion
 
     for name in model_names(settings):
@@ -409,7 +410,7 @@ def _complete_model(settings: Any, rest: str, event: Any) -> Iterator[Any]:
             yield Completion(name, start_position=-len(rest))
 
 
-def _complete_path(settings: Any, rest: str, event: Any) -> Iterator[Any]:
+def _complete_path(settings: Settings, rest: str, event: Any) -> Iterator[Any]:
     from prompt_toolkit.completion import PathCompleter
     from prompt_toolkit.document import Document
 

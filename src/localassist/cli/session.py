@@ -15,6 +15,7 @@ from localassist.errors import ExitCode
 if TYPE_CHECKING:  # imported lazily: `localassist --help` must not pay for them
     from localassist.assistant import Assistant, Turn
     from localassist.engine.types import Backend, Done
+    from localassist.settings import Settings
 
 
 def read_stdin(decode: Callable[[bytes], str]) -> str | None:
@@ -29,7 +30,7 @@ def spinner(name: str):
     return err_console().status(f"Loading {name}...", spinner="dots") if stderr_is_terminal() else nullcontext()
 
 
-def load_model(settings: Any, spec: str | None = None, verbose: bool = False, snapshots: bool = False) -> Backend:
+def load_model(settings: Settings, spec: str | None = None, verbose: bool = False, snapshots: bool = False) -> Backend:
     """Resolve and load a model: a spinner on a terminal, the backend report with -v."""
     from contextlib import nullcontext
 
@@ -43,7 +44,7 @@ def load_model(settings: Any, spec: str | None = None, verbose: bool = False, sn
 
 
 def open_assistant(
-    settings: Any,
+    settings: Settings,
     *,
     verbose: bool = False,
     log: bool = True,

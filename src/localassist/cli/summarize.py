@@ -17,6 +17,7 @@ from localassist.errors import ExitCode, UsageError
 if TYPE_CHECKING:
     from localassist.documents import Document
     from localassist.documents.summarize import Progress
+    from localassist.settings import Settings
 
 Files = Annotated[list[str], typer.Argument(help="Files to summarize (.txt .md .pdf .csv .html .json); - is stdin.")]
 Points = Annotated[int, typer.Option("--points", help="Bullet points (or sentences) in the summary, 1-100.")]
@@ -171,7 +172,7 @@ def load_documents(files: list[str]) -> "list[Document]":
     return documents
 
 
-def open_cache(settings: Any, for_conversation: str | None = None) -> Any:
+def open_cache(settings: "Settings", for_conversation: str | None = None) -> Any:
     """The summary notes (None, with a warning, when they cannot be opened).
     ``for_conversation``: the sha256 of a document summarized for a conversation (chat's
     ``/file``), recorded so that ``logs rm`` deletes its notes with the conversation."""
@@ -275,7 +276,7 @@ class ProgressBar:
             self.running = False
 
 
-def attach_file(assistant: Any, settings: Any, path: str) -> str:
+def attach_file(assistant: Any, settings: "Settings", path: str) -> str:
     """Chat's ``/file PATH``: pin the document to the conversation, whole if it fits what
     is left of the context, else a summary of it that does; returns the line to show.
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from localassist.engine.chat_templates import ChatTemplate, TemplateRenderer, choose_template
 from localassist.engine.cpu import physical_cores, usable_cpus
@@ -43,6 +43,9 @@ from localassist.engine.types import (
 )
 from localassist.errors import BackendError, ContextOverflowError, ModelInvalidError, ToolsError, UsageError
 from localassist.models.gguf_file import GGUFInfo, read_gguf_cached
+
+if TYPE_CHECKING:
+    from localassist.settings import Settings
 
 DEFAULT_CTX_CAP = 8192
 _RUN_CACHE_SIZE = 4096
@@ -67,7 +70,7 @@ class LoadOptions:
 
     @classmethod
     def from_settings(
-        cls, settings: Any, verbose: bool = False, embedding: bool = False, snapshots: bool = False
+        cls, settings: Settings, verbose: bool = False, embedding: bool = False, snapshots: bool = False
     ) -> LoadOptions:
         return cls(
             ctx=settings.ctx,

@@ -15,7 +15,10 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from time import perf_counter
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from localassist.settings import Settings
 
 FINISH_REASONS = ("stop", "length", "tool_calls", "cancelled")
 ROLES = ("system", "user", "assistant", "tool")
@@ -71,7 +74,7 @@ class SamplingParams:
     natural_end: bool = False
 
     @classmethod
-    def from_settings(cls, settings: Any) -> SamplingParams:
+    def from_settings(cls, settings: Settings) -> SamplingParams:
         """From a ``Settings`` (duck-typed: the engine does not depend on settings)."""
         return cls(
             temperature=settings.temperature,

@@ -6,7 +6,10 @@ touches the network; a name resolves only to a server the user named.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from localassist.settings import Settings
 
 # built-in names for engines on this machine; `remote add` with the same name replaces one
 BUILTIN_REMOTES: dict[str, tuple[str, str | None]] = {
@@ -27,11 +30,11 @@ class RemoteTarget:
     kind: str | None = None
 
 
-def remote_target(spec: str | None, settings: Any, *, base_url: bool = True) -> RemoteTarget | None:
+def remote_target(spec: str | None, settings: Settings, *, base_url: bool = True) -> RemoteTarget | None:
     """The remote ``spec`` names, or None for a local model. With ``--base-url`` (unless
     ``base_url`` is False) every model is on that server, and ``spec`` is its model id."""
-    if base_url and getattr(settings, "base_url", None):
-        return RemoteTarget(None, settings.base_url, spec or None, settings.api_key_env)
+    if base_url and (url := getattr(settings, "base_url", None)):
+        return RemoteTarget(None, url, spec or None, settings.api_key_env)
     if not spec or spec.endswith(" (remote)"):  # a log's model column is not a name to send to
         return None
     from localassist.models.catalog import lookup
@@ -49,7 +52,7 @@ def remote_target(spec: str | None, settings: Any, *, base_url: bool = True) -> 
     return None
 
 
-def named_remote(name: str, settings: Any) -> RemoteTarget:
+def named_remote(name: str, settings: Settings) -> RemoteTarget:
     """A remote by its name or URL (``models --remote``)."""
     from localassist.errors import UsageError
 

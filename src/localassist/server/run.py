@@ -17,11 +17,16 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from localassist.errors import LocalAssistError, UsageError
 from localassist.files import read_regular_text
 from localassist.server.keys import ENV_KEYS, KeyStore, parse_key_lines
+
+if TYPE_CHECKING:
+    from localassist.engine.types import Backend
+    from localassist.models.resolve import ResolvedModel
+    from localassist.settings import Settings
 
 # Encoder architectures: a model of one of these given with -m is served for embeddings.
 EMBEDDING_ARCHITECTURES = {
@@ -92,19 +97,20 @@ def open_access(auth: str, host: str, active: bool, ever: bool) -> bool:
     return not active and (auth == "open" or (auth == "auto" and not ever))
 
 
-def plan_models(settings: Any, options: ServeOptions) -> list[tuple[Any, str]]:
+def plan_models(settings: Settings, options: ServeOptions) -> list[tuple[ResolvedModel, str]]:
     """Resolve every model (no loading): (ResolvedModel, kind). Names must be unique per kind."""
     from localassist.models.gguf_file import read_gguf
     from localassist.models.resolve import resolve_model
 
-    def resolve(spec: str | None) -> Any:
+    def resolve(spec: str | None) -> ResolvedModel:
         resolved = resolve_model(spec, settings)
         # a path is served under its file's stem: the id is typed by clients, and a path
         # would show them the server's file system
         return replace(resolved, name=resolved.path.stem) if resolved.source == "path" else resolved
 
-    plan: list[tuple[Any, str]] = []
-    for spec in options.models or [None]:
+    plan: list[tuple[ResolvedModel, str]] = []
+    chat_specs: list[str | None] = [*options.models] or [None]  # None: the configured default model
+    for spec in chat_specs:
         resolved = resolve(spec)
         kind = "embedding" if read_gguf(resolved.path).architecture in EMBEDDING_ARCHITECTURES else "chat"
         plan.append((resolved, kind))
@@ -117,8 +123,10 @@ def plan_models(settings: Any, options: ServeOptions) -> list[tuple[Any, str]]:
     return plan
 
 
-def loader(settings: Any, plan: list[tuple[Any, str]], verbose: bool) -> Callable[[], list[tuple[str, Any, str]]]:
-    def load() -> list[tuple[str, Any, str]]:
+def loader(
+    settings: Settings, plan: list[tuple[ResolvedModel, str]], verbose: bool
+) -> Callable[[], list[tuple[str, Backend, str]]]:
+    def load() -> list[tuple[str, Backend, str]]:
         from localassist.backends import Role, open_backend
 
         out = []
@@ -154,7 +162,7 @@ def log_content(setting: str, host: str) -> bool:
     return setting == "true" or (setting == "auto" and is_loopback(host))
 
 
-def serve(settings: Any, options: ServeOptions, announce: Callable[[str], None]) -> None:
+def serve(settings: Settings, options: ServeOptions, announce: Callable[[str], None]) -> None:
     """Run until SIGTERM/SIGINT. Raises the load error if a model failed to load."""
     from localassist.engine.types import SamplingParams
 
