@@ -143,6 +143,3 @@ def greedy(starter_model):
 
     yield continuation
     llm.close()
-
-
-sys.path.insert(0, str(Path(__file__).parent))  # tests/fakehub.py, tests/chatformats.py

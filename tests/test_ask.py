@@ -153,3 +153,28 @@ def test_a_base_models_answer_that_begins_with_a_blank_line_is_not_empty(cli, mo
         result = cli("ask", *args, "-T", "0", "-n", "16", "--grammar", str(grammar), "--no-log", env=model_env)
         assert result.returncode == 0, result.stderr
         assert re.fullmatch(r"\n\n[a-z]{2,3}\n", result.stdout), repr(result.stdout)  # ended at the second one
+
+
+# --- first run: a base model stops at a natural end
+
+
+@pytest.mark.model
+def test_base_model_completion_stops_at_a_blank_line_when_no_stop_is_given(cli, model_env):
+    result = cli("ask", "--raw", "-T", "0", "--json", "--no-log", "The three primary colors are", env=model_env)
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["finish_reason"] == "stop" and answer["usage"]["completion_tokens"] < 512
+    assert "\n\n" not in answer["text"]
+    # an explicit --stop replaces the natural end
+    args = ("--raw", "-T", "0", "--json", "--no-log", "--stop", "zzzz", "-n", "60")
+    longer = cli("ask", *args, "1, 2, 3,", env=model_env)
+    assert json.loads(longer.stdout)["finish_reason"] == "length"
+
+
+# --- raw mode has no conversation, and few-shot examples come before the history
+
+
+def test_raw_with_a_conversation_is_a_usage_error(cli, model_env):
+    assert cli("ask", "-T", "0", "-n", "2", "Hello", env=model_env).returncode == 0
+    result = cli("ask", "--raw", "-c", "more", env=model_env)
+    assert result.returncode == 2 and "--raw" in result.stderr and "-c" in result.stderr

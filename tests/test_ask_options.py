@@ -1,6 +1,6 @@
-"""Documented claims about `ask` and the settings (docs/ask.md) that had no test: --chat-format, Ctrl-C with
---json, LOCALASSIST_STOP and LOCALASSIST_MODELS_DIRS. Token counts are checked against
-llama.cpp's own tokenizer on prompts written out by hand (tests/chatformats.py)."""
+"""`ask`'s options as docs/ask.md describes them: --chat-format, Ctrl-C with --json and
+LOCALASSIST_STOP. Token counts are checked against llama.cpp's own tokenizer on prompts
+written out by hand (tests/chatformats.py)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 import chatformats
 from chatformats import n_tokens
-from localassist.models import bundled as starter
 
 # The finish reason `ask --json` reports after Ctrl-C (docs/ask.md: "cancelled").
 INTERRUPTED_REASON = "cancelled"
@@ -145,37 +143,3 @@ def test_stop_env_reaches_the_sampler(cli, model_env, greedy, raw, stops):
     count = "".join(greedy(COUNTING, 40))
     cut = min(count.index(stop) for stop in stops if stop in count)
     assert (data["text"], data["finish_reason"]) == (count[:cut], "stop")
-
-
-# --- LOCALASSIST_MODELS_DIRS
-
-
-def _link_starter_cache(isolated_home: Path, starter_model: Path) -> None:
-    """`models` lists the starter: let it find the session's joined file instead of joining 253 MB again."""
-    target = isolated_home / "cache" / "starter" / starter.FILE_NAME
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.symlink_to(starter_model)
-
-
-@pytest.mark.model
-def test_models_dirs_env_lists_and_resolves_gguf_stems(cli, tmp_path, isolated_home, starter_model):
-    _link_starter_cache(isolated_home, starter_model)
-    first, second = tmp_path / "first", tmp_path / "second" / "nested"
-    second.mkdir(parents=True)
-    first.mkdir()
-    (first / "alpha.gguf").symlink_to(starter_model)
-    (second / "beta.gguf").symlink_to(starter_model)
-    env = {"LOCALASSIST_MODELS_DIRS": f"{first},{tmp_path / 'second'}"}
-
-    shown = json.loads(cli("config", "show", "--json", env=env).stdout)
-    assert shown["models_dirs"]["value"] == [str(first), str(tmp_path / "second")]
-    listed = json.loads(cli("models", "--json", env=env).stdout)
-    found = {m["name"]: m for m in listed if m["source"] == "models-dir"}
-    assert set(found) == {"alpha", "beta"}
-    assert found["beta"]["path"] == str(second / "beta.gguf")
-
-    result = cli("ask", "-m", "beta", "--raw", "Hello", "-T", "0", "-n", "2", "--json", "--no-log", env=env)
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["model"] == "beta"
-    missing = cli("ask", "-m", "beta", "hi", env={"LOCALASSIST_MODELS_DIRS": str(first)})
-    assert missing.returncode == 3 and "unknown model 'beta'" in missing.stderr

@@ -8,13 +8,6 @@ from localassist.errors import UsageError
 from localassist.settings import DEFAULT_INPUT_TEMPLATE
 
 
-def build_messages(user_text: str, system: str | None) -> list[Message]:
-    """The messages of a one-shot question (was in conversation/prompt.py; only this test used it)."""
-    messages = [Message("system", system)] if system else []
-    messages.append(Message("user", user_text))
-    return messages
-
-
 def test_instruction_only_and_input_only():
     assert build_user_text("  Summarize  ", None, DEFAULT_INPUT_TEMPLATE) == "Summarize"
     assert build_user_text("", "some text\n", DEFAULT_INPUT_TEMPLATE) == "some text\n"
@@ -37,11 +30,31 @@ def test_empty_input_is_a_usage_error(instruction, piped):
 
 
 def test_system_prompt_comes_first():
-    assert build_messages("hi", "be terse") == [Message("system", "be terse"), Message("user", "hi")]
-    assert build_messages("hi", None) == [Message("user", "hi")]
+    """What the engine is sent for a question: the system prompt, then the user's text. ask's
+    pipeline (pipeline.start) and chat both send through Assistant.send."""
+    from localassist.assistant import Assistant
+    from localassist.engine.types import SamplingParams
+    from scripted import ScriptedBackend
+
+    for system, expected in (
+        ("be terse", (Message("system", "be terse"), Message("user", "hi"))),
+        (None, (Message("user", "hi"),)),
+    ):
+        backend = ScriptedBackend(["ok"])
+        session = Assistant(backend, SamplingParams(max_tokens=8), system=system)
+        session.finish(session.send("hi"))
+        assert backend.requests[0].messages == expected
 
 
 def test_binary_stdin_is_refused_and_bad_utf8_is_replaced():
     with pytest.raises(UsageError, match="binary"):
         decode_stdin(b"\x7fELF\x00\x01")
     assert decode_stdin(b"caf\xe9") == "caf\ufffd"
+
+
+# --- a UTF-8 byte order mark on stdin is not text
+
+
+def test_utf8_bom_on_stdin_is_dropped():
+    assert decode_stdin(b"\xef\xbb\xbfhello") == "hello"
+    assert decode_stdin("héllo".encode()) == "héllo"

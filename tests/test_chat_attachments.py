@@ -15,8 +15,8 @@ import sys
 import pexpect
 import pytest
 
+from chatrepl import ANSI, PROMPT_READY, Repl
 from localassist.conversation.log_store import LogStore, log_path
-from test_chat_repl import ANSI, PROMPT_READY, Repl
 
 pytestmark = pytest.mark.model
 

@@ -1,8 +1,6 @@
-"""Trust III (issue #19), items 22 and 23: what is typed into the chat, in a real
-pseudo-terminal. Nothing typed ends the chat, and keys typed while an answer streams wait
-for the next prompt instead of being drawn into the answer.
-
-Every test here failed on the code before the fix."""
+"""What is typed into the chat, in a real pseudo-terminal. Nothing typed ends the chat,
+and keys typed while an answer streams wait for the next prompt instead of being drawn
+into the answer."""
 
 from __future__ import annotations
 
@@ -12,13 +10,13 @@ import threading
 
 import pytest
 
-from test_chat_repl import ANSI, PROMPT_READY, Repl
-from test_trust_chat import logged
+from chatrepl import ANSI, PROMPT_READY, Repl
+from logseed import logged_conversation
 
 pytestmark = pytest.mark.model
 
 
-# --- 22: an escape sequence typed at the prompt
+# --- an escape sequence typed at the prompt
 
 
 def test_escape_sequence_typed_at_the_prompt_does_not_end_the_chat(model_env, isolated_home):
@@ -32,7 +30,7 @@ def test_escape_sequence_typed_at_the_prompt_does_not_end_the_chat(model_env, is
         assert "error" not in shown and "exception" not in shown and "press enter" not in shown, (line, shown)
     assert "exchanges       4" in repl.send("/show")
     assert repl.exit() == 0
-    sent = [exchange.prompt for exchange in logged(isolated_home).exchanges]
+    sent = [exchange.prompt for exchange in logged_conversation(isolated_home).exchanges]
     # kept as typed (Tab completes, it does not insert)
     assert sent == ["tabhere and \x1b[31m red", "\x1b[1;2m two", "\x1b[Mxyz three", "\x1b[<5;7m four"]
 
@@ -78,7 +76,7 @@ def test_a_failure_in_the_input_layer_keeps_the_chat_and_the_line(backend, isola
     assert [m.content for m in session.conversation.turns if m.role == "user"] == ["half a line, finished"]
 
 
-# --- 23: type-ahead while an answer streams
+# --- type-ahead while an answer streams
 
 
 def test_keys_typed_while_an_answer_streams_wait_for_the_next_prompt(model_env, tmp_path):

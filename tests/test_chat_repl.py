@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import subprocess
 import sys
@@ -13,48 +14,11 @@ import pytest
 
 import chatformats
 from chatformats import n_tokens
+from chatrepl import ANSI, PROMPT_READY, Repl, stats
+from localassist.assistant import Assistant
+from localassist.engine.types import SamplingParams
 
 pytestmark = pytest.mark.model
-
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[=>]|\r")
-PROMPT_READY = "\x1b[?2004h"  # prompt_toolkit turns bracketed paste on once per prompt
-
-
-class Repl:
-    def __init__(self, *args: str, env: dict[str, str], columns: int = 120) -> None:
-        full_env = {**os.environ, **env, "PROMPT_TOOLKIT_NO_CPR": "1", "TERM": "xterm-256color"}
-        full_env.pop("NO_COLOR", None)
-        self.child = pexpect.spawn(
-            sys.executable,
-            ["-m", "localassist", "chat", "-T", "0", *args],
-            env=full_env,
-            dimensions=(40, columns),
-            encoding="utf-8",
-            timeout=90,
-        )
-        self.child.expect_exact(PROMPT_READY)
-
-    def send(self, line: str) -> str:
-        """Type a line, wait for the next prompt, return what was shown in between."""
-        self.child.sendline(line)
-        self.child.expect_exact(PROMPT_READY)
-        return ANSI.sub("", self.child.before)
-
-    def exit(self) -> int:
-        self.child.sendeof()
-        self.child.expect(pexpect.EOF)
-        self.child.close()
-        return self.child.exitstatus
-
-
-def stats(repl: Repl) -> dict[str, int]:
-    # The line wraps at the terminal's width wherever its words fall (the model's path is
-    # part of it): read it as words, never by where a line breaks.
-    shown = " ".join(repl.send("/stats").split())
-    found = re.search(r"prompt (\d+) tok \((\d+) cached\) \| answer (\d+) tok", shown)
-    assert found, shown
-    prompt, cached, answer = map(int, found.groups())
-    return {"prompt": prompt, "cached": cached, "answer": answer}
 
 
 def test_stats_are_read_the_same_wherever_the_terminal_wraps_the_line(starter_model, tmp_path):
@@ -208,3 +172,81 @@ def test_piped_context_then_the_terminal(model_env, cli, vocab):
     assert [r["prompt"] for r in rows] == ["What is the secret word?"]
     question_alone = n_tokens(vocab, chatformats.gemma([("user", "What is the secret word?")]))
     assert sent >= question_alone + n_tokens(vocab, "The secret word is pineapple.", special=False)
+
+
+PASTE_START, PASTE_END = "\x1b[200~", "\x1b[201~"
+
+
+def paste(repl: Repl, text: str) -> str:
+    """Paste ``text`` (bracketed paste: taken literally, controls included) and send it."""
+    repl.child.send(PASTE_START + text + PASTE_END)
+    repl.child.send("\r")
+    repl.child.expect_exact(PROMPT_READY)
+    return ANSI.sub("", repl.child.before)
+
+
+# --- user and model text is never Rich markup
+
+
+NASTY = [
+    "[/x]",
+    "[bold]b[/bold]",
+    "[red",
+    "\\[",
+    "x\\",
+    "[/]",
+    "[link=file:///etc]",
+    ":smile:",
+    "\x1b[2J",
+    "\x07",
+    "\x1b]0;t\x07",
+]
+
+
+def test_markup_like_and_control_text_never_breaks_the_repl(model_env, isolated_home):
+    repl = Repl("-n", "2", env=model_env)
+    rng = random.Random(7)
+    alphabet = "[]/\\x:\x1b\x07\x08\x00\x7f é"
+    samples = NASTY + ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12))) for _ in range(25)]
+    for text in samples:
+        shown = paste(repl, "/system " + text)
+        assert "system prompt set" in shown or "system prompt removed" in shown, (text, shown)
+        shown = repl.send("/show")
+        assert "error" not in shown.lower(), (text, shown)
+        assert "\x1b[2J" not in repl.child.before  # an escape sequence is shown, never sent on to the terminal
+    for text in NASTY[:4]:
+        paste(repl, text)  # as chat messages: answered, logged, echoed in /undo
+        assert "removed:" in repl.send("/undo")
+    assert repl.exit() == 0
+
+
+# --- a failing turn or command costs one line, not the session
+
+
+def test_an_unexpected_failure_in_a_turn_keeps_the_session(backend, isolated_home, monkeypatch):
+    import io
+
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+
+    from localassist.cli.env import Environment, using
+    from localassist.cli.repl import Repl
+    from localassist.settings import load_settings
+
+    settings = load_settings({"history": False, "log": False})
+    session = Assistant(backend, SamplingParams(temperature=0, max_tokens=2))
+    failures = iter([RuntimeError("boom")])
+    real_send = session.send
+
+    def flaky_send(text):
+        for exc in failures:
+            raise exc
+        return real_send(text)
+
+    monkeypatch.setattr(session, "send", flaky_send)
+    err = io.StringIO()
+    with using(Environment(stdin=None, stdout=io.StringIO(), stderr=err)), create_pipe_input() as pipe:
+        pipe.send_text("first\rsecond\r\x04")  # Ctrl-D at the end: EOF ends the REPL
+        Repl(session, settings, False, pt_input=pipe, pt_output=DummyOutput()).run()
+    assert "internal error: RuntimeError: boom" in err.getvalue()
+    assert [m.content for m in session.conversation.turns if m.role == "user"] == ["second"]

@@ -1,4 +1,4 @@
-"""Documented claims (docs/chat.md) about the chat REPL that had no test, in a real pseudo-terminal with the
+"""The chat REPL's commands as docs/chat.md describes them, in a real pseudo-terminal with the
 real starter model at temperature 0: /model, /template, /system, Tab completion,
 Esc-Enter, and the summary-memory notice. What reached the model is checked in the log
 (`logs --json`) and, for token counts, against llama.cpp's tokenizer on prompts written
@@ -7,13 +7,14 @@ out by hand (tests/chatformats.py)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
 
 import chatformats
 from chatformats import n_tokens
-from test_chat_repl import Repl, stats
+from chatrepl import Repl, stats
 
 pytestmark = pytest.mark.model
 
@@ -115,4 +116,19 @@ def test_summary_memory_announces_the_summary(model_env):
     assert notice, "no summary notice after 10 long messages"
     assert int(notice.group(1)) >= 1 and "dropped" not in shown
     assert stats(repl)["prompt"] <= 1024 - 32  # what was sent fits the budget
+    assert repl.exit() == 0
+
+
+# --- Tab completes the models on this machine, not only catalog names
+
+
+def test_model_tab_completion_offers_local_models(model_env, tmp_path, starter_model):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    os.symlink(starter_model, folder / "zebra-model-q4_k_m.gguf")
+    repl = Repl("-n", "2", env={**model_env, "LOCALASSIST_MODELS_DIRS": str(folder)})
+    repl.child.send("/model zeb\t")
+    repl.child.expect_exact("ra-model-q4_k_m")  # the rest of the name, completed
+    shown = repl.send("")  # Enter sends the completed command
+    assert "now chatting with zebra-model-q4_k_m" in shown
     assert repl.exit() == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -210,3 +211,25 @@ def test_ask_never_imports_the_server_stack(model_env):
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **model_env})
     assert "SERVER=\n" in proc.stderr and proc.stdout.strip(), proc.stderr
+
+
+# --- the CLI in-process, through an injected environment (no sys monkeypatching)
+
+
+@pytest.mark.model
+def test_cli_runs_in_process_with_an_injected_environment(model_env, monkeypatch):
+    from typer.testing import CliRunner
+
+    from localassist.cli.app import app
+    from localassist.cli.env import Environment, using
+
+    for key, value in model_env.items():
+        monkeypatch.setenv(key, value)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    env = Environment(stdin=io.BytesIO(b"1, 2, 3,"), stdout=stdout, stderr=stderr, stdin_isatty=False)
+    with using(env):
+        result = CliRunner().invoke(app, ["ask", "--raw", "-T", "0", "-n", "6", "--json", "--no-log"])
+    assert result.exit_code == 0, stderr.getvalue()
+    answer = json.loads(stdout.getvalue())
+    assert answer["usage"]["completion_tokens"] <= 6 and answer["model"]
+    assert result.stdout == ""  # everything went to the injected stream, nothing to sys.stdout

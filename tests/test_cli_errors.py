@@ -15,6 +15,7 @@ from localassist.errors import (
     UsageError,
     exit_code_for,
 )
+from stderr_lines import only_our_lines
 
 
 @pytest.mark.parametrize(
@@ -69,3 +70,43 @@ def test_a_bad_serve_flag_is_named_as_typed_not_as_its_setting(cli):
         assert result.returncode == 2, result.stderr
         assert result.stderr.startswith(f"localassist: error: {flag} must be "), result.stderr
         assert "--serve-" not in result.stderr and result.stderr.count("\n") == 1
+
+
+# --- usage errors, pypdf's and huggingface_hub's lines
+
+
+@pytest.mark.parametrize(
+    ("args", "said", "not_said"),
+    [
+        (["ask", "--bogus", "hi"], "unknown option --bogus for `localassist ask`", ["--docs", "--verbose"]),
+        (["ask", "--temprature", "0", "hi"], "did you mean --temperature?", []),
+        (["logs", "rm", "--al"], "did you mean --all?", []),
+        (["bogus"], "unknown command 'bogus'", ["logs"]),
+        (["chta"], "did you mean `localassist chat`?", []),
+        (["index", "lsit"], "did you mean `localassist index list`?", []),
+        (["ask", "hi", "--temperature", "warm"], "'warm' is not a valid float", []),
+        (["pull"], "missing argument", []),
+    ],
+)
+def test_usage_errors_are_one_line_naming_the_closest_real_option(cli, args, said, not_said):
+    result = cli(*args)
+    assert result.returncode == 2, result.stderr
+    [line] = only_our_lines(result.stderr)  # not Click's usage, hint and "Error:" lines
+    assert line.startswith("localassist: error: ") and said in line, line
+    assert "Possible options" not in line and "Usage:" not in line
+    for unrelated in not_said:
+        assert unrelated not in line
+    assert result.stdout == ""
+
+
+def test_closest_option_is_a_real_near_miss_or_nothing():
+    from localassist.cli.usage import closest
+
+    options = ["--temperature", "--template", "--top-k", "--docs", "--verbose", "-T", "-v"]
+    assert closest("--temprature", options) == "--temperature"
+    assert closest("--verb", options) == "--verbose"  # the only option it begins
+    assert closest("--temp", options) is None  # begins two: no guess
+    assert closest("--bogus", options) is None
+    assert closest("-x", options) is None
+    assert closest("bogus", ["ask", "chat", "logs", "pull"]) is None
+    assert closest("lgos", ["ask", "chat", "logs", "pull"]) == "logs"

@@ -8,17 +8,15 @@ import hashlib
 import itertools
 import random
 import re
-import sys
 from pathlib import Path
 
+import make_documents as make  # the fixtures' facts: planted word, pages
 import pytest
 
 from localassist.documents import chunk_document, load, load_bytes, split_spans
 from localassist.errors import DocumentError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "documents"
-sys.path.insert(0, str(FIXTURES))
-import make_documents as make  # noqa: E402  (the fixtures' facts: planted word, pages)
 
 pytestmark = pytest.mark.model
 

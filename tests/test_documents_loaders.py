@@ -12,14 +12,14 @@ import sys
 import warnings
 from pathlib import Path
 
+import make_documents as make  # the fixtures' facts: planted word, pages, labels
 import pytest
 
 from localassist.documents import Locator, load, load_bytes
 from localassist.errors import DocumentError, DocumentNotFoundError, exit_code_for
+from stderr_lines import only_our_lines
 
 FIXTURES = Path(__file__).parent / "fixtures" / "documents"
-sys.path.insert(0, str(FIXTURES))
-import make_documents as make  # noqa: E402  (the fixtures' facts: planted word, pages, labels)
 
 
 def fixture(name: str) -> str:
@@ -422,3 +422,30 @@ def test_importing_documents_imports_no_langchain_pypdf_or_llama_cpp():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def truncated_pdf(tmp_path: Path, cut: int) -> Path:
+    data = (FIXTURES / "multipage.pdf").read_bytes()
+    path = tmp_path / "truncated.pdf"
+    path.write_bytes(data[: len(data) - cut])
+    return path
+
+
+def test_truncated_pdf_is_one_line_without_pypdfs_own(cli, tmp_path):
+    path = truncated_pdf(tmp_path, cut=1132)  # half of it: no cross-reference table left
+    result = cli("summarize", str(path))
+    assert result.returncode == 2, result.stderr
+    [line] = only_our_lines(result.stderr)  # pypdf printed "EOF marker not found" first
+    assert line == f"localassist: error: {path} is not a readable PDF: Stream has ended unexpectedly"
+    shown = cli("summarize", str(path), "-v")
+    assert "localassist: pypdf: EOF marker not found" in only_our_lines(shown.stderr)
+
+
+def test_pdf_that_pypdf_repairs_says_so_in_the_projects_words(tmp_path):
+    from localassist.documents import load
+
+    document = load(truncated_pdf(tmp_path, cut=3))  # "%%EOF" cut short: pypdf reads it all the same
+    assert document.pages == 5
+    assert any("is damaged (EOF marker seems truncated)" in warning for warning in document.warnings)
+    whole = load(FIXTURES / "multipage.pdf")
+    assert whole.warnings == [] and [p.text for p in whole.pieces] == [p.text for p in document.pieces]

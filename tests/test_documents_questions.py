@@ -7,9 +7,9 @@ import io
 import json
 import math
 import re
-import sys
 from pathlib import Path
 
+import make_documents as make  # the fixtures' facts: planted word, page texts
 import pytest
 
 from localassist.attachments import attach_to_question
@@ -18,8 +18,6 @@ from localassist.documents.model import Locator
 from localassist.documents.questions import BM25, Attached, Source, attach
 
 FIXTURES = Path(__file__).parent / "fixtures" / "documents"
-sys.path.insert(0, str(FIXTURES))
-import make_documents as make  # noqa: E402  (the fixtures' facts: planted word, page texts)
 
 
 def test_bm25_matches_the_formula_worked_by_hand():

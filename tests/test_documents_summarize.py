@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import make_documents as make  # the fixtures' facts: planted word, page texts
 import pytest
 
 from localassist.documents import load, load_bytes
@@ -30,8 +31,6 @@ from localassist.errors import DocumentBudgetError, UsageError
 from localassist.settings import load_settings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "documents"
-sys.path.insert(0, str(FIXTURES))
-import make_documents as make  # noqa: E402  (the fixtures' facts: planted word, page texts)
 
 pytestmark = pytest.mark.model
 

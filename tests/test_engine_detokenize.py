@@ -113,3 +113,23 @@ def test_the_blank_line_stop_applies_only_after_the_first_text(pieces, expected)
 
 def test_a_blank_line_the_user_gave_as_a_stop_still_ends_at_once():
     assert run([b"\n\n", b"Hi"], stops=["\n\n"]) == ("", True)
+
+
+# --- the earliest stop string in the text wins, whatever the order they were given in
+
+
+def _detok(pieces: list[bytes], stops: tuple[str, ...]) -> str:
+    detok = IncrementalDetokenizer(lambda i: pieces[i], stops)
+    out = []
+    for i in range(len(pieces)):
+        out.append(detok.push(i))
+        if detok.stopped:
+            break
+    return "".join(out) + detok.flush()
+
+
+def test_earliest_stop_string_wins_not_the_first_listed():
+    assert _detok([b"xAyB"], ("B", "A")) == "x"
+    assert _detok([b"x", b"A", b"y", b"B"], ("B", "A")) == "x"
+    # spanning token boundaries, the longer stop listed first but ending later
+    assert _detok([b"ab", b"<e", b"nd>c", b"STOP"], ("STOP", "<end>")) == "ab"

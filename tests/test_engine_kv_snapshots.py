@@ -321,7 +321,7 @@ def test_ask_continue_in_a_new_process_starts_from_the_snapshot(cli, model_env, 
 
 @pytest.mark.model
 def test_chat_resume_in_a_new_process_starts_from_the_snapshot(model_env):
-    from test_chat_repl import Repl, stats
+    from chatrepl import Repl, stats
 
     repl = Repl("-n", "8", env=model_env)
     repl.send("Tell me about a dog named Rex.")

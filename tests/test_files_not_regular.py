@@ -169,7 +169,7 @@ def test_fifo_among_the_templates_is_listed_as_broken_instead_of_blocking_templa
 def test_fifo_given_to_load_in_chat_is_refused_and_the_chat_goes_on(model_env, tmp_path):
     import pexpect
 
-    from test_chat_repl import PROMPT_READY, Repl
+    from chatrepl import PROMPT_READY, Repl
 
     fifo = tmp_path / "talk.json"
     os.mkfifo(fifo)

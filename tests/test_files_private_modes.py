@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from chatrepl import Repl
 from fakehub import FakeFile, FakeHub, FakeRepo
 
 
@@ -76,7 +77,7 @@ def test_first_command_in_a_fresh_home_leaves_no_folder_or_file_readable_by_othe
 
 @pytest.mark.model
 def test_first_model_commands_in_a_fresh_home_leave_nothing_readable_by_others(cli, model_env, isolated_home, notes):
-    from test_chat_repl import Repl
+    from chatrepl import Repl
 
     # ask: the log, last use, GGUF header cache; ask -c: a KV snapshot; summarize: its notes
     assert cli("index", "add", str(notes), "--no-embed").returncode == 0  # data/ made by the index first
@@ -100,3 +101,18 @@ def test_folders_left_open_by_an_older_version_are_tightened_by_any_command(cli,
     os.chmod(isolated_home, 0o700)
     assert cli("config", "show").returncode == 0
     assert loose(isolated_home) == []
+
+
+# --- every file holding the user's text is 0600 in a 0700 folder
+
+
+@pytest.mark.model
+def test_chat_history_and_saved_sessions_are_private(model_env, isolated_home, tmp_path):
+    repl = Repl("-n", "2", env=model_env)
+    repl.send("a private thought")
+    repl.send(f"/save {tmp_path / 'mine.json'}")
+    assert repl.exit() == 0
+    history = isolated_home / "data" / "chat_history"
+    assert stat.S_IMODE(history.stat().st_mode) == 0o600
+    assert stat.S_IMODE(history.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "mine.json").stat().st_mode) == 0o600

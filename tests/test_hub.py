@@ -24,6 +24,7 @@ from localassist.models.catalog import lookup
 from localassist.models.hub import RemoteFile, choose_files
 from localassist.models.resolve import resolve_model
 from localassist.settings import load_settings
+from stderr_lines import only_our_lines
 
 QWEN = "Qwen/Qwen2.5-0.5B-Instruct-GGUF"
 
@@ -516,3 +517,27 @@ def test_catalog_default_and_ambiguity():
         choose_files("o/m", "c", two)
     with pytest.raises(ModelNotAvailableError):
         choose_files("o/m", "c", [])
+
+
+def test_resumed_download_prints_no_huggingface_hub_lines(cli):
+    hub = FakeHub().start()
+    try:
+        # huggingface_hub writes in 10 MB chunks and resumes from the last one written
+        data = bytes(range(256)) * 48_000  # 12.3 MB
+        hub.add(FakeRepo("test/Drop-GGUF", [FakeFile("drop-Q4_K_M.gguf", data, drop_after=11_000_000)]))
+        hub.add(FakeRepo("test/Again-GGUF", [FakeFile("again-Q4_K_M.gguf", data, drop_after=11_000_000)]))
+        env = {"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0"}
+        result = cli("pull", "test/Drop-GGUF", env=env)
+        assert result.returncode == 0, result.stderr
+        assert Path(result.stdout.strip()).read_bytes() == data
+        gets = [r for m, p, r in hub.requests if m == "GET" and p.endswith("drop-Q4_K_M.gguf")]
+        assert len(gets) == 2  # the connection dropped and the download went on
+        only_our_lines(result.stderr)  # not "Error while downloading ... Trying to resume download..."
+        shown = cli("pull", "test/Again-GGUF", "-v", env=env)
+        assert shown.returncode == 0, shown.stderr
+        assert any(
+            line.startswith("localassist: huggingface_hub: Error while downloading") and "Trying to resume" in line
+            for line in only_our_lines(shown.stderr)
+        )
+    finally:
+        hub.stop()

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 
 import pexpect
 import pytest
+
+from chatrepl import ANSI, Repl
+from localassist.conversation.log_store import LogStore, log_path
+from localassist.engine.types import Done, Timings, Usage
+from logseed import logged_conversation, seed_log
 
 pytestmark = pytest.mark.model
 
@@ -126,3 +132,92 @@ def test_each_logged_exchange_keeps_its_system_prompt(cli, model_env):
     ]
     found = logged(cli, "-q", "Encore")
     assert [r["prompt"] for r in found] == ["Encore"]
+
+
+# --- resume applies the memory policy instead of failing
+
+
+def _seed_long_conversation(home, n=12, words=60):
+    store = LogStore(log_path(home / "data"))
+    timings = Timings(0, None, None, None, 0)
+    cid = None
+    for i in range(n):
+        text = f"Exchange {i}: " + " ".join(["filler"] * words)
+        done = Done(text, "starter", "stop", Usage(0, 0, 0), timings)
+        cid = store.log_exchange(cid, f"Question {i}? " + " ".join(["more"] * words), done, {}).conversation_id
+    store.close()
+    return cid
+
+
+def test_resume_longer_than_the_context_drops_old_exchanges_with_a_notice(model_env, isolated_home):
+    _seed_long_conversation(isolated_home)
+    repl = Repl("--resume", "--ctx", "512", "-n", "8", env=model_env)
+    shown = ANSI.sub("", repl.child.before)
+    assert "resumed" in shown and "oldest exchanges" in shown and "to fit the context" in shown
+    used = repl.send("/show")
+    assert "exchanges" in used
+    repl.send("And now?")  # the conversation goes on
+    assert repl.exit() == 0
+
+
+# --- the log and resume show the conversation as it stood on screen
+
+
+def test_log_shows_the_conversation_as_it_stood_after_regen_undo_system(model_env, isolated_home):
+    repl = Repl("-n", "4", env=model_env)
+    repl.send("First question")
+    repl.send("Second question")
+    repl.send("/regen")
+    repl.send("Third question")
+    repl.send("/undo")
+    repl.send("/system Be brief.")
+    assert repl.exit() == 0
+    conv = logged_conversation(isolated_home)
+    assert [m.content for m in conv.messages() if m.role == "user"] == ["First question", "Second question"]
+    assert conv.system == "Be brief."
+    everything = logged_conversation(isolated_home, conv.id, include_hidden=True)
+    assert sorted(ex.status for ex in everything.exchanges) == ["active", "active", "superseded", "undone"]
+    # chat --resume shows exactly that
+    again = Repl("--resume", "-n", "4", env=model_env)
+    shown = again.send("/show")
+    assert "exchanges       2" in shown and "Be brief." in shown
+    assert again.exit() == 0
+    shown_json = subprocess.run(
+        [sys.executable, "-m", "localassist", "logs", "show", conv.id, "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert [ex["prompt"] for ex in json.loads(shown_json)["exchanges"]] == ["First question", "Second question"]
+
+
+def test_clear_and_load_are_reflected_in_the_log(model_env, isolated_home, tmp_path):
+    repl = Repl("-n", "4", env=model_env)
+    repl.send("Alpha")
+    repl.send("Beta")
+    repl.send(f"/save {tmp_path / 't.json'}")
+    repl.send("/clear")
+    repl.send("Gamma")
+    conv = logged_conversation(isolated_home)
+    assert [m.content for m in conv.messages() if m.role == "user"] == ["Gamma"]
+    repl.send(f"/load {tmp_path / 't.json'}")
+    assert repl.exit() == 0
+    conv = logged_conversation(isolated_home)
+    transcript = json.loads((tmp_path / "t.json").read_text())["messages"]
+    assert [(m.role, m.content) for m in conv.messages()] == [(m["role"], m["content"]) for m in transcript]
+
+
+@pytest.mark.model
+def test_chat_resume_shows_the_last_exchange(model_env, isolated_home):
+    from chatrepl import ANSI, Repl
+
+    answer = "\n".join(f"line {i} of the answer" for i in range(1, 31))
+    cid = seed_log(isolated_home, [("First question?", "First answer."), ("What is a quokka?\nIn one line.", answer)])
+    repl = Repl("--resume", "-n", "2", env=model_env)
+    shown = ANSI.sub("", repl.child.before)
+    assert f"resumed {cid}: 2 exchanges" in shown
+    assert ">>> What is a quokka?\n... In one line." in shown
+    assert "line 30 of the answer" in shown and "line 19 of the answer" in shown  # its last 12 lines
+    assert "line 18 of the answer" not in shown and "First answer." not in shown
+    assert f"(18 lines above; `localassist logs show {cid}` shows it all)" in shown
+    assert repl.exit() == 0

@@ -9,11 +9,17 @@ The real CLI, the real REPL in a pseudo-terminal, a real server and the starter 
 from __future__ import annotations
 
 import json
+import os
 import stat
 import struct
+import sys
 from pathlib import Path
 
+import pexpect
 import pytest
+
+from logseed import logged_count, seed_log
+from stderr_lines import only_our_lines
 
 MAGIC = b"LAKVSNP1"  # engine/kv_snapshots.py: MAGIC | header length (u32) | header JSON | tokens (i32) | state
 
@@ -65,7 +71,7 @@ def ask(cli, model_env, *args: str) -> None:
 def test_logs_rm_leaves_no_kv_snapshot_or_history_line_holding_the_conversation(
     cli, model_env, isolated_home, tokenizer
 ):
-    from test_chat_repl import Repl
+    from chatrepl import Repl
 
     secret, kept = "quokkapin7731", "lighthousewick"
     repl = Repl("-n", "4", env=model_env)
@@ -92,7 +98,7 @@ def test_logs_rm_leaves_no_kv_snapshot_or_history_line_holding_the_conversation(
 
 @pytest.mark.model
 def test_no_log_chat_and_ask_leave_no_file_holding_their_text(cli, model_env, isolated_home, tokenizer):
-    from test_chat_repl import Repl
+    from chatrepl import Repl
 
     ask(cli, model_env, "Tell me about the keepers of lighthouses and their long nights.")  # logged
     ask(cli, model_env, "-c", "--no-log", "My bank PIN is wombatpin4410. Remember it.")
@@ -192,7 +198,7 @@ def test_no_log_chat_attaching_a_large_document_writes_no_summary_notes(
 ):
     """`/file` of a document too long for the context summarizes it, and the map notes were
     written to cache/summaries.db even in `chat --no-log`."""
-    from test_chat_repl import Repl
+    from chatrepl import Repl
 
     big = tmp_path / "big.txt"
     big_document(big, "kiwizebra9931")
@@ -213,7 +219,7 @@ def test_logs_rm_leaves_no_summary_note_of_the_conversations_documents(
 ):
     """The notes made to summarize a document attached with `/file` stayed in
     cache/summaries.db after the conversation was deleted."""
-    from test_chat_repl import Repl
+    from chatrepl import Repl
 
     digest = big_document(tmp_path / "big.txt", "quollwick5521")
     repl = Repl("--ctx", "512", "-n", "8", env=model_env)
@@ -246,3 +252,33 @@ def test_forget_deletes_the_notes_of_documents_summarized_for_conversations_no_l
     files = [p for p in tmp_path.iterdir() if p.name.startswith("summaries.db")]
     assert not any(b"wombatnote11" in p.read_bytes() for p in files), files
     assert any(b"dingonote22" in p.read_bytes() for p in files)
+
+
+def test_logs_rm_all_asks_on_a_terminal_and_needs_yes_in_a_script(cli, isolated_home):
+    seed_log(isolated_home, [("the password is quokka", "noted")])
+    refused = cli("logs", "rm", "--all")  # stdin is not a terminal
+    assert refused.returncode == 2
+    assert only_our_lines(refused.stderr) == [
+        "localassist: error: logs rm --all deletes every logged conversation; pass --yes to do it without a terminal"
+    ]
+    assert logged_count(isolated_home) == 1
+
+    def rm_all_answering(answer: str) -> pexpect.spawn:
+        child = pexpect.spawn(
+            sys.executable, ["-m", "localassist", "logs", "rm", "--all"], env=dict(os.environ), encoding="utf-8"
+        )
+        child.expect_exact("Delete all 1 logged conversation(s), 1 exchange(s)? [y/N]", timeout=60)
+        child.sendline(answer)
+        child.expect(pexpect.EOF, timeout=60)
+        child.close()
+        return child
+
+    declined = rm_all_answering("")  # Enter: the default, No
+    assert declined.exitstatus == 0 and "nothing deleted" in declined.before
+    assert logged_count(isolated_home) == 1
+    accepted = rm_all_answering("y")
+    assert accepted.exitstatus == 0 and "deleted 1 exchange(s)" in accepted.before
+    assert logged_count(isolated_home) == 0
+    seed_log(isolated_home, [("again", "yes")])
+    assert cli("logs", "rm", "--all", "--yes").returncode == 0
+    assert logged_count(isolated_home) == 0

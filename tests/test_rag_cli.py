@@ -106,7 +106,7 @@ def test_missing_embedding_model_is_a_clear_error(cli, folder, starter_model, tm
 
 
 def test_chat_docs_cites_sources_each_turn(folder, model_env, cli):
-    from test_chat_repl import Repl
+    from chatrepl import Repl
 
     index_add(cli, folder, "--no-embed")
     repl = Repl("--docs", "notes", "-m", "starter-chat", "-n", "20", env={})
@@ -120,7 +120,7 @@ def test_chat_docs_cites_sources_each_turn(folder, model_env, cli):
 
 
 def test_deleted_file_is_never_cited_by_ask_docs_chat_docs_or_index_search(cli, folder, model_env):
-    from test_chat_repl import Repl
+    from chatrepl import Repl
 
     index_add(cli, folder, "--no-embed")
     (folder / "meetings" / "2025-07-03.md").unlink()  # and no sync

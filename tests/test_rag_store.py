@@ -28,6 +28,7 @@ from localassist.rag import (
     open_index,
     remove_index,
 )
+from stderr_lines import only_our_lines
 
 
 @pytest.fixture
@@ -229,3 +230,37 @@ def test_disk_full_is_one_line_and_the_index_keeps_what_it_had(data, folder):
         assert index.search("parental leave", HashEmbedder()).found
     with open_index(data, "docs") as index:  # a new connection, no quota: the next sync finishes
         assert index.sync(HashEmbedder()).added == ["big.md"]
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "budget.md").write_text("# Budget\n\nThe offsite budget was approved at 14,500 euros.\n")
+    return folder
+
+
+def test_index_sync_says_bm25_only_once_when_the_index_is_built(cli, corpus):
+    added = cli("index", "add", str(corpus), "--name", "notes", "--no-embed")
+    assert added.returncode == 0, added.stderr
+    assert added.stderr.count("keyword (BM25) search only") == 1
+    (corpus / "more.md").write_text("The venue is in Porto.\n")
+    synced = cli("index", "sync", "notes")
+    assert synced.returncode == 0, synced.stderr
+    assert "BM25" not in synced.stderr and "1 new" in synced.stderr
+    rebuilt = cli("index", "sync", "notes", "--rebuild")  # built again: said again
+    assert rebuilt.stderr.count("keyword (BM25) search only") == 1
+
+
+def test_unknown_index_name_lists_the_indexes_there_are(cli, corpus):
+    none_yet = cli("index", "search", "notes", "budget")
+    assert none_yet.returncode == 3
+    [line] = only_our_lines(none_yet.stderr)
+    assert "no indexes yet: `localassist index add FOLDER --name notes`" in line
+    assert cli("index", "add", str(corpus), "--name", "notes", "--no-embed").returncode == 0
+    assert cli("index", "add", str(corpus), "--name", "papers", "--no-embed").returncode == 0
+    missing = cli("index", "sync", "note")
+    assert missing.returncode == 3
+    assert only_our_lines(missing.stderr) == [
+        "localassist: error: no index named 'note'; the indexes are: notes, papers"
+    ]

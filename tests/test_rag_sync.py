@@ -216,8 +216,7 @@ def test_progress_reports_each_file_then_the_end(folder, data):
 
 
 KILLED_SYNC = """
-import sys, time
-sys.path.insert(0, {tests!r})
+import time
 from fixtures.rag.support import HashEmbedder
 from localassist.rag import create_index
 
@@ -238,8 +237,11 @@ def test_kill_9_mid_sync_leaves_a_usable_index_and_the_next_run_finishes(folder,
     for i in range(30):  # enough files that the kill lands in the middle
         (folder / f"extra/note-{i:02}.md").parent.mkdir(exist_ok=True)
         (folder / f"extra/note-{i:02}.md").write_text(f"# Note {i}\n\nThe code word of note {i} is word{i}x.\n")
-    script = KILLED_SYNC.format(tests=str(Path(__file__).parent), data=str(data), folder=str(folder))
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    script = KILLED_SYNC.format(data=str(data), folder=str(folder))
+    tests = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": tests}
+    )
     deadline = time.monotonic() + 60
     for line in proc.stdout:
         if (line.strip().isdigit() and int(line) >= 12) or time.monotonic() > deadline:

@@ -606,3 +606,24 @@ def test_container_entry_point_refuses_without_keys_and_serves_with_a_secret_fil
         assert proc.get("/v1/models", {"Authorization": "Bearer " + "s" * 32})[0] == 200
     finally:
         assert proc.stop() == 0
+
+
+@pytest.mark.model
+def test_serve_embeddings_are_unit_length_as_openai_and_llama_server_return_them(starter_model):
+    pytest.importorskip("starlette")
+    import math
+
+    from localassist.engine.local import LoadOptions, LocalBackend
+    from localassist.server.routes import pooled  # what /v1/embeddings applies to each of backend.embed's vectors
+
+    backend = LocalBackend(starter_model, "starter", LoadOptions(ctx=512, threads=1, embedding=True))
+    try:
+        raw = backend.embed(["red apples", "green pears"])
+    finally:
+        backend.close()
+    for vector in raw:
+        served = pooled(vector)
+        assert math.fsum(x * x for x in served) == pytest.approx(1.0, abs=1e-9)
+        length = math.sqrt(math.fsum(b * b for b in vector))
+        cosine = math.fsum(a * b for a, b in zip(served, vector, strict=True)) / length
+        assert cosine == pytest.approx(1.0, abs=1e-9)  # the same direction, only the length changed

@@ -16,6 +16,9 @@ import pytest
 
 pytest.importorskip("starlette")
 
+
+import pytest
+
 from localassist.engine.types import Done, SamplingParams, Timings, Usage
 from localassist.errors import UsageError
 from localassist.server import errors, wire
@@ -614,3 +617,33 @@ def test_a_model_busy_past_the_shutdown_bound_is_said_so_not_freed_and_its_call_
     assert state.left_running == ["m"] and not freed  # never freed under a running decode
     assert "m did not stop within 0.2 s of the shutdown" in capsys.readouterr().err
     assert [(c.status, c.error_code, c.prompt_tokens) for c in recent(tmp_path, 10)] == [(503, "shutting_down", 10)]
+
+
+def test_revoking_the_last_key_does_not_open_a_server_listening_off_loopback(tmp_path):
+    pytest.importorskip("starlette")
+    from localassist.server.keys import Keyring, KeyStore, Unauthorized
+
+    store = KeyStore(tmp_path)
+    key = store.create("only")
+    ring = Keyring(store)  # as `serve` builds it when a key exists
+    assert ring.check(key).name == "only"
+    other = KeyStore(tmp_path)  # `keys revoke only` from another process, while serving
+    assert other.revoke("only")
+    other.close()
+    ring._checked = 0.0  # the ring looks again at most once a second
+    for presented, reason in ((None, "missing"), (key, "revoked"), ("la-anything-at-all-here", "invalid")):
+        with pytest.raises(Unauthorized) as err:
+            ring.check(presented)
+        assert err.value.reason == reason
+    store.close()
+
+
+def test_the_serve_range_error_writes_max_tokens_limit_as_a_whole_number():
+    pytest.importorskip("starlette")
+    from localassist.server.errors import ApiError
+    from localassist.server.wire import parse_chat
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2_000_000}
+    with pytest.raises(ApiError) as err:
+        parse_chat(body, SamplingParams())
+    assert "between 1 and 1048576 (got 2000000)" in str(err.value.message)  # 2**20, not 1.04858e+06

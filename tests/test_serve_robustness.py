@@ -1,4 +1,4 @@
-"""`localassist serve` under issue 19's adversarial pass (items 7-11 and 20), against real
+"""`localassist serve` against clients that misbehave and signals mid-answer, on real
 server processes on 127.0.0.1 running the starter model: revocation never opens a
 server, a client that goes away mid-body is a 499, half-open connections are closed,
 SIGTERM ends every stream with its documented frame, kill -9 loses no answered call's

@@ -1,9 +1,21 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
+from localassist.conversation.memory import MemoryPolicy
+from localassist.engine.types import SamplingParams
 from localassist.errors import ConfigError, ExitCode, InvalidSettingError, UsageError
-from localassist.settings import app_paths, load_settings, set_config_value, unset_config_value
+from localassist.settings import (
+    app_paths,
+    load_settings,
+    parse_float,
+    parse_int,
+    parse_value,
+    set_config_value,
+    unset_config_value,
+)
 
 
 def test_defaults_when_nothing_is_set():
@@ -114,3 +126,41 @@ def test_settings_are_frozen():
     settings = load_settings()
     with pytest.raises(AttributeError):
         settings.temperature = 1.0  # type: ignore[misc]
+
+
+# --- numbers are ASCII digits, and every bad one is a usage error
+
+
+@pytest.mark.parametrize("text", ["²", "١٢", "1_000", "12a", "", "0x10", "²3"])
+def test_superscript_and_non_ascii_digits_are_not_numbers(text):
+    with pytest.raises(ValueError):
+        parse_int(text)
+
+
+def test_superscript_window_size_is_a_usage_error_not_a_crash():
+    with pytest.raises(UsageError, match="window:K"):
+        MemoryPolicy.parse("window:²")
+    with pytest.raises(InvalidSettingError):
+        parse_value("memory", "window:²", "flag")
+    with pytest.raises(InvalidSettingError):
+        parse_value("ctx", "١٠٢٤", "env")
+    assert MemoryPolicy.parse(" Window:08 ") == MemoryPolicy("window", 8)
+    assert parse_int(" 42 ") == 42 and parse_float("2.5e-1") == 0.25
+    for bad in ("nan", "inf", "١.٥"):
+        with pytest.raises(ValueError):
+            parse_float(bad)
+
+
+def test_superscript_memory_flag_exits_2(cli):
+    result = cli("chat", "--memory", "window:²")
+    assert result.returncode == 2, result.stderr
+    assert "--memory must be buffer, window:K" in result.stderr
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_sampling_params_from_settings_marks_natural_end_only_without_stops():
+    from localassist.settings import load_settings
+
+    assert SamplingParams.from_settings(load_settings()).natural_end
+    assert not SamplingParams.from_settings(load_settings({"stop": ["###"]})).natural_end
+    assert replace(SamplingParams(), stop=()).natural_end is False

@@ -105,3 +105,18 @@ def test_cut_off_json_is_an_error_not_half_a_json(cli, model_env):
     result = cli("ask", "A person", "--json-schema", json.dumps(SCHEMAS["object"]), "-T", "0", "-n", "3", env=model_env)
     assert result.returncode == 1
     assert "cut off at --max-tokens" in result.stderr
+
+
+# --- never half a JSON on stdout
+
+
+def test_structured_answer_cut_by_max_tokens_prints_nothing_on_stdout(cli, model_env):
+    schema = (
+        '{"type":"object","properties":{"name":{"type":"string"},"age":{"type":"integer"}},"required":["name","age"]}'
+    )
+    result = cli("ask", "-T", "0", "-n", "3", "--json-schema", schema, "A person", env=model_env)
+    assert result.returncode == 1 and "raise --max-tokens" in result.stderr
+    assert result.stdout == ""
+    whole = cli("ask", "-T", "0", "-n", "60", "--json-schema", schema, "A person", env=model_env)
+    assert whole.returncode == 0, whole.stderr
+    assert set(json.loads(whole.stdout)) == {"name", "age"}

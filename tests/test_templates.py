@@ -6,7 +6,11 @@ import json
 
 import pytest
 
+import chatformats
+from chatformats import n_tokens
+from localassist.assistant import Assistant
 from localassist.conversation.prompt_templates import editable_path, list_templates, load_template
+from localassist.engine.types import SamplingParams
 from localassist.errors import UsageError
 from localassist.settings import load_settings
 
@@ -99,3 +103,52 @@ def test_ask_with_a_template_and_params(cli, model_env):
     assert missing.returncode == 2 and "has no parameter nope" in missing.stderr
     alone = cli("ask", "-p", "points", "2", "hello", env=model_env)
     assert alone.returncode == 2 and "goes with -t" in alone.stderr
+
+
+# --- one precedence, and a template applied once
+
+
+@pytest.mark.model
+def test_regen_sends_the_templated_message_once(backend):
+    from localassist.conversation.prompt_templates import load_template
+    from localassist.settings import app_paths
+
+    session = Assistant(backend, SamplingParams(temperature=0, max_tokens=2))
+    session.use_template(load_template("translate", app_paths().config_dir), {"language": "French"})
+    first = session.send("Hello")
+    session.finish(first)
+    again = session.regen()
+    assert again.user.content == first.user.content
+    assert again.user.content.count("Translate the following text") == 1
+
+
+@pytest.mark.model
+def test_explicit_flags_beat_template_options_in_chat(backend):
+    from localassist.conversation.prompt_templates import load_template
+    from localassist.settings import app_paths
+
+    params = SamplingParams(temperature=0.5, max_tokens=5)
+    session = Assistant(backend, params, system="Mine", explicit=frozenset({"max_tokens", "system"}))
+    session.use_template(load_template("summarize", app_paths().config_dir))
+    assert session.params.max_tokens == 5  # the flag wins over the template's 400
+    assert session.params.temperature == 0.2  # the template's option beats the setting
+    assert session.user_system == "Mine"  # -s wins over the template's system prompt
+    session.set("temperature", "0.9")  # /set is explicit too
+    assert session.params.temperature == 0.9
+    session.use_template(None)
+    assert session.params == SamplingParams(temperature=0.9, max_tokens=5)
+
+
+@pytest.mark.model
+def test_few_shot_examples_come_before_the_history(cli, model_env, isolated_home, vocab):
+    templates = isolated_home / "config" / "templates"
+    templates.mkdir(parents=True)
+    (templates / "shots.toml").write_text(
+        '[[examples]]\nuser = "Example in"\nassistant = "Example out"\n', encoding="utf-8"
+    )
+    first = json.loads(cli("ask", "-T", "0", "-n", "3", "--json", "First", env=model_env).stdout)
+    second = cli("ask", "-t", "shots", "-c", "-T", "0", "-n", "2", "--json", "Second", env=model_env)
+    assert second.returncode == 0, second.stderr
+    chat = [("user", "Example in"), ("assistant", "Example out"), ("user", "First"), ("assistant", first["text"])]
+    expected = n_tokens(vocab, chatformats.gemma([*chat, ("user", "Second")]))
+    assert json.loads(second.stdout)["usage"]["prompt_tokens"] == expected

@@ -230,3 +230,26 @@ def test_a_forced_call_on_a_real_model_completes_the_loop(starter_chat_path):
     jsonschema.validate(arguments, registry.get("multiply").parameters)
     assert finished[0].record.result == str(arguments["a"] * arguments["b"])
     assert done.finish_reason in ("stop", "length") and isinstance(done, Done)
+
+
+@pytest.mark.model
+def test_a_tool_call_cut_off_by_max_tokens_is_said_not_silent(starter_chat_path):
+    from localassist.engine.local import LoadOptions, LocalBackend
+
+    path = starter_chat_path
+    template = str(FIXTURES / "qwen2.5_chat_template.jinja")
+    backend = LocalBackend(path, "starter-chat", LoadOptions(ctx=1024, threads=1, chat_format=template))
+    try:
+        agent = Agent(resolve_tools(str(FIXTURES / "agent_tools.py")), tool_choice="required")
+        # '{"name": "multiply", "arguments": {"a": 17, "b": 23}}' is well over 6 tokens
+        request = ChatRequest(
+            messages=(Message("user", "What is 17 times 23?"),), sampling=SamplingParams(temperature=0, max_tokens=6)
+        )
+        stream = agent.stream(backend, request)
+        events = list(stream)
+        done = stream.result()
+    finally:
+        backend.close()
+    assert not [e for e in events if isinstance(e, ToolStarted)] and not stream.records
+    assert done.finish_reason == "length" and done.text == ""
+    assert stream.notices == ["a tool call was cut off at --max-tokens and not run; raise --max-tokens"]

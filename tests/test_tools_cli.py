@@ -5,6 +5,7 @@ asked on a real pseudo-terminal, and refused in a process that has no terminal a
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -221,3 +222,27 @@ def test_ctrl_c_stops_a_tool_that_holds_the_interpreter_lock(model_env):
     child.close()
     assert child.exitstatus == 130, child.before
     assert "Traceback" not in child.before
+
+
+# --- tools list, index notices and names, logs rm --all, chat --resume
+
+
+def test_tools_list_fits_a_120_column_terminal_and_keeps_every_word():
+    from localassist.cli import tools_cmd
+    from localassist.cli.env import Environment, using
+    from localassist.tools import resolve_tools
+
+    def listed(**terminal) -> list[str]:
+        buf = io.StringIO()
+        with using(Environment(stdin=None, stdout=buf, stderr=io.StringIO(), **terminal)):
+            tools_cmd.list_tools(tools=None, as_json=False)
+        return buf.getvalue().splitlines()
+
+    shown = listed(stdout_isatty=True, width=120)
+    assert max(len(line) for line in shown) <= 120
+    words = " ".join(shown).split()
+    for tool in resolve_tools(["all"]):
+        for word in tool.description.split():
+            assert word in words, (tool.name, word)  # wrapped, never cut
+    piped = listed(stdout_isatty=False)  # a pipe: one line per tool, for grep
+    assert len(piped) == 1 + len(resolve_tools(["all"]))
