@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from typing import Any
@@ -43,7 +43,7 @@ from localassist.engine.types import (
     Usage,
 )
 from localassist.errors import AnswerInvalidError
-from localassist.tools.base import ToolContext, ToolError, ToolResult
+from localassist.tools.base import Approval, ToolContext, ToolError, ToolResult
 from localassist.tools.registry import ToolRegistry
 
 DEFAULT_MAX_STEPS = 5
@@ -142,7 +142,9 @@ class Agent:
 
     # --- the loop
 
-    def _run(self, outer: AgentStream, backend: Backend, request: ChatRequest, first: ChatStream) -> Iterator[Any]:
+    def _run(
+        self, outer: AgentStream, backend: Backend, request: ChatRequest, first: ChatStream
+    ) -> Generator[Any, None, None]:
         state = outer.state
         deadline = time.monotonic() + self.limits.wall_s
         out_of_time = f"stopped: the answer ran past its time limit ({self.limits.wall_s:g} s)"
@@ -203,7 +205,7 @@ class Agent:
             inner.close()
         yield self._done(state, rounds, "length" if timed_out else None)
 
-    def _relay(self, outer: AgentStream, inner: ChatStream, deadline: float) -> Iterator[Any]:
+    def _relay(self, outer: AgentStream, inner: ChatStream, deadline: float) -> Generator[Any, None, tuple[Done, int]]:
         """Pass one round's text on (its tool calls come whole in its Done); return that Done
         and how many calls the model began."""
         begun = [0]
@@ -292,7 +294,7 @@ class Agent:
         approve = self.context.approve
         decisions: list[bool] = []
 
-        def asking(request: Any) -> bool:
+        def asking(request: Approval) -> bool:
             decisions.append(bool(approve is not None and approve(request)))
             return decisions[-1]
 
@@ -302,6 +304,7 @@ class Agent:
             timeout_s=max(0.1, min(self.context.timeout_s, deadline - time.monotonic())),
             output_budget=MAX_OUTPUT_CHARS,
         )
+        needs: Approval | str | None  # str: FAILED_FIRST
         try:
             needs = tool.approval(arguments, context)
         except ToolError:

@@ -29,7 +29,7 @@ import ctypes
 import queue
 import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter
@@ -87,6 +87,12 @@ class _Slot:
     @property
     def reading(self) -> bool:
         return self.job is not None and self.next_token is None
+
+    @property
+    def busy(self) -> _Job:
+        """The job of a slot that has one (a step visits only those)."""
+        assert self.job is not None
+        return self.job
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -186,7 +192,7 @@ class BatchedBackend:
         job = lambda stream: self._events(_Job(stream, tokens, request.sampling, stops, grammar))  # noqa: E731
         return ChatStream(state, job, answer_check(request))
 
-    def _events(self, job: _Job) -> Iterator[Event]:
+    def _events(self, job: _Job) -> Generator[Event, None, None]:
         with self._cond:
             if self._closed:
                 raise BackendError(f"{self.model_name} is closed")
@@ -271,10 +277,10 @@ class BatchedBackend:
                 slot.logits_at = n
                 n += 1
         budget = self.batch - n
-        for slot in sorted((s for s in active if s.reading), key=lambda s: s.job.state.t_start):
+        for slot in sorted((s for s in active if s.reading), key=lambda s: s.busy.state.t_start):
             if budget <= 0:
                 break
-            tokens, done = slot.job.tokens, len(slot.tokens)
+            tokens, done = slot.busy.tokens, len(slot.tokens)
             take = min(budget, self.chunk, len(tokens) - done)
             for i in range(take):
                 last = done + i == len(tokens) - 1
@@ -294,9 +300,9 @@ class BatchedBackend:
             if slot.next_token is not None:
                 slot.tokens.append(slot.next_token)
             else:
-                slot.tokens += slot.job.tokens[len(slot.tokens) : len(slot.tokens) + slot.taken]
+                slot.tokens += slot.busy.tokens[len(slot.tokens) : len(slot.tokens) + slot.taken]
             slot.last_used = now
-            if slot.job.stream.cancelled:
+            if slot.busy.stream.cancelled:
                 self._release(slot, "cancelled")
             elif slot.logits_at >= 0:
                 self._sample(slot)
@@ -310,7 +316,8 @@ class BatchedBackend:
         batch.logits[i] = logits
 
     def _sample(self, slot: _Slot) -> None:
-        job = slot.job
+        job = slot.busy
+        assert job.detok is not None  # set when the job took its slot
         state, params = job.state, job.params
         token = job.sampler.sample(self._ctx, slot.logits_at)
         if state.t_first is None:
@@ -333,7 +340,7 @@ class BatchedBackend:
             slot.next_token = token
 
     def _release(self, slot: _Slot, reason: str) -> None:
-        job = slot.job
+        job = slot.busy
         slot.job, slot.next_token = None, None
         self._end(job, reason)
 

@@ -61,7 +61,9 @@ def _build_tokenizer(vocab: Any) -> Any:
         if is_eog(vocab, token):
             ends.append(token)
     tokenize = ctypes.cast(llama_cpp.llama_cpp._lib.llama_tokenize, ctypes.c_void_p).value
-    return LLTokenizer.from_llamacpp(
+    # ignore: the compiled module has from_llamacpp, its stub (_lib.pyi) leaves it out; llguidance's own
+    # llamacpp.py ignores it the same way
+    return LLTokenizer.from_llamacpp(  # type: ignore[attr-defined]
         tokens=pieces, vocab_ptr=vocab, tokenize_fptr=tokenize, eos_token=ends or llama_cpp.llama_vocab_eos(vocab)
     )
 
@@ -124,8 +126,8 @@ class GrammarSampler:
             data[: allowed.size] = data[allowed]
             cur.size = allowed.size
         else:
-            bits = np.unpackbits(self._mask.view(np.uint8), bitorder="little")
-            keep = bits[:n] if in_order else bits[data["id"]]
+            flat = np.unpackbits(self._mask.view(np.uint8), bitorder="little")
+            keep = flat[:n] if in_order else flat[data["id"]]
             np.copyto(data["logit"], -np.inf, where=keep == 0)
         cur.selected = -1
         cur.sorted = False

@@ -31,10 +31,13 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from localassist.errors import AnswerInvalidError, SchemaError
+
+if TYPE_CHECKING:
+    from llguidance._lib import JsonCompileOptions  # a stub-only TypedDict: nothing to import at run time
 
 # formats llguidance enforces while generating and the validator checks afterwards
 GENERATED_FORMATS = frozenset(
@@ -122,7 +125,7 @@ SAFE_INTEGER = 2**53 - 1
 MAX_UNIQUE_SEQUENCES = 2000  # uniqueItems over an enum becomes the enum of its sequences up to this many
 MAX_DEPENDENCIES = 4  # dependentRequired entries rewritten per object (each doubles the branches)
 # JSON the grammar writes: one line, the separators of json.dumps
-JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+JSON_OPTIONS: JsonCompileOptions = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
 
 class SchemaRefusedError(SchemaError):

@@ -39,7 +39,11 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from localassist.engine.local import LocalBackend
+    from localassist.engine.types import Backend
 
 log = logging.getLogger("localassist.kv_snapshots")
 
@@ -469,7 +473,7 @@ class SnapshotStore:
             worker.join()
 
 
-def saved_by(backend: Any) -> list[str]:
+def saved_by(backend: Backend) -> list[str]:
     """The snapshot files a loaded ``LocalBackend`` saved since the last call (none for a
     backend without snapshots, or another kind), for the log to record with the
     conversation they hold: deleting the conversation deletes them."""
@@ -477,9 +481,10 @@ def saved_by(backend: Any) -> list[str]:
     return store.take_saved() if isinstance(store, SnapshotStore) else []
 
 
-def for_backend(backend: Any) -> SnapshotStore:
+def for_backend(backend: LocalBackend) -> SnapshotStore:
     """The store for a loaded ``LocalBackend`` (its options name the folder and the cap)."""
     options = backend.options
+    assert options.kv_snapshots is not None  # LocalBackend asks only when its options name the folder
     identity = context_identity(
         backend.path,
         n_ctx=backend.n_ctx,

@@ -53,7 +53,7 @@ def llama_class(llama_cpp: Any) -> type:
     cls = _classes.get(key)
     if cls is None:
 
-        class Llama(llama_cpp.Llama):  # type: ignore[name-defined,misc]
+        class Llama(llama_cpp.Llama):
             _use_extra_bufts: bool | None = None
 
             def __init__(self, *args: Any, use_extra_bufts: bool | None = None, **kwargs: Any) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import ctypes
 import random
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from time import perf_counter
@@ -346,7 +346,8 @@ class LocalBackend:
         stream; generation starts when the stream is iterated."""
         if request.prompt is None and not request.messages:
             raise UsageError("nothing to generate from: no messages and no prompt")
-        plan, tool_stops = None, ()
+        plan: ToolPlan | None = None
+        tool_stops: tuple[str, ...] = ()
         check = answer_check(request)
         if request.prompt is None:
             request, plan, tool_stops = self._tool_input(request)
@@ -428,7 +429,7 @@ class LocalBackend:
         stops: tuple[str, ...],
         grammar: Grammar | None,
         plan: ToolPlan | None = None,
-    ) -> Iterator[Event]:
+    ) -> Generator[Event, None, None]:
         state = stream.state
         if self._owner == threading.get_ident():
             # the lock would wait for ourselves: two streams of one model interleaved in one thread
@@ -455,7 +456,7 @@ class LocalBackend:
         stops: tuple[str, ...],
         grammar: Grammar | None,
         token_bytes: Callable[[int], bytes] | None = None,
-    ) -> Iterator[TextDelta]:
+    ) -> Generator[TextDelta, None, None]:
         """Evaluate the prompt past the cached prefix, then sample and evaluate one token at
         a time until an end-of-generation token, a stop string, max_tokens or cancel."""
         llm = self.llm
@@ -521,7 +522,7 @@ class LocalBackend:
         params: SamplingParams,
         stops: tuple[str, ...],
         plan: ToolPlan,
-    ) -> Iterator[TextDelta | ToolCallDelta]:
+    ) -> Generator[TextDelta | ToolCallDelta, None, None]:
         """Stream the answer until a tool call's marker, then put the marker in the prompt and
         generate the call under the plan's grammar (a forced call starts there). The marker
         and the call never reach the text: they come out as ``ToolCallDelta`` events."""
@@ -639,8 +640,8 @@ class LocalBackend:
         return self.info().details
 
     def close(self) -> None:
-        if getattr(self, "_snapshots", None) is not None:
-            self._snapshots.flush()  # a snapshot being written is finished, not lost
+        if (snapshots := getattr(self, "_snapshots", None)) is not None:
+            snapshots.flush()  # a snapshot being written is finished, not lost
         llm = getattr(self, "llm", None)
         building = getattr(self, "_guidance_thread", None)
         if building is not None:

@@ -19,7 +19,7 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import suppress
 from email.utils import parsedate_to_datetime
 from time import perf_counter, sleep, time
@@ -53,7 +53,7 @@ class RemoteStream(ChatStream):
     def __init__(
         self,
         state: StreamState,
-        produce: Callable[[ChatStream], Iterator[Event]],
+        produce: Callable[[ChatStream], Generator[Event, None, None]],
         check: Callable[[Done], None] | None = None,
     ) -> None:
         self._sockets: list[socket.socket] = []
@@ -343,7 +343,7 @@ class RemoteBackend:
         body: dict[str, Any],
         parse: Parse,
         natural_end: bool = False,
-    ) -> Iterator[Event]:
+    ) -> Generator[Event, None, None]:
         state = stream.state
         state.t_start = perf_counter()
         response = None

@@ -12,7 +12,7 @@ thread (Ctrl-C, a closed pipe and a disconnected HTTP client all use it).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
@@ -269,7 +269,7 @@ class ChatStream:
     def __init__(
         self,
         state: StreamState,
-        produce: Callable[[ChatStream], Iterator[Event]],
+        produce: Callable[[ChatStream], Generator[Event, None, None]],  # a generator: close() ends it
         check: Callable[[Done], None] | None = None,
     ) -> None:
         self.state = state

@@ -33,7 +33,9 @@ from langchain_core.messages import (
     HumanMessage,
     SystemMessage,
     ToolMessage,
+    UsageMetadata,
 )
+from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.retrievers import BaseRetriever
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
@@ -133,7 +135,9 @@ def _assistant(m: AIMessage) -> Message:
     found = [(c.get("id"), c["name"], c["args"]) for c in m.tool_calls]
     content = m.content if isinstance(m.content, list) else [m.content]
     for block in content:
-        kind = block.get("type") if isinstance(block, dict) else None
+        if not isinstance(block, dict):
+            continue
+        kind = block.get("type")
         if kind in CALL_BLOCKS and not any(block.get("id") == known for known, _, _ in found if known):
             found.append((block.get("id"), block["name"], block.get(CALL_BLOCKS[kind]) or {}))
     calls = tuple(ToolCall(key or f"call_{i}", name, json.dumps(args)) for i, (key, name, args) in enumerate(found))
@@ -182,8 +186,10 @@ def _tool_calls(done: Done) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
     return valid, invalid
 
 
-def _usage(done: Done) -> dict[str, Any]:
-    return {
+def _usage(done: Done) -> UsageMetadata:
+    # ignore: langchain-core marks output_token_details NotRequired with typing.NotRequired,
+    # which mypy does not know when it checks for Python 3.10, so it reads the key as required
+    return {  # type: ignore[typeddict-item]
         "input_tokens": done.prompt_tokens,
         "output_tokens": done.completion_tokens,
         "total_tokens": done.usage.total_tokens,
@@ -325,7 +331,7 @@ class ChatLocalAssist(BaseChatModel):
                             run_manager.on_llm_new_token(event.text)
                         yield ChatGenerationChunk(message=AIMessageChunk(content=event.text))
                     elif isinstance(event, ToolCallDelta):
-                        piece = {"name": event.name, "args": event.arguments, "id": event.id, "index": event.index}
+                        piece = tool_call_chunk(name=event.name, args=event.arguments, id=event.id, index=event.index)
                         yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[piece]))
             except AnswerInvalidError:
                 if not stream.result().tool_calls:
