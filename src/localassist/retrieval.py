@@ -15,12 +15,15 @@ from localassist.engine.types import Message
 from localassist.errors import ModelNotAvailableError
 
 if TYPE_CHECKING:
+    from localassist.models.resolve import ResolvedModel
+    from localassist.rag.embedder import BackendEmbedder
+    from localassist.rag.store import IndexInfo
     from localassist.settings import Settings
 
 EMBED_CTX = 512  # enough for a chunk and a query; a chat model's 8k context would cost memory for nothing
 
 
-def load_embedder(settings: Settings, spec: str, *, loading: Callable[[str], Any] | None = None) -> Any:
+def load_embedder(settings: Settings, spec: str, *, loading: Callable[[str], Any] | None = None) -> BackendEmbedder:
     """The embedding model ``spec`` (a catalog name, a path, owner/repo...) as a RAG embedder."""
     from dataclasses import replace
 
@@ -41,7 +44,7 @@ def load_embedder(settings: Settings, spec: str, *, loading: Callable[[str], Any
     return BackendEmbedder(backend, model_id, source=spec, query_prefix=query, document_prefix=document)
 
 
-def known_sha256(resolved: Any) -> str | None:
+def known_sha256(resolved: ResolvedModel) -> str | None:
     """A model file's sha256 where it is known without reading the file: the HF cache
     names its blobs by it, a bundled model carries its own; else None."""
     blob = Path(resolved.path).resolve()
@@ -54,7 +57,9 @@ def known_sha256(resolved: Any) -> str | None:
     return None
 
 
-def index_embedder(settings: Settings, info: Any, *, loading: Callable[[str], Any] | None = None) -> Any:
+def index_embedder(
+    settings: Settings, info: IndexInfo, *, loading: Callable[[str], Any] | None = None
+) -> BackendEmbedder | None:
     """The embedder an index was built with (None for a BM25-only index)."""
     if info.model_id is None:
         return None
@@ -84,10 +89,10 @@ class DocsSearch:
         with open_index(settings.paths.data_dir, index_name) as index:  # fails now on an unknown name
             self.info = index.info()
         self._loading = loading
-        self._embedder: Any = None
+        self._embedder: BackendEmbedder | None = None
         self._loaded = False
 
-    def embedder(self) -> Any:
+    def embedder(self) -> BackendEmbedder | None:
         if not self._loaded:
             self._embedder = index_embedder(self.settings, self.info, loading=self._loading)
             self._loaded = True

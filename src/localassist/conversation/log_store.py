@@ -652,7 +652,9 @@ def _touch(
 def _insert(db: sqlite3.Connection, **values: Any) -> int:
     columns = ", ".join(values)
     marks = ", ".join("?" * len(values))
-    return db.execute(f"INSERT INTO exchanges ({columns}) VALUES ({marks})", tuple(values.values())).lastrowid
+    row_id = db.execute(f"INSERT INTO exchanges ({columns}) VALUES ({marks})", tuple(values.values())).lastrowid
+    assert row_id is not None  # an INSERT always sets it
+    return row_id
 
 
 def _attach(db: sqlite3.Connection, cid: str, attachments: Sequence[Attachment], now: float) -> None:

@@ -116,7 +116,10 @@ def _window(conversation: Conversation, size: int) -> int:
     kept_lc = trim_messages(
         as_lc, max_tokens=2 * size, token_counter=len, strategy="last", start_on="human", allow_partial=False
     )
-    first_kept = int(kept_lc[0].id) if kept_lc else len(conversation.turns)
+    first_kept = len(conversation.turns)
+    if kept_lc:
+        assert kept_lc[0].id is not None  # each message's id is its turn's index, set above
+        first_kept = int(kept_lc[0].id)
     dropped = sum(1 for m in conversation.turns[:first_kept] if m.role == "user")
     conversation.turns = conversation.turns[first_kept:]
     return dropped

@@ -193,9 +193,9 @@ def attach(
     if not chosen:
         raise DocumentBudgetError(f"no part of {_names(documents)} fits what is left of the context{why}; raise --ctx")
     sources = [Source(chunks[i].locator, scores[i]) for i in chosen]
-    size = f"{about}{total:,} tokens" + (f", {estimated}" if estimated else "")
+    measured = f"{about}{total:,} tokens" + (f", {estimated}" if estimated else "")
     notice = (
-        f"{_names(documents)} ({size}) {'does' if len(documents) == 1 else 'do'} not fit the context: "
+        f"{_names(documents)} ({measured}) {'does' if len(documents) == 1 else 'do'} not fit the context: "
         f"answering from the {len(chosen)} of {len(chunks)} excerpts that match the question best"
     )
     return Attached(text, "excerpts", sources, total, len(chunks), len(chosen), notice)

@@ -835,8 +835,9 @@ def _check_coverage(document: Document, chunks: list[Chunk]) -> DocumentLedger:
     ledger = DocumentLedger(document.path, document.kind, len(chunks))
     name = _name(document.path)
     if document.kind == "pdf":
-        with_text = {p.locator.page for p in document.pieces}
-        covered = {c.locator.page for c in chunks}
+        # a PDF's pieces and chunks all have a page: the None filter is for the type checker
+        with_text = {page for p in document.pieces if (page := p.locator.page) is not None}
+        covered = {page for c in chunks if (page := c.locator.page) is not None}
         if with_text - covered:
             raise CoverageError(f"internal error: {name} pages {sorted(with_text - covered)} are in no chunk")
         ledger.pages = document.pages

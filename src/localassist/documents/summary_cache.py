@@ -21,10 +21,13 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from localassist.database import immediate, open_database
 from localassist.errors import LocalAssistError
+
+if TYPE_CHECKING:
+    from localassist.engine.types import Backend
 
 CACHE_FILE = "summaries.db"
 # Release 0.2 and earlier made these tables at every open (IF NOT EXISTS; `attached` came
@@ -65,7 +68,7 @@ def cache_key(document_sha256: str, chunk_index: int, chunk_sha256: str, model: 
     return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()
 
 
-def backend_fingerprint(backend: Any) -> str:
+def backend_fingerprint(backend: Backend) -> str:
     """What makes a backend's outputs its own: its model's name and chat template, plus,
     for a local file, its path, size and modification time (hashing gigabytes per run
     would cost more than the map it saves). Part of every cache key: it must not change."""

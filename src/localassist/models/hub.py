@@ -25,7 +25,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from localassist.errors import (
     AccessDeniedError,
@@ -445,7 +445,8 @@ def _fetch(plan: PullPlan, f: RemoteFile, blob: Path, headers: dict[str, str], p
     url = hf_hub_url(plan.repo, f.path, revision=plan.revision, endpoint=endpoint())
     try:
         with partial.open("ab") as raw:
-            fh = _CountingFile(raw, Path(f.path).name, f.size, progress) if progress else raw
+            # a _CountingFile passes every other attribute on to the file: http_get sees a BinaryIO
+            fh = cast(BinaryIO, _CountingFile(raw, Path(f.path).name, f.size, progress)) if progress else raw
             _hub_errors(
                 plan.repo,
                 lambda: http_get(
@@ -478,7 +479,10 @@ def _fetch(plan: PullPlan, f: RemoteFile, blob: Path, headers: dict[str, str], p
 
 
 def _have(blobs: Path, f: RemoteFile) -> bool:
-    return bool(f.sha256) and (blobs / f.sha256).is_file() and (blobs / f.sha256).stat().st_size == f.size
+    if not f.sha256:
+        return False
+    blob = blobs / f.sha256
+    return blob.is_file() and blob.stat().st_size == f.size
 
 
 def _partial_size(blobs: Path, f: RemoteFile) -> int:

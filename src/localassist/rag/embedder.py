@@ -19,6 +19,8 @@ from localassist.rag.errors import EmbedderError, InputTooLongError
 if TYPE_CHECKING:
     import llama_cpp
 
+    from localassist.engine.types import Backend
+
 
 @runtime_checkable
 class Embedder(Protocol):
@@ -174,7 +176,7 @@ class BackendEmbedder(_PrefixedEmbedder):
 
     def __init__(
         self,
-        backend: Any,
+        backend: Backend,
         model_id: str,
         *,
         source: str | None = None,

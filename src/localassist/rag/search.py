@@ -136,7 +136,7 @@ def search(
     try:
         bm25 = _bm25(index.db, terms, candidates)
         vector_rank, cosines, matrix = ([], {}, None)
-        if use_vectors:
+        if use_vectors and embedder is not None:
             vector_rank, cosines, matrix = _vector(index, embedder, query, candidates)
         fused = _fuse([list(bm25), vector_rank])
         ranked = _assemble(index.db, fused, bm25, cosines, matrix, k, disk)

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from localassist.rag.embedder import Embedder
     from localassist.rag.search import SearchResult
     from localassist.rag.sync import Progress, Staleness, SyncReport
+    from localassist.rag.vectors import Matrix
 
 # What meta 'schema' says: the layout that release 0.2, which knew no migrations, reads. It
 # checks this value on open, so a migration that changed the layout in a way 0.2 would
@@ -181,7 +182,7 @@ class Index:
             raise self.explain(error) from None
         except OSError as error:
             raise RagError(f"cannot open index '{name}' ({self.path}): {error.strerror or error}") from None
-        self._matrix = None  # localassist.rag.vectors.Matrix, loaded on first vector search
+        self._matrix: Matrix | None = None  # loaded on first vector search
         self._chunk_total: tuple[int, int] | None = None  # (PRAGMA data_version, count of chunks)
 
     # -- lifecycle -------------------------------------------------------------------

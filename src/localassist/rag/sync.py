@@ -355,7 +355,7 @@ class _Job:
         wanted: dict[str, str] = {}
         for text, h in zip(texts, hashes, strict=True):
             wanted.setdefault(h, text)
-        have = set()
+        have: set[str] = set()
         keys = list(wanted)
         for i in range(0, len(keys), 500):
             part = keys[i : i + 500]
@@ -380,8 +380,8 @@ class _Job:
                     f"({len(part)}, {self.dimension}): its dimension does not match the index"
                 )
             norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-            matrix = matrix / np.where(norms == 0, 1, norms)  # unit vectors: cosine is a dot product
-            for h, vector in zip(part, matrix, strict=True):
+            unit = matrix / np.where(norms == 0, 1, norms)  # unit vectors: cosine is a dot product
+            for h, vector in zip(part, unit, strict=True):
                 out[h] = vector.astype("<f4").tobytes()
             self.report.embedded += len(part)
         return out
