@@ -64,11 +64,11 @@ def download_bar():
     if not stderr_is_terminal():
         yield None
         return
-    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+    from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TimeRemainingColumn, TransferSpeedColumn
 
     from localassist.cli.console import err_console
 
-    tasks: dict[str, object] = {}
+    tasks: dict[str, TaskID] = {}
     columns = ("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err_console(), transient=False) as bar:
 
@@ -148,7 +148,7 @@ def rm(
         raise UsageError(f"'{model}' comes with pip, not from the hub: `pip uninstall {entry.package}`")
     if entry is None and repo_spec is None:
         raise UsageError("rm takes a catalog name or owner/repo[:QUANT]; delete files you placed yourself by hand")
-    if entry is None and repo_spec[1] is None:
+    if entry is None and repo_spec is not None and repo_spec[1] is None:
         _confirm_whole_repo(repo_spec[0], yes)
         freed = remove_cached(repo_spec[0])
     else:
@@ -167,6 +167,8 @@ def _resolved_files(model: str) -> tuple[str, list[Path]]:
         resolved = resolve_model(model, load_settings())
     except ModelNotAvailableError as exc:
         raise ModelNotAvailableError(f"nothing removed: {exc}") from None
+    if resolved.repo is None:  # owner/repo:QUANT that is also a file's path here: rm deletes only from the cache
+        raise UsageError(f"nothing removed: '{model}' is a file here, not a model in the Hugging Face cache")
     return resolved.repo, [p for p in split_parts(resolved.path) if p.is_symlink() or p.exists()]
 
 
