@@ -18,7 +18,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from localassist.conversation.exchange_log import ExchangeLog
 from localassist.conversation.log_store import Attachment
@@ -26,6 +26,9 @@ from localassist.conversation.memory import Conversation, FitReport, MemoryPolic
 from localassist.engine.types import Backend, ChatRequest, ChatStream, Done, Message, ResponseFormat, SamplingParams
 from localassist.errors import UsageError
 from localassist.settings import Settings, parse_value
+
+if TYPE_CHECKING:
+    from localassist.agent import Agent
 
 SETTABLE = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "max_tokens", "seed", "system", "memory")
 SUMMARY_INSTRUCTION = (
@@ -71,7 +74,7 @@ class Assistant:
         self.attachments: list[Attachment] = []
         self.rules: str | None = None
         self.log = log
-        self.agent: Any = None  # an agent.Agent (--tools): answers may call tools
+        self.agent: Agent | None = None  # --tools: answers may call tools
         self.conversation = Conversation(self._system_with_context(system))
         self.user_system = system
         self.last: Done | None = None

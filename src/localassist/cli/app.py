@@ -140,7 +140,9 @@ def _run(argv: list[str]) -> int:
         # standalone_mode=False: Typer's usage errors come here, to be said in one line
         code = app(args=join_param_pairs(argv), prog_name=PROG, standalone_mode=False)
     except typer.TyperException as exc:  # an unknown option or command, a bad value, a missing argument
-        if type(exc).__name__ == "NoArgsIsHelpError":  # `localassist logs rm` alone: the help is the answer
+        # `localassist logs rm` alone: the help is the answer (a NoArgsIsHelpError, which is private
+        # to typer; hasattr: its show() is not on the public TyperException)
+        if type(exc).__name__ == "NoArgsIsHelpError" and hasattr(exc, "show"):
             exc.show()
         else:
             error(usage_line(exc))

@@ -120,6 +120,9 @@ def ask(
     if as_json:
         result = done.as_dict()
         if agent is not None:
+            from localassist.agent import AgentStream
+
+            assert isinstance(turn.stream, AgentStream)  # an assistant with an agent answers through it
             result["tool_calls_run"] = [record.__dict__ for record in turn.stream.records]
         if prepared.schema is not None and not done.cancelled:
             from localassist.engine.structured import parse_json_answer

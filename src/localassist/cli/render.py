@@ -10,7 +10,10 @@ the answer's height.
 from __future__ import annotations
 
 import re
-from typing import TextIO
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.live import Live
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
 # A list marker with nothing after it ("1." alone on a line) is an empty list item to
@@ -58,7 +61,7 @@ class PlainWriter:
     """The text as it comes. On a pipe, byte for byte (the pipe contract); on a terminal
     (--plain), control characters are shown, not obeyed."""
 
-    def __init__(self, out: TextIO | None = None) -> None:
+    def __init__(self, out: IO[str] | None = None) -> None:
         from localassist.cli.env import current
 
         self.out = out or current().stdout
@@ -88,7 +91,7 @@ class MarkdownWriter:
 
     REFRESH_S = 0.05
 
-    def __init__(self, out: TextIO | None = None) -> None:
+    def __init__(self, out: IO[str] | None = None) -> None:
         from rich.console import Console
 
         from localassist.cli.env import current
@@ -99,7 +102,7 @@ class MarkdownWriter:
         )
         self.pending = ""  # text after the last block printed for good
         self.printed_blocks = 0
-        self.live = None
+        self.live: Live | None = None
         self.last_draw = 0.0
 
     def _markdown(self, text: str):
@@ -170,5 +173,5 @@ class MarkdownWriter:
         self.pending = ""
 
 
-def make_writer(markdown: bool, out: TextIO | None = None) -> PlainWriter | MarkdownWriter:
+def make_writer(markdown: bool, out: IO[str] | None = None) -> PlainWriter | MarkdownWriter:
     return MarkdownWriter(out) if markdown else PlainWriter(out)

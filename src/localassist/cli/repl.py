@@ -126,8 +126,11 @@ class Repl:
             return None
         from localassist.cli.env import current
 
+        stream = self.tty_in or current().stdin
+        if stream is None:  # stdin closed
+            return None
         try:
-            return (self.tty_in or current().stdin).fileno()
+            return stream.fileno()
         except (AttributeError, OSError, ValueError):
             return None
 
@@ -540,8 +543,8 @@ def slash_completer(settings=None):
                         yield Completion(command.name, start_position=-len(text))
                 return
             name, _, rest = text.partition(" ")
-            command = BY_NAME.get(name)
-            if command is not None and command.complete is not None:
-                yield from command.complete(settings, rest, complete_event)
+            named = BY_NAME.get(name)
+            if named is not None and named.complete is not None:
+                yield from named.complete(settings, rest, complete_event)
 
     return _Completer()

@@ -4,7 +4,7 @@ spinner, streaming an answer (Ctrl-C, a closed pipe), and the closing report."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
@@ -18,7 +18,10 @@ if TYPE_CHECKING:  # imported lazily: `localassist --help` must not pay for them
     from localassist.settings import Settings
 
 
-def read_stdin(decode: Callable[[bytes], str]) -> str | None:
+Decoded = TypeVar("Decoded")  # str for a prompt, bytes for a document (`-f -`)
+
+
+def read_stdin(decode: Callable[[bytes], Decoded]) -> Decoded | None:
     data = current().read_stdin()
     return decode(data) if data is not None else None
 

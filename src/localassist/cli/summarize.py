@@ -15,8 +15,10 @@ from localassist.cli.console import err_console, exit_broken_pipe, stderr_is_ter
 from localassist.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
+    from localassist.assistant import Assistant
     from localassist.documents import Document
     from localassist.documents.summarize import Progress
+    from localassist.documents.summary_cache import SummaryCache
     from localassist.settings import Settings
 
 Files = Annotated[list[str], typer.Argument(help="Files to summarize (.txt .md .pdf .csv .html .json); - is stdin.")]
@@ -172,7 +174,7 @@ def load_documents(files: list[str]) -> "list[Document]":
     return documents
 
 
-def open_cache(settings: "Settings", for_conversation: str | None = None) -> Any:
+def open_cache(settings: "Settings", for_conversation: str | None = None) -> "SummaryCache | None":
     """The summary notes (None, with a warning, when they cannot be opened).
     ``for_conversation``: the sha256 of a document summarized for a conversation (chat's
     ``/file``), recorded so that ``logs rm`` deletes its notes with the conversation."""
@@ -276,7 +278,7 @@ class ProgressBar:
             self.running = False
 
 
-def attach_file(assistant: Any, settings: "Settings", path: str) -> str:
+def attach_file(assistant: "Assistant", settings: "Settings", path: str) -> str:
     """Chat's ``/file PATH``: pin the document to the conversation, whole if it fits what
     is left of the context, else a summary of it that does; returns the line to show.
 

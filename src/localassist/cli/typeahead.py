@@ -63,7 +63,7 @@ def held(fd: int | None) -> Iterator[None]:
         normal = termios.tcgetattr(fd) if fd is not None and os.isatty(fd) else None
     except (ImportError, OSError, ValueError):  # Windows, a closed or odd stream
         normal = None
-    if normal is None or _held is not None:
+    if normal is None or fd is None or _held is not None:  # fd is None: normal is too
         yield
         return
     _held = _Held(fd, normal)

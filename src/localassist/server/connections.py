@@ -21,7 +21,7 @@ from typing import Any
 MAX_IDLE_CONNECTIONS = 256
 
 
-def protocol_class(read_timeout: float, max_idle: int = MAX_IDLE_CONNECTIONS) -> type:
+def protocol_class(read_timeout: float, max_idle: int = MAX_IDLE_CONNECTIONS) -> type[Any]:
     """A uvicorn HTTP protocol class with the bounds above; its ``abort_all()`` drops every
     connection still open (the end of a shutdown)."""
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
@@ -30,6 +30,8 @@ def protocol_class(read_timeout: float, max_idle: int = MAX_IDLE_CONNECTIONS) ->
     everyone: set[Any] = set()
 
     class BoundedProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+        app: Any  # the ASGI app, set by uvicorn's protocol; wrapped below
+
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._deadline: Any = None

@@ -229,14 +229,16 @@ def load_module(file: Path, shown: str | Path) -> types.ModuleType:
     spec = spec_from_file_location(module_name, file)
     if spec is None or spec.loader is None:
         raise UsageError(f"--tools {shown}: not a Python file")
-    if type(spec.loader) is SourceFileLoader:
-        spec = spec_from_file_location(module_name, file, loader=_RegularFileLoader(module_name, str(file)))
-        assert spec is not None and spec.loader is not None
+    loader = spec.loader
+    if type(loader) is SourceFileLoader:
+        loader = _RegularFileLoader(module_name, str(file))
+        spec = spec_from_file_location(module_name, file, loader=loader)
+        assert spec is not None
     module = module_from_spec(spec)
     sys.modules[module_name] = module  # dataclasses and typing look the module up while it runs
     saved, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ in the user's folder
     try:
-        spec.loader.exec_module(module)
+        loader.exec_module(module)
     except SyntaxError as exc:
         del sys.modules[module_name]
         raise UsageError(f"--tools {shown}: syntax error on line {exc.lineno}: {exc.msg}") from None
