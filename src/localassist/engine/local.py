@@ -79,7 +79,7 @@ class LoadOptions:
             gpu_layers=settings.gpu_layers,
             flash_attn=settings.flash_attn,
             repack=settings.repack,
-            chat_format=settings.chat_format,
+            chat_format=None if embedding else settings.chat_format,  # embedding GGUFs carry no chat template
             embedding=embedding,
             verbose=verbose,
             kv_snapshots=settings.paths.cache_dir / "kv" if snapshots and settings.kv_cache_size > 0 else None,
