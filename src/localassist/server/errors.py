@@ -138,6 +138,8 @@ def core_error(exc: BaseException | None, input_param: str, *, generating: bool)
     for kind, row in CORE_ERRORS:
         if isinstance(exc, kind) and not (generating and row.before_generating):
             param = input_param if row.param == INPUT else row.param
+            if generating and isinstance(exc, UsageError):
+                param = None  # raised mid-answer, it is about no one field of the request
             return ApiError(row.status, row.message(exc), row.type, row.code, param)
     sys.stderr.write(f"localassist: error: generation failed: {type(exc).__name__}: {exc}\n")
     return ApiError(500, "the model failed while generating; see the server's log", "server_error", "engine_error")
