@@ -111,10 +111,12 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     """Run one command and return its exit code; the console script and ``python -m
     localassist`` exit with it. ``argv``: the arguments after the program name (None:
     ``sys.argv[1:]``). ``env``: the whole environment the command sees, as a subprocess's
-    ``env=`` (None: the process's own). Settings, paths, LOCALASSIST_DEBUG and the hub
-    read ``os.environ`` when a command runs, not at import, so the run sees ``env``; the
+    ``env=`` (None: the process's own). Settings, paths and LOCALASSIST_DEBUG read
+    ``os.environ`` when a command runs, not at import, so the run sees ``env``; the
     process's environment is put back as it was when the run ends, whatever it set
-    (HF_HUB_OFFLINE). The streams are ``cli.env.current()``'s: ``using(Environment(...))``."""
+    (HF_HUB_OFFLINE). huggingface_hub reads its own variables once, at its first import:
+    a later run in the same process keeps those. The streams are ``cli.env.current()``'s:
+    ``using(Environment(...))``."""
     with _environment(env):
         return _run(list(sys.argv[1:] if argv is None else argv))
 

@@ -45,7 +45,10 @@ def _library(filename: str) -> str:
 
 
 def route() -> None:
-    """Send every library's log records and warnings here (once per process)."""
+    """Send every library's log records and warnings here (once per process); called at
+    the start of each run, so a run without -v hides them again (``main`` in-process)."""
+    global _shown
+    _shown = False
     root = logging.getLogger()
     if not any(isinstance(handler, _Route) for handler in root.handlers):
         root.addHandler(_Route(logging.WARNING))
