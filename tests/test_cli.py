@@ -5,12 +5,11 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 from typer.testing import CliRunner
 
+from imports import loaded_by
 from localassist.cli.app import app
 
 runner = CliRunner()
@@ -125,17 +124,7 @@ def test_debug_env_shows_the_traceback(cli):
 
 def test_light_commands_never_import_heavy_modules(model_env):
     """--help, models, info and config stay fast: no llama_cpp, numpy, langchain, or the server stack."""
-    code = (
-        "import sys, runpy\n"
-        "sys.argv = ['localassist'] + sys.argv[1:]\n"
-        "try:\n"
-        "    runpy.run_module('localassist', run_name='__main__')\n"
-        "except SystemExit:\n"
-        "    pass\n"
-        "heavy = ('llama_cpp', 'numpy', 'langchain_core', 'langchain_community', 'starlette', 'uvicorn')\n"
-        "heavy = [m for m in heavy if m in sys.modules]\n"
-        "sys.stderr.write('HEAVY=' + ','.join(heavy) + '\\n')\n"
-    )
+    heavy = ("llama_cpp", "numpy", "langchain_core", "langchain_community", "starlette", "uvicorn")
     for args in (
         ["--help"],
         ["models"],
@@ -145,10 +134,8 @@ def test_light_commands_never_import_heavy_modules(model_env):
         ["serve", "--help"],
         ["keys", "list"],
     ):
-        proc = subprocess.run(
-            [sys.executable, "-c", code, *args], capture_output=True, text=True, env={**os.environ, **model_env}
-        )
-        assert "HEAVY=\n" in proc.stderr, (args, proc.stderr)
+        loaded, output = loaded_by(args, heavy, env=model_env)
+        assert loaded == [], (args, output)
 
 
 def test_main_runs_in_process_with_the_argv_and_env_it_is_given(tmp_path, isolated_home):
@@ -180,6 +167,14 @@ def test_main_runs_in_process_with_the_argv_and_env_it_is_given(tmp_path, isolat
     assert dict(os.environ) == before  # what a run sets (HF_HUB_OFFLINE) is undone
 
 
+def test_verbose_in_one_in_process_run_does_not_leak_into_the_next():
+    from localassist.cli import library_messages
+
+    library_messages.show(True)  # what -v's callback does during a run
+    library_messages.route()  # what main() does as the next run starts
+    assert library_messages._shown is False
+
+
 def test_param_pairs_are_joined_before_parsing():
     from localassist.cli.app import join_param_pairs
 
@@ -200,17 +195,8 @@ def test_param_pairs_are_joined_before_parsing():
 @pytest.mark.model
 def test_ask_never_imports_the_server_stack(model_env):
     """`ask` runs a model but must not pay for the server's imports (Starlette, uvicorn)."""
-    code = (
-        "import sys, runpy\n"
-        "sys.argv = ['localassist', 'ask', '--raw', '-T', '0', '-n', '1', 'Hi']\n"
-        "try:\n"
-        "    runpy.run_module('localassist', run_name='__main__')\n"
-        "except SystemExit:\n"
-        "    pass\n"
-        "sys.stderr.write('SERVER=' + ','.join(m for m in ('starlette', 'uvicorn') if m in sys.modules) + '\\n')\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **model_env})
-    assert "SERVER=\n" in proc.stderr and proc.stdout.strip(), proc.stderr
+    loaded, output = loaded_by(["ask", "--raw", "-T", "0", "-n", "1", "Hi"], ("starlette", "uvicorn"), env=model_env)
+    assert loaded == [] and output.strip(), output
 
 
 # --- the CLI in-process, through an injected environment (no sys monkeypatching)

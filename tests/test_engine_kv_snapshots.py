@@ -8,12 +8,11 @@ import json
 import logging
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from imports import loaded_by
 from localassist.engine.types import ChatRequest, Message, SamplingParams
 
 GREEDY = SamplingParams(temperature=0, max_tokens=12)
@@ -357,15 +356,6 @@ def test_cache_command_shows_and_clears_the_snapshots(cli, isolated_home):
 
 
 def test_cache_command_stays_light():
-    code = (
-        "import sys, runpy\n"
-        "sys.argv = ['localassist'] + sys.argv[1:]\n"
-        "try:\n"
-        "    runpy.run_module('localassist', run_name='__main__')\n"
-        "except SystemExit:\n"
-        "    pass\n"
-        "sys.stderr.write('HEAVY=' + ','.join(m for m in ('llama_cpp', 'numpy') if m in sys.modules) + '\\n')\n"
-    )
     for args in (["cache"], ["cache", "clear"]):
-        proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
-        assert "HEAVY=\n" in proc.stderr, (args, proc.stderr)
+        loaded, output = loaded_by(args, ("llama_cpp", "numpy"))
+        assert loaded == [], (args, output)

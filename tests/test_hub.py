@@ -427,6 +427,24 @@ def test_quant_pulled_at_an_older_commit_stays_listed_resolvable_and_verified(hu
     assert net("rm", "qwen2.5:0.5b").returncode == 3
 
 
+def test_rm_of_a_repo_quant_that_is_also_a_file_here_removes_nothing_and_says_why(
+    hub, net, tmp_path, monkeypatch, starter_model
+):
+    # resolve_model takes a file at that path first; rm deletes only from the cache, so it
+    # must refuse in one line (it crashed with an AttributeError traceback: found by mypy)
+    net("pull", "qwen2.5:0.5b", "--file", "qwen2.5-0.5b-instruct-q8_0.gguf")
+    monkeypatch.chdir(tmp_path)
+    here = tmp_path / "Qwen" / "Qwen2.5-0.5B-Instruct-GGUF:Q8_0"
+    here.parent.mkdir()
+    shutil.copyfile(starter_model, here)
+    result = net("rm", f"{QWEN}:Q8_0")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        f"localassist: error: nothing removed: '{QWEN}:Q8_0' is a file here, not a model in the Hugging Face cache\n"
+    )
+    assert here.exists() and [p.name for p in cache_root(QWEN).rglob("*.gguf")] == ["qwen2.5-0.5b-instruct-q8_0.gguf"]
+
+
 def test_rm_catalog_name_never_deletes_other_quants(hub, net):
     q8 = Path(net("pull", f"{QWEN}:Q8_0").stdout.strip())  # the catalog's qwen2.5:0.5b is the Q4_K_M
     result = net("rm", "qwen2.5:0.5b")

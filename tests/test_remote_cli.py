@@ -13,6 +13,7 @@ import pytest
 
 from conftest import run_cli
 from fakeremote import FakeRemote, Reply, chunk, closed_port, llama_server, models, sse, usage_chunk
+from imports import loaded_by
 
 
 def answer(*pieces: str) -> Reply:
@@ -196,19 +197,6 @@ def test_ctrl_c_closes_the_connection_keeps_the_text_and_exits_130(server):
 
 
 def test_remote_commands_import_no_http_or_model_library():
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, runpy\n"
-        "sys.argv = ['localassist'] + sys.argv[1:]\n"
-        "try:\n"
-        "    runpy.run_module('localassist', run_name='__main__')\n"
-        "except SystemExit:\n"
-        "    pass\n"
-        "heavy = [m for m in ('httpx', 'llama_cpp', 'numpy', 'langchain_core') if m in sys.modules]\n"
-        "sys.stderr.write('HEAVY=' + ','.join(heavy) + '\\n')\n"
-    )
     for args in (["remote", "add", "box", "http://127.0.0.1:9"], ["remote", "list"], ["remote", "rm", "box"]):
-        proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
-        assert "HEAVY=\n" in proc.stderr, (args, proc.stderr)
+        loaded, output = loaded_by(args, ("httpx", "llama_cpp", "numpy", "langchain_core"))
+        assert loaded == [], (args, output)

@@ -647,3 +647,30 @@ def test_the_serve_range_error_writes_max_tokens_limit_as_a_whole_number():
     with pytest.raises(ApiError) as err:
         parse_chat(body, SamplingParams())
     assert "between 1 and 1048576 (got 2000000)" in str(err.value.message)  # 2**20, not 1.04858e+06
+
+
+def test_core_errors_are_answered_from_one_table_by_type_not_by_message():
+    from localassist.errors import (
+        AnswerInvalidError,
+        ContextOverflowError,
+        LocalAssistError,
+        SchemaError,
+        ToolsError,
+    )
+
+    def answer(exc, generating=False):
+        err = errors.core_error(exc, "messages", generating=generating)
+        return err.status, err.code, err.param
+
+    # the words in a message decide nothing: a schema error that talks of tools is a schema error
+    assert answer(SchemaError("the tools' schema is bad")) == (400, "invalid_value", "response_format")
+    assert answer(ToolsError("no schema for this tool")) == (400, "invalid_value", "tools")
+    assert answer(UsageError("bad")) == (400, "invalid_value", "messages")
+    overflow = ContextOverflowError(prompt_tokens=900, max_tokens=200, n_ctx=1024)
+    assert answer(overflow) == (400, "context_length_exceeded", "messages")
+    # mid-answer: a usage error is about no one field; any other error is the engine's, a 500
+    assert answer(SchemaError("x"), generating=True) == (400, "invalid_value", None)
+    assert answer(UsageError("x"), generating=True) == (400, "invalid_value", None)
+    assert answer(AnswerInvalidError("x"), generating=True)[:2] == (500, "answer_invalid")
+    assert answer(LocalAssistError("template refused"))[:2] == (400, "invalid_value")
+    assert answer(LocalAssistError("decode failed"), generating=True)[:2] == (500, "engine_error")
