@@ -14,6 +14,9 @@ import pytest
 
 from localassist.models import bundled as starter
 
+# the browser tests' fixtures (browser, open_page): one Playwright driver for the whole run
+pytest_plugins = ["browser"]
+
 # `LOCALASSIST_REPACK=off python -m pytest` runs the whole suite the way an AMX Xeon runs it
 # (llama.cpp's extra buffer types off, other kernels): in subprocesses through the setting,
 # in-process by making `auto` see what llama.cpp reports on such a machine.
@@ -46,6 +49,8 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("NO_COLOR", "1")
+    # web users' password hashes at 2^12 instead of 2^17 (128 MiB, 0.7 s each): see web/accounts.py
+    monkeypatch.setenv("LOCALASSIST_SCRYPT_LOG2N", "12")
     return home
 
 

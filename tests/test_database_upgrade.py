@@ -60,7 +60,24 @@ def test_the_server_db_opens_with_its_keys_and_calls(data):
     assert [r.as_dict() for r in keys.records()] == EXPECTED["server"]["keys"]
     keys.close()
     assert [c.as_dict() for c in calllog.recent(data, 10)] == EXPECTED["server"]["calls"]
-    assert rows(data / "server.db", "SELECT name, applied FROM _migrations") == recorded
+    after = rows(data / "server.db", "SELECT name, applied FROM _migrations")
+    assert after[: len(recorded)] == recorded  # none run again; the web chat's tables are added
+    assert [name for name, _ in after[len(recorded) :]] == ["002_users_and_sessions"]
+
+
+def test_the_server_db_gets_the_web_users_and_sessions_tables_and_keeps_its_keys(data):
+    from localassist.web.accounts import Accounts
+
+    keys_before = rows(data / "server.db", "SELECT * FROM api_keys ORDER BY id")
+    accounts = Accounts(data)
+    assert accounts.count() == 0
+    accounts.add("ada", "a long password")
+    token, _ = accounts.start_session("ada", "127.0.0.1", "test")
+    assert accounts.verify("ada", "a long password") and accounts.session(token).user == "ada"
+    accounts.close()
+    assert rows(data / "server.db", "SELECT * FROM api_keys ORDER BY id") == keys_before
+    tables = {r[0] for r in rows(data / "server.db", "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"api_keys", "calls", "users", "sessions"} <= tables
 
 
 def test_the_summary_cache_opens_with_its_notes_and_still_forgets(data):

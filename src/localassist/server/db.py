@@ -1,4 +1,5 @@
-"""The server's SQLite file, ``<data dir>/server.db``: API keys (hashes only) and the call log.
+"""The server's SQLite file, ``<data dir>/server.db``: API keys (hashes only), the call log and
+the web chat's users and sessions (hashes only).
 
 Kept apart from the conversation log (``logs.db``): a call log of a shared server grows
 with every request of every client and has its own retention, and a key store must not
@@ -52,6 +53,31 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX calls_by_key ON calls(key_name, id);
         CREATE INDEX calls_by_model ON calls(model, id);
         CREATE INDEX calls_by_status ON calls(status, id);
+        """,
+    ),
+    (
+        # the web chat's accounts (localassist.web.accounts): scrypt hashes, never a password;
+        # sessions keyed by the SHA-256 of the cookie's token, never the token
+        "002_users_and_sessions",
+        """
+        CREATE TABLE users (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL UNIQUE,
+            hash TEXT NOT NULL,
+            created REAL NOT NULL,
+            updated REAL NOT NULL,
+            last_sign_in REAL
+        );
+        CREATE TABLE sessions (
+            token_hash TEXT PRIMARY KEY,
+            user TEXT NOT NULL,
+            csrf TEXT NOT NULL,
+            created REAL NOT NULL,
+            last_seen REAL NOT NULL,
+            client TEXT,
+            user_agent TEXT
+        );
+        CREATE INDEX sessions_by_user ON sessions(user);
         """,
     ),
 ]

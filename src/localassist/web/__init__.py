@@ -1,0 +1,1 @@
+"""The private web chat served by `localassist serve`: pages, accounts, conversations."""
