@@ -26,6 +26,7 @@ from localassist.cli import models as models_cmd
 from localassist.cli import remote as remote_cmd
 from localassist.cli import serve as serve_cmd
 from localassist.cli import summarize as summarize_cmd
+from localassist.cli import users as users_cmd
 from localassist.cli.console import PROG, debug_enabled, error, exit_broken_pipe
 from localassist.cli.usage import usage_line
 from localassist.errors import ExitCode, LocalAssistError, exit_code_for
@@ -80,6 +81,7 @@ app.add_typer(cache_cmd.app, name="cache")
 app.add_typer(templates_cmd.app, name="templates")
 app.add_typer(tools_cmd.app, name="tools")
 app.add_typer(keys_cmd.app, name="keys")
+app.add_typer(users_cmd.app, name="users")
 app.add_typer(index_cmd.app, name="index")
 
 

@@ -248,6 +248,17 @@ class Accounts:
     def exists(self, name: str) -> bool:
         return self._hash_of(name) is not None
 
+    def require(self, name: str) -> None:
+        """UserNotFoundError unless ``name`` is a user (asked before prompting for a password)."""
+        if not self.exists(name):
+            raise UserNotFoundError(f"no user named {name!r} (`localassist users list` shows them)")
+
+    def check_new_name(self, name: str) -> None:
+        """UsageError unless ``name`` may be added: well formed, not reserved, not taken."""
+        check_name(name)
+        if self.exists(name):
+            raise _exists(name)
+
     def add(self, name: str, password: str) -> UserRecord:
         """A new user; UserExistsError if the name is taken, UsageError for a bad name or password."""
         check_name(name)
@@ -259,9 +270,7 @@ class Accounts:
                     "INSERT INTO users (name, hash, created, updated) VALUES (?, ?, ?, ?)", (name, stored, now, now)
                 )
         except sqlite3.IntegrityError:
-            raise UserExistsError(
-                f"a user named {name!r} exists already (`localassist users passwd {name}` changes the password)"
-            ) from None
+            raise _exists(name) from None
         except sqlite3.DatabaseError as exc:
             raise ServerDBError(f"cannot store the user: {exc}") from None
         return UserRecord(name, now, now)
@@ -271,8 +280,7 @@ class Accounts:
         UserNotFoundError if there is no such user."""
         stored = hash_password(check_password(password))
         with self._lock:
-            if not self.exists(name):
-                raise _not_found(name)
+            self.require(name)
             # one transaction: a cookie never outlives the password it was signed in with
             return self._write(
                 ("DELETE FROM sessions WHERE user = ?", (name,)),
@@ -284,8 +292,7 @@ class Accounts:
         UserNotFoundError if there is no such user. Their web conversations are the log's
         (``localassist.web.conversations.delete_owned``)."""
         with self._lock:
-            if not self.exists(name):
-                raise _not_found(name)
+            self.require(name)
             return self._write(
                 ("DELETE FROM sessions WHERE user = ?", (name,)), ("DELETE FROM users WHERE name = ?", (name,))
             )
@@ -382,8 +389,10 @@ def _verify(password: str, stored: str | None) -> bool:
     return ok and stored is not None
 
 
-def _not_found(name: str) -> UserNotFoundError:
-    return UserNotFoundError(f"no user named {name!r} (`localassist users list` shows them)")
+def _exists(name: str) -> UserExistsError:
+    return UserExistsError(
+        f"a user named {name!r} exists already (`localassist users passwd {name}` changes the password)"
+    )
 
 
 # --- sign-in limiter
