@@ -445,11 +445,20 @@ class SignInLimiter:
             return None
         return times
 
+    def _sweep(self, now: float) -> None:
+        # entries are in the order of their last failure: forget those wholly out of the window
+        while self._failures:
+            key, times = next(iter(self._failures.items()))
+            if times and times[-1] > now - self.window_s:
+                break
+            del self._failures[key]
+
     def check(self, user: str | None, address: str | None) -> float | None:
         """Seconds to wait before ``user`` may try again from ``address``; None: try now."""
         now = self.clock()
         wait = 0.0
         with self._lock:
+            self._sweep(now)
             for key in self._keys(user, address):
                 times = self._live(key, now)
                 limit = self.limits[key[0]]
@@ -461,6 +470,7 @@ class SignInLimiter:
     def failed(self, user: str | None, address: str | None) -> None:
         now = self.clock()
         with self._lock:
+            self._sweep(now)
             for key in self._keys(user, address):
                 times = self._live(key, now)
                 if times is None:
