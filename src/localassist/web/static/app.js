@@ -408,6 +408,7 @@ function emptyState() {
 function messageNode(m) {
   const node = h("article", "message " + m.role);
   m.node = node;
+  m.actions = null; // a re-render must not insert before the old node's actions
   const body = h("div", "content");
   m.body = body;
   if (m.role === "user") {
