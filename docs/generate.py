@@ -45,12 +45,14 @@ WHEN: dict[int, str] = {
     "`--tools FILE.py`, `serve --key-file`), or such a template (`-t NAME`, `templates show`; `templates list` "
     "lists it as broken). Every file a user or the model names is refused from a stat, before it is opened, when "
     "it is not a regular file: in chat (`/load FILE`, `/file`) that is an error line and the chat goes on; to the "
-    "files tool, an error the model is given; a bad index name, an index that already exists",
+    "files tool, an error the model is given; a bad index name, an index that already exists; a web user name "
+    "that is taken or malformed, a password under 8 characters, `users add` with no terminal and no "
+    "`--password-stdin`",
     3: "what was named is not there: the model named (or the default) is not on this machine, the message says "
     "how to get it; `rm` of a name that resolves to nothing cached; a remote that cannot be reached or has no such "
     "model; a document (`summarize FILE`, `ask -f FILE`, `/file FILE`) that does not exist; an index "
     "(`--docs NAME`, `index sync NAME`) that does not exist, an indexed folder that is gone, its embedding model "
-    "missing or not the one it was built with",
+    "missing or not the one it was built with; a web user (`users rm NAME`, `users passwd NAME`) that does not exist",
     4: "prompt + `--max-tokens` does not fit the context window (on a remote: the server says so, or Ollama would "
     "clip it); a document whose parts, notes or excerpts cannot fit the context (never clipped: see "
     "[Documents](documents.md)); an input over the embedding model's limit",
