@@ -506,12 +506,14 @@ function updateActions() {
   let lastUser = -1;
   let lastAnswer = -1;
   state.messages.forEach((m, k) => { if (m.role === "user") lastUser = k; else lastAnswer = k; });
+  // A Summarise request is neither editable nor regenerated as a chat question.
+  const summary = lastUser >= 0 && state.messages[lastUser].noEdit;
   state.messages.forEach((m, k) => {
     if (!m.actions) return;
     m.actions.replaceChildren();
     if (state.busy) return;
-    if (k === lastUser) m.actions.append(button("Edit", "ghost small", () => startEdit(m)));
-    if (k === lastAnswer && lastAnswer > lastUser) {
+    if (k === lastUser && !summary) m.actions.append(button("Edit", "ghost small", () => startEdit(m)));
+    if (k === lastAnswer && lastAnswer > lastUser && !summary) {
       m.actions.append(button("Regenerate", "ghost small", () => regenerate()));
     }
   });
@@ -635,20 +637,14 @@ async function stream(url, body, userLabel) {
       const msg = await errorMessage(resp);
       if (resp.status === 404) setStatus("That conversation is gone: " + msg, true);
       else setStatus(msg, true);
-      // The question was not taken; give it back to the box so nothing typed is lost.
-      const last = state.messages[state.messages.length - 1];
-      if (last && last.role === "user" && body.message && (body.action === "send" || body.action === "edit")) {
-        state.messages.pop();
-        $("message").value = body.message;
-        autosize();
-      }
+      giveBack(body);
       if (body.action === "regenerate" && state.convId) await openConversation(state.convId);
       else renderMessages();
       return;
     }
     adoptConversation(resp.headers.get("X-Conversation-Id"));
     if (userLabel) {
-      const u = { role: "user", content: userLabel };
+      const u = { role: "user", content: userLabel, noEdit: true };
       state.messages.push(u);
       const empty = $("log").querySelector(".empty");
       if (empty) empty.remove();
@@ -666,6 +662,8 @@ async function stream(url, body, userLabel) {
       if (answer.node) {
         answer.stopped = true;
         addLine(answer, "notice", "stopped");
+      } else if (giveBack(body)) {
+        renderMessages(); // stopped while waiting out a 429: nothing was sent
       }
     } else if (e.status !== 401) {
       if (answer.node) { answer.error = e.message; addLine(answer, "error", e.message); }
@@ -679,6 +677,16 @@ async function stream(url, body, userLabel) {
     if (state.busy === busy) setBusy(null);
     if (state.session) loadList();
   }
+}
+
+// The question was not taken: put it back in the box so nothing typed is lost.
+function giveBack(body) {
+  const last = state.messages[state.messages.length - 1];
+  if (!last || last.role !== "user" || !body.message || !(body.action === "send" || body.action === "edit")) return false;
+  state.messages.pop();
+  $("message").value = body.message;
+  autosize();
+  return true;
 }
 
 async function readStream(resp, answer) {
