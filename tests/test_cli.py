@@ -133,6 +133,7 @@ def test_light_commands_never_import_heavy_modules(model_env):
         ["ask", "--help"],
         ["serve", "--help"],
         ["keys", "list"],
+        ["users", "list"],
     ):
         loaded, output = loaded_by(args, heavy, env=model_env)
         assert loaded == [], (args, output)
