@@ -24,6 +24,7 @@ MIGRATED = [
     "004_tool_calls",
     "005_attachments",
     "006_kv_snapshots",
+    "007_owner_and_settings",
 ]
 
 

@@ -42,9 +42,9 @@ def delete_conversations(data_dir: Path, cache_dir: Path, conversation_id: str |
     """``logs rm``: delete a conversation (a unique prefix of its id; None: every one) from
     the log, and the other copies of its text localassist keeps: its KV snapshots (with any
     no conversation in the log claims), the lines of chat's prompt history that sent its
-    messages, and the summary notes of the documents summarized for a conversation that no
-    conversation left in the log has attached. Returns how many exchanges went. Raises
-    LogError, UsageError."""
+    messages, the summary notes of the documents summarized for a conversation that no
+    conversation left in the log has attached, and the files uploaded to it in the web
+    chat. Returns how many exchanges went. Raises LogError, UsageError."""
     from localassist.conversation.input_history import forget, history_path
     from localassist.engine.kv_snapshots import sweep
 
@@ -67,6 +67,9 @@ def delete_conversations(data_dir: Path, cache_dir: Path, conversation_id: str |
         except OSError as exc:
             raise LogError(f"deleted from the log, but {history} was not rewritten: {exc.strerror or exc}") from None
         _forget_notes(cache_dir, store.attached_documents())
+        from localassist.web.conversations import sweep_uploads  # files uploaded to the web chat
+
+        sweep_uploads(data_dir, store.conversation_ids())
         if late is not None:
             raise late
         return removed
@@ -124,6 +127,7 @@ class ExchangeLog:
         # logged exchange ids in conversation order; None where logging failed (nothing to mark)
         self.ids: list[int | None] = [ex.id for ex in history.shown()] if history else []
         self.pending: list[Attachment] = []  # attached before the conversation was in the log
+        self.sources: list[dict[str, Any]] = []  # what the next answer is given from an index (web chat)
 
     def _run(self, action: Callable[[LogStore], T], lost: str) -> T | None:
         if not self.enabled:
@@ -160,9 +164,11 @@ class ExchangeLog:
                 replaces=replaces if cid else None,
                 tool_calls=tool_calls,
                 attachments=pending,
+                sources=self.sources,
             ),
             "the answer above was not logged",
         )
+        self.sources = []
         if logged:
             self.conversation_id = logged.conversation_id
             self.pending = []

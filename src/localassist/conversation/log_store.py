@@ -142,6 +142,18 @@ MIGRATIONS: list[tuple[str, str]] = [
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        # The web chat (`serve`): whose conversation it is (NULL: the machine's own user, as
+        # for every conversation of `ask` and `chat`) and its sidebar settings, as JSON; and
+        # the sources an answer from an index was given (JSON), shown again on reload.
+        "007_owner_and_settings",
+        """
+        ALTER TABLE conversations ADD COLUMN owner TEXT;
+        ALTER TABLE conversations ADD COLUMN settings TEXT;
+        ALTER TABLE exchanges ADD COLUMN sources TEXT;
+        CREATE INDEX conversations_by_owner ON conversations(owner, updated);
+        """,
+    ),
 ]
 # secure_delete: deleted rows are overwritten with zeros rather than left in free pages
 PRAGMAS = ("journal_mode=WAL", "foreign_keys=ON", "secure_delete=ON")
@@ -204,10 +216,12 @@ class Exchange:
     system: str | None = None  # the system prompt in effect for this exchange
     imported: bool = False  # restored from a transcript (/load): no timings
     tool_calls: tuple[StoredToolCall, ...] = ()  # in the order they ran
+    sources: tuple[dict[str, Any], ...] = ()  # what an answer from an index was given (sources_json)
 
     def as_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
         out["tool_calls"] = [dict(call.__dict__) for call in self.tool_calls]
+        out["sources"] = list(self.sources)
         return out
 
     def messages(self) -> list[Message]:
@@ -306,6 +320,7 @@ class LogStore:
         replaces: int | None = None,
         tool_calls: Sequence[Any] = (),
         attachments: Sequence[Attachment] = (),
+        sources: Sequence[dict[str, Any]] = (),
     ) -> Logged:
         """Record one exchange, active, under the system prompt in effect (``system``), with
         the tool calls behind it (objects with StoredToolCall's attributes, in order) and the
@@ -340,6 +355,7 @@ class LogStore:
                 generation_tps=t.generation_tokens_per_s,
                 total_s=t.total_s,
                 system=system,
+                sources=json.dumps(list(sources)) if sources else None,
             )
             for call in tool_calls:
                 result = call.result
@@ -421,6 +437,30 @@ class LogStore:
                 "UPDATE conversations SET system = ?, updated = ? WHERE id = ?", (system, time.time(), conversation_id)
             ).rowcount:
                 raise LogError(f"conversation {conversation_id} is no longer in the log")
+
+    def create_conversation(
+        self, title: str, model: str, system: str | None, owner: str | None, settings: dict[str, Any]
+    ) -> str:
+        """A new, empty conversation of ``owner`` (the web chat's: exchanges follow with
+        ``log_exchange``). Raises LogError."""
+        cid, now = new_id(), time.time()
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO conversations (id, title, model, system, created, updated, owner, settings)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (cid, _title(title) or "New chat", model, system, now, now, owner, json.dumps(settings)),
+            )
+        return cid
+
+    def update_conversation(
+        self, cid: str, *, title: str | None = None, settings: dict[str, Any] | None = None
+    ) -> None:
+        """Rename a conversation (a full id) or store its web settings. Raises LogError."""
+        with self._write() as db:
+            if title is not None:
+                db.execute("UPDATE conversations SET title = ? WHERE id = ?", (_title(title) or "Untitled", cid))
+            if settings is not None:
+                db.execute("UPDATE conversations SET settings = ? WHERE id = ?", (json.dumps(settings), cid))
 
     def log_imported(
         self,
@@ -603,6 +643,35 @@ class LogStore:
             )
         return [replace(ex, tool_calls=tuple(calls[ex.id])) if ex.id in calls else ex for ex in exchanges]
 
+    def owned(self, owner: str | None, query: str | None = None, limit: int = 200) -> list[sqlite3.Row]:
+        """``owner``'s conversations (None: the machine user's, as ``ask`` and ``chat`` log
+        them), newest first: id, title, model, updated. ``query``: plain words found in
+        the title or in an active exchange (as ``recent``'s)."""
+        where, args = ["c.owner IS ?"], [owner]
+        if query:
+            words = fts_query(query)
+            where.append(
+                "(c.id IN (SELECT e.conversation_id FROM exchanges e WHERE e.status = 'active' AND e.id IN"
+                " (SELECT rowid FROM exchanges_fts WHERE exchanges_fts MATCH ?)) OR instr(lower(c.title), lower(?)))"
+            )
+            args += [words, query.strip()]
+        sql = (
+            "SELECT c.id, c.title, c.model, c.updated FROM conversations c WHERE "
+            + " AND ".join(where)
+            + " ORDER BY c.updated DESC, c.rowid DESC LIMIT ?"
+        )
+        return self._read(sql, (*args, limit), search=bool(query))
+
+    def conversation_ids(self) -> set[str]:
+        return {r[0] for r in self._read("SELECT id FROM conversations")}
+
+    def owner_and_settings(self, cid: str) -> tuple[str | None, dict[str, Any]] | None:
+        """Whose conversation ``cid`` (a full id) is, and its web settings; None: no such one."""
+        rows = self._read("SELECT owner, settings FROM conversations WHERE id = ?", (cid,))
+        if not rows:
+            return None
+        return rows[0]["owner"], json.loads(rows[0]["settings"] or "{}")
+
     def counts(self) -> tuple[int, int]:
         conversations = self._read("SELECT count(*) FROM conversations")[0][0]
         exchanges = self._read("SELECT count(*) FROM exchanges")[0][0]
@@ -643,7 +712,8 @@ def _touch(
     (``logs rm`` in another terminal) is an error, never silently brought back."""
     if new:
         db.execute(
-            "INSERT INTO conversations VALUES (?, ?, ?, ?, ?, ?)", (cid, _title(first_prompt), model, system, now, now)
+            "INSERT INTO conversations (id, title, model, system, created, updated) VALUES (?, ?, ?, ?, ?, ?)",
+            (cid, _title(first_prompt), model, system, now, now),
         )
     elif not db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, cid)).rowcount:
         raise LogError(f"conversation {cid} is no longer in the log")
@@ -722,6 +792,7 @@ def _exchange(row: sqlite3.Row) -> Exchange:
         row["status"],
         row["system"],
         bool(row["imported"]),
+        sources=tuple(json.loads(row["sources"])) if row["sources"] else (),
     )
 
 
