@@ -207,20 +207,29 @@ function readSettings() {
 }
 
 let saveTimer = 0;
+let pendingSave = null; // {id, settings} waiting for the debounce
+
 function settingsChanged() {
   state.settings = readSettings();
   if (!state.convId) return;
   clearTimeout(saveTimer);
-  const id = state.convId;
-  saveTimer = setTimeout(async () => {
-    try {
-      await api("PATCH", "/web/api/conversations/" + encodeURIComponent(id), { json: { settings: state.settings } });
-      $("settings-status").textContent = "Saved";
-      setTimeout(() => { $("settings-status").textContent = ""; }, 1500);
-    } catch (e) {
-      if (e.status !== 401) $("settings-status").textContent = "not saved: " + e.message;
-    }
-  }, 400);
+  pendingSave = { id: state.convId, settings: state.settings };
+  saveTimer = setTimeout(saveSettings, 400);
+}
+
+// Saves debounced settings now; called before the page shows another conversation.
+async function saveSettings() {
+  clearTimeout(saveTimer);
+  const job = pendingSave;
+  pendingSave = null;
+  if (!job) return;
+  try {
+    await api("PATCH", "/web/api/conversations/" + encodeURIComponent(job.id), { json: { settings: job.settings } });
+    $("settings-status").textContent = "Saved";
+    setTimeout(() => { $("settings-status").textContent = ""; }, 1500);
+  } catch (e) {
+    if (e.status !== 401 && e.status !== 404) $("settings-status").textContent = "not saved: " + e.message;
+  }
 }
 
 // ---- drawers -------------------------------------------------------------------------------
@@ -301,6 +310,7 @@ async function renameConversation(c) {
 
 async function deleteConversation(c) {
   if (!window.confirm("Delete \u201c" + (c.title || "Untitled") + "\u201d? This cannot be undone.")) return;
+  if (pendingSave && pendingSave.id === c.id) { clearTimeout(saveTimer); pendingSave = null; }
   try {
     await api("DELETE", "/web/api/conversations/" + encodeURIComponent(c.id));
   } catch (e) {
@@ -331,6 +341,7 @@ async function route() {
   const id = routeId();
   if (id === state.convId && id !== null) return;
   abortBusy();
+  saveSettings();
   if (id === null) newChat();
   else await openConversation(id);
   for (const li of $("conv-list").children) {
@@ -344,6 +355,7 @@ async function route() {
 
 function newChat() {
   abortBusy();
+  saveSettings();
   state.convId = null;
   state.messages = [];
   state.attachments = [];
