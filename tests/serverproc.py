@@ -38,7 +38,7 @@ class ServerProc:
         for raw in self.proc.stderr:
             line = raw.decode("utf-8", "replace")
             self.stderr_lines.append(line)
-            found = re.search(r"on (http://[^ ]+?)/v1 ", line)
+            found = re.search(r"API at (http://[^ ]+?)/v1 ", line)
             if found and not self.url:
                 self.url = found.group(1)
                 self._announced.set()

@@ -31,7 +31,7 @@ class Server:
         deadline = time.monotonic() + 180
         assert self.proc.stderr is not None
         for raw in self.proc.stderr:
-            found = re.search(r"on (http://[^ ]+?)/v1 ", raw.decode("utf-8", "replace"))
+            found = re.search(r"API at (http://[^ ]+?)/v1 ", raw.decode("utf-8", "replace"))
             if found:
                 self.url = found.group(1)
                 break

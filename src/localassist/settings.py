@@ -320,6 +320,24 @@ SPECS: dict[str, Spec] = {
         "time a client has to send a request's headers, and again its body",
         _between(1, 3600),
     ),
+    "web": Spec(_to_bool, True, "true or false", "serve the web chat on / next to the API"),
+    "web_tools": Spec(
+        _to_list,
+        [],
+        "a list of calc, time, files",
+        "tools the web chat may offer (never shell)",
+        lambda v: all(t in ("calc", "time", "files") for t in v),
+    ),
+    "web_tool_roots": Spec(_to_list, [], "a list of folders", "folders the web chat's files tool may read"),
+    "web_upload_mb": Spec(
+        parse_int, 10, "a whole number of MiB between 1 and 256", "largest file the web chat takes", _between(1, 256)
+    ),
+    "web_trusted_proxy": Spec(
+        _to_bool,
+        False,
+        "true or false",
+        "trust X-Forwarded-Proto/-For from the proxy in front (TLS ends there: Secure cookies)",
+    ),
 }
 
 
@@ -364,6 +382,11 @@ class Settings:
     serve_key_file: str | None = None
     serve_auth: str = "auto"
     serve_read_timeout: float = 30.0
+    web: bool = True
+    web_tools: tuple[str, ...] = ()
+    web_tool_roots: tuple[str, ...] = ()
+    web_upload_mb: int = 10
+    web_trusted_proxy: bool = False
     paths: Paths = field(default_factory=app_paths, compare=False)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     # the config file's [remotes] table, and the --base-url/--api-key-env flags (flags only:

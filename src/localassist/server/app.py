@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio.to_thread
 from starlette.applications import Starlette
@@ -36,8 +37,33 @@ ROUTES = [
 ]
 
 
+def web_routes() -> list[Route]:
+    """The web chat: its page, its files and its JSON API (web/routes.py)."""
+    from localassist.web import routes as page
+
+    def web(endpoint: str, handler: page.Handler, **kw: bool) -> Any:
+        return page.web(endpoint, handler, **kw)
+
+    conversation = "/web/api/conversations/{cid}"
+    return [
+        Route("/", page.page, methods=["GET"]),
+        Route("/assets/{name}", page.asset, methods=["GET"]),
+        Route("/web/api/session", page.session, methods=["GET"]),
+        Route("/web/api/signin", page.signin, methods=["POST"]),
+        Route("/web/api/signout", web("signout", page.signout, change=True), methods=["POST"]),
+        Route("/web/api/conversations", web("conversations", page.list_conversations), methods=["GET"]),
+        Route(conversation, web("conversation", page.get_conversation), methods=["GET"]),
+        Route(conversation, web("conversation.update", page.patch_conversation, change=True), methods=["PATCH"]),
+        Route(conversation, web("conversation.delete", page.delete_conversation, change=True), methods=["DELETE"]),
+        Route("/web/api/chat", web("chat", page.chat, change=True, model=True), methods=["POST"]),
+        Route(f"{conversation}/files", web("files", page.upload, change=True, model=True), methods=["POST"]),
+        Route(f"{conversation}/summarize", web("summarize", page.summarize, change=True, model=True), methods=["POST"]),
+    ]
+
+
 def create_app(state: ServerState) -> Starlette:
-    app = Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers={HTTPException: routes.http_error})
+    app_routes = [*ROUTES, *web_routes()] if state.web is not None else ROUTES
+    app = Starlette(routes=app_routes, lifespan=lifespan, exception_handlers={HTTPException: routes.http_error})
     app.state.server = state
     return app
 

@@ -17,7 +17,7 @@ import asyncio
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from time import perf_counter
 from typing import Any
 
@@ -161,7 +161,25 @@ async def collect(request: Request, job: Job, config: ServeConfig) -> Any:
     return event
 
 
-async def sse(state: ServerState, call: CallState, job: StreamJob, writer: wire.ChunkWriter) -> AsyncIterator[bytes]:
+@dataclass
+class StreamHooks:
+    """What a front end over ``sse`` adds (the web chat): frames for events the API does not
+    send (a tool's result, a notice), frames before ``[DONE]`` once the answer is done (its
+    sources, its place in the log), and what to do once a stopped or failed job has ended."""
+
+    event: Callable[[Any], bytes | None] = lambda _event: None
+    done: Callable[[Done], Awaitable[bytes]] | None = None
+    stopped: Callable[[], None] = lambda: None
+
+
+async def sse(
+    state: ServerState,
+    call: CallState,
+    job: StreamJob,
+    writer: wire.ChunkWriter,
+    hooks: StreamHooks | None = None,
+) -> AsyncIterator[bytes]:
+    hooks = hooks or StreamHooks()
     loop = asyncio.get_running_loop()
     timer = loop.call_later(state.config.timeout_s, job.cancel, "timeout")
     call.row.status = 200
@@ -181,6 +199,7 @@ async def sse(state: ServerState, call: CallState, job: StreamJob, writer: wire.
                 )
                 call.row.status, call.row.error_code = err.status, err.code
                 ended = True
+                job.when_finished(hooks.stopped)
                 await committed(state.finish_call(call))
                 yield writer.error(err)
                 return
@@ -194,11 +213,19 @@ async def sse(state: ServerState, call: CallState, job: StreamJob, writer: wire.
                 ended = True
                 call.done = event
                 await committed(state.finish_call(call))  # before the client sees the end
-                yield writer.finish(event)
+                end = writer.finish(event)
+                if hooks.done is not None:  # the front end's frames go before [DONE]
+                    end = end[: -len(wire.DONE_FRAME)] + await hooks.done(event) + wire.DONE_FRAME
+                yield end
                 return
+            else:
+                extra = hooks.event(event)
+                if extra:
+                    yield extra
     finally:
         timer.cancel()
         if not ended:  # the client went away, or shutdown dropped a client that did not read: stop generating
+            job.when_finished(hooks.stopped)
             job.cancel("disconnect")
             err = errors.stopped("shutdown" if job.stop_reason == "shutdown" else "disconnect", state.config.timeout_s)
             call.row.status, call.row.error_code = err.status, err.code

@@ -201,6 +201,12 @@ def serve(settings: Settings, options: ServeOptions, announce: Callable[[str], N
         defaults=SamplingParams.from_settings(settings),
     )
     state = ServerState(config, keyring, CallLog(settings.paths.data_dir), loader(settings, plan, options.verbose))
+    if settings.web:
+        from localassist.web.accounts import Accounts
+        from localassist.web.state import WebState
+
+        state.web = WebState(settings, Accounts(settings.paths.data_dir), is_loopback(host))
+        state.web.accounts.prune_sessions()
     app = create_app(state)
     protocol = protocol_class(config.read_timeout_s)
     state.drop_connections = protocol.abort_all
@@ -226,8 +232,19 @@ def serve(settings: Settings, options: ServeOptions, announce: Callable[[str], N
         auth = "open: no key needed until one is created"
     elif not keyring.active:
         auth = "API key required; none is active: create one with `localassist keys create NAME`"
+    base = f"http://{shown}:{actual}"
+    web = "web chat off (web = false)"
+    if state.web is not None:
+        users = state.web.accounts.count()
+        web = f"web chat at {base}/"
+        if users:
+            web += f" (sign-in: {users} user{'s' * (users != 1)})"
+        elif not state.web.loopback:
+            web += " (sign-in needed, and no user yet: create one with `localassist users add NAME`)"
+        else:
+            web += " (no sign-in: loopback and no users)"
     announce(
-        f"serving {names} on http://{shown}:{actual}/v1 ({auth}; queue {config.max_queue} per model; "
+        f"serving {names}: {web}  API at {base}/v1 ({auth}; queue {config.max_queue} per model; "
         f"content logging {'on' if content else 'off'})"
     )
     try:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import perf_counter
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
@@ -28,6 +29,9 @@ from localassist.server.keys import KeyRecord, Keyring, Unauthorized
 from localassist.server.limits import RateLimiter
 from localassist.server.metrics import Metrics
 from localassist.server.worker import Job, ModelWorker, QueueFull, StreamJob, ceil_seconds
+
+if TYPE_CHECKING:
+    from localassist.web.state import WebState
 
 DRAIN_S = 5  # after the grace period, how long a client has to read its response's end before it is dropped
 STOP_S = 60.0  # at the end of a shutdown, how long the models have to stop (and load) before the process exits
@@ -86,6 +90,7 @@ class ServerState:
     loop: asyncio.AbstractEventLoop | None = None
     loading: threading.Thread | None = None
     left_running: list[str] = field(default_factory=list)  # what close() left busy (a model, the loading)
+    web: WebState | None = None  # the web chat's own state (web/state.py); None: `web = false`
 
     # --- lifecycle
 
@@ -157,6 +162,8 @@ class ServerState:
                 )
 
     def close_log(self) -> None:
+        if self.web is not None:
+            self.web.close()
         if self.calllog is not None:
             self.calllog.close()
 

@@ -1,0 +1,159 @@
+"""Files the web chat takes: attached to a conversation as chat's ``/file`` pins them (whole
+if they fit, else a summary that does), and summarized on request with the coverage
+ledger and the pages or lines each part came from.
+
+An uploaded file is kept, 0600 in a 0700 folder of its conversation (``web-files/<id>``),
+only so that Summarise can read its pages again; it goes with the conversation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from localassist.errors import DocumentError
+from localassist.web.conversations import uploads_dir
+
+if TYPE_CHECKING:
+    from localassist.conversation.log_store import Attachment, StoredConversation
+    from localassist.documents.model import Document
+    from localassist.documents.summarize import SummaryRun
+    from localassist.engine.types import Backend, ChatStream, SamplingParams
+    from localassist.web.turns import ChatSettings
+
+
+def _save(data_dir: Path, cid: str, data: bytes) -> str:
+    from localassist.files import write_private_bytes
+
+    digest = hashlib.sha256(data).hexdigest()
+    write_private_bytes(uploads_dir(data_dir, cid) / digest, data)
+    return digest
+
+
+def attach(
+    backend: Backend,
+    base: SamplingParams,
+    chat: ChatSettings,
+    conversation: StoredConversation,
+    name: str,
+    data: bytes,
+    *,
+    data_dir: Path,
+    config_dir: Path,
+    log_enabled: bool,
+) -> tuple[int, str | None]:
+    """Pin the file to the conversation; (its attachment number, the notice to show)."""
+    from localassist.assistant import Assistant
+    from localassist.attachments import pin
+    from localassist.conversation.exchange_log import ExchangeLog
+    from localassist.conversation.memory import MemoryPolicy
+    from localassist.documents import load_bytes
+
+    document = load_bytes(data, name)
+    _save(data_dir, conversation.id, data)
+    log = ExchangeLog(data_dir, enabled=log_enabled, history=conversation)
+    assistant = Assistant(
+        backend, chat.sampling(base), system=chat.system or None, memory=MemoryPolicy.parse(chat.memory), log=log
+    )
+    assistant.restore_attachments(conversation.attachments)
+    assistant.restore(conversation.messages())
+
+    def summarize_to_fit(doc: Document, max_tokens: int) -> tuple[str, str]:
+        from localassist.documents.summarize import Summarizer, SummaryOptions, SummaryTemplates
+
+        summarizer = Summarizer(
+            backend, SummaryTemplates.load(config_dir), assistant.params, options=SummaryOptions(max_tokens=max_tokens)
+        )
+        plan = summarizer.plan([doc])
+        done = summarizer.start(plan).finish()
+        return done.text.strip(), plan.ledger.line()
+
+    before = assistant.used_tokens
+    notice = pin(assistant, document, summarize_to_fit)
+    if notice is None:
+        used = assistant.used_tokens
+        notice = f"attached {name} ({used - before:,} tokens; {used:,}/{assistant.n_ctx:,} in use)"
+    notice = "; ".join([*document.warnings, notice])
+    return len(conversation.attachments), notice
+
+
+@dataclass
+class Summary:
+    run: SummaryRun
+    conversation_id: str
+    prompt: str
+    params: dict[str, Any]
+    notices: list[str] = field(default_factory=list)
+    sources: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def stream(self) -> ChatStream:
+        return self.run.stream
+
+
+def start_summary(
+    backend: Backend,
+    base: SamplingParams,
+    chat: ChatSettings,
+    conversation: StoredConversation,
+    attachment: Attachment,
+    *,
+    data_dir: Path,
+    config_dir: Path,
+) -> Summary:
+    """Plan and map the attached file's summary (here, off the loop); the final call is
+    ``Summary.stream``, run by the model's worker."""
+    from localassist.documents import load_bytes
+    from localassist.documents.summarize import Summarizer, SummaryTemplates
+
+    path = uploads_dir(data_dir, conversation.id) / attachment.sha256
+    try:
+        data = path.read_bytes()
+    except OSError:
+        raise DocumentError(
+            f"{attachment.name} was attached from a terminal, not uploaded: summarize it there"
+        ) from None
+    document = load_bytes(data, attachment.name)
+    sampling = chat.sampling(base)
+    summarizer = Summarizer(backend, SummaryTemplates.load(config_dir), sampling)
+    plan = summarizer.plan([document])
+    run = summarizer.start(plan)
+    sources = []
+    for n, section in enumerate(plan.sections, start=1):
+        first, last = section.chunks[0].locator, section.chunks[-1].locator
+        sources.append(
+            {
+                "n": n,
+                "file": attachment.name,
+                "page": first.page_label or first.page,
+                "lines": _lines(first.line_start, last.line_end),
+                "label": section.label,
+                "text": (section.notes or section.text)[:600],
+            }
+        )
+    notices = [*summarizer.warnings, plan.ledger.line()]
+    return Summary(run, conversation.id, f"Summarise {attachment.name}", sampling.record(), notices, sources)
+
+
+def log_summary(summary: Summary, data_dir: Path, log_enabled: bool) -> int | None:
+    """Record the summary as an exchange of its conversation; its id."""
+    from localassist.conversation.exchange_log import open_log
+
+    done = summary.run.finish()
+    if not log_enabled:
+        return None
+    store = open_log(data_dir)
+    try:
+        return store.log_exchange(
+            summary.conversation_id, summary.prompt, done, summary.params, sources=summary.sources
+        ).exchange_id
+    finally:
+        store.close()
+
+
+def _lines(start: int | None, end: int | None) -> str | None:
+    if start is None:
+        return None
+    return str(start) if end in (None, start) else f"{start}-{end}"

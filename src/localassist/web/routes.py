@@ -1,0 +1,611 @@
+"""The web chat's endpoints: the page's static files and its JSON API under ``/web/api``.
+
+Every endpoint runs in the same frame (``web``): the user is found from the session
+cookie (401 otherwise), a request that changes anything must come from this origin with
+the session's CSRF token (403 otherwise), errors answer as JSON in the API's shape, and
+what changes something is written to the call log under the key ``web:<user>``, sign-ins
+and refused sign-ins too. A chat answer goes through the same model queue, rate limits,
+time limit and SSE frames as ``/v1/chat/completions``; only its input (a conversation
+of the log, under its memory policy) and the frames it adds before ``[DONE]`` differ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from pathlib import Path
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+import anyio.to_thread
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response, StreamingResponse
+
+from localassist.errors import LocalAssistError, UsageError
+from localassist.server import errors, wire
+from localassist.server.calllog import Call
+from localassist.server.errors import ApiError
+from localassist.server.routes import SSE_HEADERS, StreamHooks, committed, error_response, json_response, read_json, sse
+from localassist.server.state import CallState, ServerState
+from localassist.server.worker import StreamJob
+from localassist.web import conversations as convs
+from localassist.web import security, turns
+from localassist.web.accounts import NAME_RE
+from localassist.web.state import LOCAL_USER, WebState, WebUser
+
+if TYPE_CHECKING:
+    from localassist.engine.types import Done
+
+Handler = Callable[[Request, ServerState, CallState, WebUser], Awaitable[Response]]
+STATIC = {
+    "app.js": "text/javascript; charset=utf-8",
+    "markdown.js": "text/javascript; charset=utf-8",
+    "app.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
+CROSS_SITE = ApiError(403, "refused: the request does not come from this site's page", "permission_error", "cross_site")
+UPLOAD_KINDS = {
+    ".txt": "text",
+    ".md": "text",
+    ".markdown": "text",
+    ".csv": "text",
+    ".json": "text",
+    ".html": "text",
+    ".htm": "text",
+    ".pdf": "pdf",
+}
+
+
+def web(endpoint: str, handler: Handler, *, change: bool = False, model: bool = False) -> Callable[[Request], Any]:
+    """``handler`` as a web API endpoint. ``change``: it changes something (origin and CSRF
+    checks; recorded in the call log). ``model``: it needs the models loaded."""
+
+    async def route(request: Request) -> Response:
+        state: ServerState = request.app.state.server
+        webstate = state.web
+        assert webstate is not None
+        address = security.client_address(request, webstate.trust_proxy)
+        call = CallState(
+            Call(created=time.time(), key_name="web", endpoint=f"web.{endpoint}", status=0, client=address),
+            perf_counter(),
+        )
+        try:
+            if change and not security.same_origin(request, webstate.trust_proxy):
+                raise ApiError(
+                    403, "refused: the request does not come from this site's page", "permission_error", "cross_site"
+                )
+            user = webstate.user(request)
+            call.row.key_name = user.key.name
+            if change and not security.token_matches(request.headers.get("x-csrf-token"), user.csrf):
+                raise ApiError(403, "refused: missing or wrong CSRF token; reload the page", "permission_error", "csrf")
+            if model:
+                state.check_ready()
+            response = await handler(request, state, call, user)
+            if isinstance(response, StreamingResponse):
+                return security.secured(response)  # the stream records its own call when it ends
+            call.row.status = response.status_code
+        except ApiError as err:
+            response = _failed(call, err)
+        except convs.ConversationNotFound as exc:
+            response = _failed(call, ApiError(404, str(exc), "invalid_request_error", "not_found"))
+        except LocalAssistError as exc:
+            response = _failed(call, errors.core_error(exc, None, generating=False))
+        except ClientDisconnect:
+            response = _failed(call, errors.stopped("disconnect", state.config.timeout_s))
+        except Exception as exc:  # never a traceback to the page
+            sys.stderr.write(f"localassist: error: web.{endpoint}: {type(exc).__name__}: {exc}\n")
+            response = _failed(call, errors.internal_error())
+        if change or (call.row.status >= 400 and call.row.status != 401):
+            await committed(state.finish_call(call))
+        return security.secured(response)
+
+    return route
+
+
+def _failed(call: CallState, err: ApiError) -> Response:
+    call.row.status, call.row.error_code = err.status, err.code
+    return error_response(err)
+
+
+# --- the page
+
+
+async def page(request: Request) -> Response:
+    return security.secured(_static("index.html", "text/html; charset=utf-8"))
+
+
+async def asset(request: Request) -> Response:
+    name = request.path_params["name"]
+    if name not in STATIC:
+        return security.secured(Response("not found", 404, media_type="text/plain"))
+    return security.secured(_static(name, STATIC[name]))
+
+
+def _static(name: str, media_type: str) -> Response:
+    data = resources.files("localassist.web").joinpath("static", name).read_bytes()
+    # no-cache: revalidated each load (an upgrade shows at once), and cheap with the ETag
+    import hashlib
+
+    etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
+    return Response(data, media_type=media_type, headers={"Cache-Control": "no-cache", "ETag": etag})
+
+
+# --- session, sign-in
+
+
+async def session(request: Request) -> Response:
+    state: ServerState = request.app.state.server
+    webstate = state.web
+    assert webstate is not None
+    body: dict[str, Any] = {"user": None, "signin_required": True, "csrf": None}
+    response_cookie = None
+    if not webstate.signin_required():
+        token, csrf = webstate.local_session(request)
+        body.update(user=LOCAL_USER, signin_required=False, csrf=csrf)
+        response_cookie = token
+    else:
+        try:
+            user = webstate.user(request)
+            body.update(user=user.name, csrf=user.csrf)
+        except ApiError:
+            pass
+    if body["user"] is not None:
+        body.update(_page_setup(state, webstate))
+    response = json_response(200, body, {"Cache-Control": "no-store"})
+    if response_cookie is not None:
+        security.session_cookie(response, response_cookie, webstate.secure(request))
+    return security.secured(response)
+
+
+def _page_setup(state: ServerState, webstate: WebState) -> dict[str, Any]:
+    models = list(state.chat)
+    chat = turns.defaults(webstate.settings, models[0] if models else "")
+    n_ctx = max((m.backend.n_ctx for m in state.chat.values()), default=4096)
+    return {
+        "models": models,
+        "defaults": chat.as_dict(),
+        "ranges": {
+            "temperature": [0, 2, 0.05],
+            "top_k": [0, 200, 1],
+            "top_p": [0, 1, 0.01],
+            "max_tokens": [1, n_ctx, 1],
+        },
+        "memory_policies": list(dict.fromkeys([chat.memory, *turns.MEMORY_POLICIES])),
+        "indexes": webstate.indexes(),
+        "tools": list(webstate.tools),
+        "upload_limit": webstate.upload_limit,
+        "upload_types": sorted(k.lstrip(".") for k in UPLOAD_KINDS),
+        "status": state.status,
+    }
+
+
+async def signin(request: Request) -> Response:
+    state: ServerState = request.app.state.server
+    webstate = state.web
+    assert webstate is not None
+    address = security.client_address(request, webstate.trust_proxy)
+    call = CallState(
+        Call(created=time.time(), key_name="web:-", endpoint="web.signin", status=0, client=address), perf_counter()
+    )
+    try:
+        if not security.same_origin(request, webstate.trust_proxy):
+            raise ApiError(
+                403, "refused: the request does not come from this site's page", "permission_error", "cross_site"
+            )
+        if not webstate.signin_required():
+            raise ApiError(400, "this server needs no sign-in", "invalid_request_error", "no_signin")
+        body = await read_json(request, state.config)
+        name, password = body.get("username"), body.get("password")
+        if not isinstance(name, str) or not isinstance(password, str) or not name or not password:
+            raise ApiError(400, "give a username and a password", "invalid_request_error", "missing")
+        if NAME_RE.fullmatch(name):
+            call.row.key_name = f"web:{name}"
+        wait = webstate.limiter.check(name, address)
+        if wait is not None:
+            raise ApiError(
+                429,
+                f"too many sign-in attempts; try again in {int(wait) + 1} s",
+                "rate_limit_error",
+                "signin_locked",
+                headers={"Retry-After": str(int(wait) + 1)},
+            )
+        if not await webstate.accounts.verify_async(name, password[:1024]):
+            webstate.limiter.failed(name, address)
+            raise ApiError(401, "wrong username or password", "authentication_error", "signin_failed")
+        webstate.limiter.succeeded(name, address)
+        token, csrf = webstate.accounts.start_session(name, address, request.headers.get("user-agent", "")[:200])
+        response = json_response(200, {"user": name, "csrf": csrf}, {"Cache-Control": "no-store"})
+        security.session_cookie(response, token, webstate.secure(request))
+        call.row.status = 200
+    except ApiError as err:
+        response = _failed(call, err)
+    await committed(state.finish_call(call))
+    return security.secured(response)
+
+
+async def signout(request: Request, state: ServerState, call: CallState, user: WebUser) -> Response:
+    webstate = _web(state)
+    if user.owner is not None:
+        webstate.accounts.end_session(user.token)
+    response = Response(status_code=204)
+    security.clear_cookie(response, webstate.secure(request))
+    return response
+
+
+# --- conversations
+
+
+async def list_conversations(request: Request, state: ServerState, call: CallState, user: WebUser) -> Response:
+    query = request.query_params.get("q", "").strip()[:200] or None
+    data = await _with_log(state, lambda store: convs.listing(store, user.owner, query))
+    return json_response(200, {"data": data})
+
+
+async def get_conversation(request: Request, state: ServerState, call: CallState, user: WebUser) -> Response:
+    cid = request.path_params["cid"]
+
+    def read(store: Any) -> dict[str, Any]:
+        raw = convs.check_owner(store, cid, user.owner)
+        return convs.view(store.conversation(cid), _settings_of(state, raw).as_dict())
+
+    return json_response(200, await _with_log(state, read))
+
+
+async def patch_conversation(request: Request, state: ServerState, call: CallState, user: WebUser) -> Response:
+    cid = request.path_params["cid"]
+    body = await read_json(request, state.config)
+    title = body.get("title")
+    if title is not None and (not isinstance(title, str) or not title.strip()):
+        raise UsageError("title must be text")
+
+    def change(store: Any) -> dict[str, Any]:
+        raw = convs.check_owner(store, cid, user.owner)
+        chat = _settings_of(state, raw)
+        if "settings" in body:
+            chat = _changed(state, chat, body["settings"])
+        store.update_conversation(cid, title=title, settings=chat.as_dict() if "settings" in body else None)
+        return next((c for c in convs.listing(store, user.owner) if c["id"] == cid), {"id": cid})
+
+    return json_response(200, await _with_log(state, change))
+
+
+async def delete_conversation(request: Request, state: ServerState, call: CallState, user: WebUser) -> Response:
+    cid = request.path_params["cid"]
+    await _with_log(state, lambda store: convs.check_owner(store, cid, user.owner))
+    paths = _web(state).settings.paths
+    await anyio.to_thread.run_sync(convs.delete_one, paths.data_dir, paths.cache_dir, cid)
+    return Response(status_code=204)
+
+
+# --- chat
+
+
+async def chat(request: Request, state: ServerState, call: CallState, user: WebUser) -> Response:
+    webstate = _web(state)
+    body = await read_json(request, state.config)
+    cid, message, action = body.get("conversation"), body.get("message") or "", body.get("action") or "send"
+    if (cid is not None and not isinstance(cid, str)) or not isinstance(message, str) or not isinstance(action, str):
+        raise UsageError("conversation must be an id or null, message text, action a word")
+
+    def open_conversation(store: Any) -> tuple[str, turns.ChatSettings, Any]:
+        if cid is None:
+            chat_settings = _changed(state, _settings_of(state, {}), body.get("settings"))
+            new = store.create_conversation(
+                message or "New chat",
+                chat_settings.model,
+                chat_settings.system or None,
+                user.owner,
+                chat_settings.as_dict(),
+            )
+            return new, chat_settings, store.conversation(new)
+        raw = convs.check_owner(store, cid, user.owner)
+        chat_settings = _changed(state, _settings_of(state, raw), body.get("settings"))
+        store.update_conversation(cid, settings=chat_settings.as_dict())
+        return cid, chat_settings, store.conversation(cid)
+
+    conv_id, settings, conversation = await _with_log(state, open_conversation)
+    loaded = state.chat_model(settings.model)
+    call.row.model, call.row.stream = settings.model, True
+    if state.config.log_content:
+        call.row.prompt = message
+    docs = await anyio.to_thread.run_sync(webstate.docs_search, settings.index) if settings.index else None
+    registry = None
+    if settings.tools:
+        from localassist.tools.registry import resolve_tools
+
+        registry = resolve_tools(",".join(settings.tools))
+
+    def begin() -> turns.WebTurn | list[str]:
+        return turns.start(
+            loaded.backend,
+            state.config.defaults,
+            settings,
+            conversation,
+            action,
+            message,
+            data_dir=webstate.data_dir,
+            log_enabled=webstate.settings.log,
+            docs=docs,
+            registry=registry,
+            tool_roots=webstate.tool_roots,
+        )
+
+    try:
+        started = await anyio.to_thread.run_sync(begin)
+    except LocalAssistError as exc:
+        raise errors.core_error(exc, "message", generating=False) from None
+    headers = {**SSE_HEADERS, "X-Conversation-Id": conv_id}
+    writer = wire.ChunkWriter(settings.model, True, include_usage=True)
+    if isinstance(started, list):  # the index had nothing relevant: no model was asked
+        call.row.status = 200
+        await committed(state.finish_call(call))
+        frames = writer.start() + b"".join(_notice(n) for n in started) + wire.DONE_FRAME
+        return StreamingResponse(iter([frames]), media_type="text/event-stream", headers=headers)
+    call.row.prompt_tokens = started.turn.stream.prompt_tokens
+    state.admit(user.key, started.turn.stream.prompt_tokens)
+    assert state.loop is not None
+    job = StreamJob(state.loop, started.turn.stream)
+    state.submit(loaded, job)
+    call.job = job
+    return StreamingResponse(
+        _notices_first(started.notices, sse(state, call, job, writer, _hooks(state, job, started))),
+        media_type="text/event-stream",
+        headers=headers,
+    )
+
+
+def _hooks(state: ServerState, job: StreamJob, started: turns.WebTurn) -> StreamHooks:
+    loop = asyncio.get_running_loop()
+    logged = False
+
+    async def done(answer: Done) -> bytes:
+        nonlocal logged
+        logged = True
+        _, exchange_id = await anyio.to_thread.run_sync(turns.finish, started)
+        out = b""
+        if started.sources:
+            out += wire.frame({"object": "localassist.sources", "sources": started.sources})
+        t = answer.timings
+        timings = {"ttft_s": t.ttft_s, "tokens_per_s": t.generation_tokens_per_s, "exchange_id": exchange_id}
+        return out + wire.frame({"object": "localassist.timings", **timings})
+
+    def stopped() -> None:  # Stop, a time limit or a failure: the answer so far is logged, marked
+        nonlocal logged
+        if logged or job.started is None or job.abandoned:
+            return  # never started: nothing was answered
+        logged = True
+        loop.run_in_executor(None, turns.finish, started)
+
+    def event(ev: Any) -> bytes | None:
+        from localassist.agent import AgentNotice, ToolFinished
+
+        if isinstance(ev, ToolFinished):
+            r = ev.record
+            return wire.frame(
+                {
+                    "object": "localassist.tool",
+                    "name": r.name,
+                    "arguments": r.arguments,
+                    "result": r.result,
+                    "is_error": r.is_error,
+                }
+            )
+        if isinstance(ev, AgentNotice):
+            return _notice(ev.text)
+        return None
+
+    return StreamHooks(event=event, done=done, stopped=stopped)
+
+
+async def _notices_first(notices: list[str], frames: Any) -> Any:
+    first = True
+    async for chunk in frames:
+        yield chunk
+        if first:  # after the role chunk: the memory policy's notices, as the REPL shows them
+            first = False
+            for text in notices:
+                yield _notice(text)
+
+
+def _notice(text: str) -> bytes:
+    return wire.frame({"object": "localassist.notice", "text": text})
+
+
+# --- documents
+
+
+async def upload(request: Request, state: ServerState, call: CallState, user: WebUser) -> Response:
+    webstate = _web(state)
+    cid = request.path_params["cid"]
+    name = Path(unquote(request.headers.get("x-filename", ""))).name.strip()[:200]
+    kind = UPLOAD_KINDS.get(Path(name).suffix.lower())
+    if not name or kind is None:
+        raise ApiError(
+            415,
+            f"attach a file of type {', '.join(sorted(k.lstrip('.') for k in UPLOAD_KINDS))}",
+            "invalid_request_error",
+            "unsupported_type",
+        )
+    data = await _read_upload(request, state, webstate.upload_limit)
+    _check_content(name, kind, data)
+
+    def attach(store: Any) -> tuple[str, Any, turns.ChatSettings]:
+        if cid == "new":
+            chat_settings = _settings_of(state, {})
+            new = store.create_conversation(name, chat_settings.model, None, user.owner, chat_settings.as_dict())
+            return new, store.conversation(new), chat_settings
+        raw = convs.check_owner(store, cid, user.owner)
+        return cid, store.conversation(cid), _settings_of(state, raw)
+
+    conv_id, conversation, settings = await _with_log(state, attach)
+    loaded = state.chat_model(settings.model)
+    from localassist.web import documents
+
+    try:
+        index, notice = await anyio.to_thread.run_sync(
+            lambda: documents.attach(
+                loaded.backend,
+                state.config.defaults,
+                settings,
+                conversation,
+                name,
+                data,
+                data_dir=webstate.data_dir,
+                config_dir=webstate.settings.paths.config_dir,
+                log_enabled=webstate.settings.log,
+            )
+        )
+    except LocalAssistError as exc:
+        if cid == "new":
+            await anyio.to_thread.run_sync(
+                convs.delete_one, webstate.data_dir, webstate.settings.paths.cache_dir, conv_id
+            )
+        raise errors.core_error(exc, "file", generating=False) from None
+    attachment = {"id": index, "name": name}
+    return json_response(200, {"conversation": conv_id, "attachment": attachment, "notice": notice})
+
+
+async def summarize(request: Request, state: ServerState, call: CallState, user: WebUser) -> Response:
+    webstate = _web(state)
+    cid = request.path_params["cid"]
+    body = await read_json(request, state.config)
+    which = body.get("attachment")
+    if not isinstance(which, int) or isinstance(which, bool):
+        raise UsageError("attachment must be the attachment's id")
+
+    def read(store: Any) -> tuple[Any, turns.ChatSettings]:
+        raw = convs.check_owner(store, cid, user.owner)
+        return store.conversation(cid), _settings_of(state, raw)
+
+    conversation, settings = await _with_log(state, read)
+    if not 0 <= which < len(conversation.attachments):
+        raise ApiError(404, f"no attachment {which}", "invalid_request_error", "not_found")
+    loaded = state.chat_model(settings.model)
+    call.row.model, call.row.stream = settings.model, True
+    from localassist.web import documents
+
+    try:
+        run = await anyio.to_thread.run_sync(
+            lambda: documents.start_summary(
+                loaded.backend,
+                state.config.defaults,
+                settings,
+                conversation,
+                conversation.attachments[which],
+                data_dir=webstate.data_dir,
+                config_dir=webstate.settings.paths.config_dir,
+            )
+        )
+    except LocalAssistError as exc:
+        raise errors.core_error(exc, "attachment", generating=False) from None
+    state.admit(user.key, run.stream.prompt_tokens)
+    assert state.loop is not None
+    job = StreamJob(state.loop, run.stream)
+    state.submit(loaded, job)
+    call.job = job
+    logged = False
+
+    async def done(answer: Done) -> bytes:
+        nonlocal logged
+        logged = True
+        exchange_id = await anyio.to_thread.run_sync(
+            lambda: documents.log_summary(run, webstate.data_dir, webstate.settings.log)
+        )
+        t = answer.timings
+        timings = {"ttft_s": t.ttft_s, "tokens_per_s": t.generation_tokens_per_s, "exchange_id": exchange_id}
+        return wire.frame({"object": "localassist.sources", "sources": run.sources}) + wire.frame(
+            {"object": "localassist.timings", **timings}
+        )
+
+    writer = wire.ChunkWriter(settings.model, True, include_usage=True)
+    frames = sse(state, call, job, writer, StreamHooks(done=done))
+    return StreamingResponse(
+        _notices_first(run.notices, frames),
+        media_type="text/event-stream",
+        headers={**SSE_HEADERS, "X-Conversation-Id": cid},
+    )
+
+
+async def _read_upload(request: Request, state: ServerState, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_big(limit)
+    chunks, size = [], 0
+    with anyio.fail_after(state.config.read_timeout_s * 4):
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _too_big(limit)
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_big(limit: int) -> ApiError:
+    return ApiError(
+        413,
+        f"the file is larger than this server's limit of {limit // (1024 * 1024)} MiB (web_upload_mb)",
+        "invalid_request_error",
+        "file_too_large",
+        headers={"Connection": "close"},
+    )
+
+
+def _check_content(name: str, kind: str, data: bytes) -> None:
+    """The type is the content's, not the name's: a PDF must start as one, text must be text."""
+    is_pdf = data.startswith(b"%PDF-")
+    if kind == "pdf" and not is_pdf:
+        raise ApiError(415, f"{name} is not a PDF", "invalid_request_error", "unsupported_type")
+    if kind != "pdf":
+        if is_pdf or b"\x00" in data[:65536]:
+            raise ApiError(415, f"{name} is not a text file", "invalid_request_error", "unsupported_type")
+        try:
+            data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise ApiError(415, f"{name} is not UTF-8 text", "invalid_request_error", "unsupported_type") from None
+
+
+# --- shared steps
+
+
+def _web(state: ServerState) -> WebState:
+    assert state.web is not None
+    return state.web
+
+
+async def _with_log(state: ServerState, action: Callable[[Any], Any]) -> Any:
+    """``action(store)`` on the conversation log, off the event loop."""
+    from localassist.conversation.exchange_log import open_log
+
+    data_dir = _web(state).data_dir
+
+    def run() -> Any:
+        store = open_log(data_dir)
+        try:
+            return action(store)
+        finally:
+            store.close()
+
+    return await anyio.to_thread.run_sync(run)
+
+
+def _settings_of(state: ServerState, raw: dict[str, Any]) -> turns.ChatSettings:
+    """A conversation's stored settings over the server's defaults (a setting that is no
+    longer valid here, such as a model no longer served, falls back to the default)."""
+    webstate = _web(state)
+    models = list(state.chat)
+    chat = turns.defaults(webstate.settings, models[0] if models else "")
+    for key, value in raw.items():
+        try:
+            chat = chat.changed({key: value}, models, webstate.indexes(), webstate.tools)
+        except LocalAssistError:
+            continue
+    return chat
+
+
+def _changed(state: ServerState, chat: turns.ChatSettings, raw: Any) -> turns.ChatSettings:
+    webstate = _web(state)
+    return chat.changed(raw, list(state.chat), webstate.indexes(), webstate.tools)
