@@ -25,6 +25,7 @@ import anyio.to_thread
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
+from localassist.conversation.log_store import LogError
 from localassist.errors import LocalAssistError, UsageError
 from localassist.server import errors, wire
 from localassist.server.calllog import Call
@@ -92,8 +93,11 @@ def web(endpoint: str, handler: Handler, *, change: bool = False, model: bool = 
             response = _failed(call, err)
         except convs.ConversationNotFound as exc:
             response = _failed(call, ApiError(404, str(exc), "invalid_request_error", "not_found"))
+        except LogError as exc:  # the conversation log cannot be read or written: the server's side
+            sys.stderr.write(f"localassist: error: web.{endpoint}: {exc}\n")
+            response = _failed(call, ApiError(500, str(exc), "server_error", "log_error"))
         except LocalAssistError as exc:
-            response = _failed(call, errors.core_error(exc, None, generating=False))
+            response = _failed(call, errors.core_error(exc, "body", generating=False))
         except ClientDisconnect:
             response = _failed(call, errors.stopped("disconnect", state.config.timeout_s))
         except Exception as exc:  # never a traceback to the page
@@ -126,7 +130,7 @@ async def asset(request: Request) -> Response:
 
 
 def _static(name: str, media_type: str) -> Response:
-    data = resources.files("localassist.web").joinpath("static", name).read_bytes()
+    data = resources.files("localassist.web").joinpath("static").joinpath(name).read_bytes()
     # no-cache: revalidated each load (an upgrade shows at once), and cheap with the ETag
     import hashlib
 
