@@ -192,6 +192,15 @@ def cli_json(home: Path, *args: str) -> Any:
 # --- the page ---------------------------------------------------------------------------
 
 
+def open_chat(open_page: Callable[..., Watched], url: str, **options: Any) -> Watched:
+    """A watched page on the web chat at `url`, once it has started (the message box shows:
+    before that the controls are not wired up yet)."""
+    watched = open_page(**options)
+    watched.page.goto(url)
+    expect(watched.page.get_by_role("textbox", name="Message")).to_be_visible()
+    return watched
+
+
 def sign_in(page: Any, username: str, password: str) -> None:
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill(password)

@@ -18,6 +18,7 @@ from browser import (
     answers,
     cli_json,
     expect,
+    open_chat,
     poll,
     seed_conversation,
     send,
@@ -55,10 +56,7 @@ def server(starter_chat_path, tmp_path_factory):
 
 
 def opened(open_page, server, **options):
-    watched = open_page(**options)
-    watched.page.goto(server.url + "/")
-    expect(watched.page.get_by_role("textbox", name="Message")).to_be_visible()
-    return watched
+    return open_chat(open_page, server.url + "/", **options)
 
 
 def conversation_id(page) -> str:
@@ -69,8 +67,9 @@ def conversation_id(page) -> str:
 
 def test_web_chat_opens_without_sign_in_on_loopback_with_no_users(open_page, server):
     page = opened(open_page, server).page
-    expect(page.get_by_role("button", name="Sign in")).to_have_count(0)
-    expect(page.get_by_label("Password")).to_have_count(0)
+    expect(page.get_by_role("button", name="Sign in")).to_be_hidden()
+    expect(page.get_by_label("Password")).to_be_hidden()
+    expect(page.get_by_role("button", name="Sign out")).to_be_hidden()
 
 
 def test_web_chat_accessible_names_are_all_there(open_page, server):
@@ -99,7 +98,7 @@ def test_web_chat_keyboard_tab_to_the_message_box_and_enter_sends(open_page, ser
         pytest.fail("Tab never reached the message box")
     page.keyboard.type("Name a colour.")
     page.keyboard.press("Enter")
-    expect(page.locator(".message.user")).to_have_text(["Name a colour."])
+    expect(page.locator(".message.user .content")).to_have_text(["Name a colour."])
     wait_answered(page)
     assert answers(page).last.inner_text().strip()
 
@@ -158,7 +157,7 @@ def test_web_chat_reload_keeps_the_conversation(open_page, server):
     answer = answers(page).last.inner_text().strip()
     assert answer
     page.reload()
-    expect(page.locator(".message.user")).to_have_text(["What is the capital of France?"])
+    expect(page.locator(".message.user .content")).to_have_text(["What is the capital of France?"])
     expect(answers(page)).to_have_count(1)
     assert answers(page).last.inner_text().strip() == answer
     assert page.url.endswith(f"#/c/{cid}")
@@ -187,9 +186,7 @@ CODE = "Here it is:\n\n```python\nx = '" + "a_long_identifier_" * 12 + "'\n```\n
 
 def test_web_chat_phone_layout_never_scrolls_sideways(open_page, server):
     cid = seed_conversation(server.home, None, "Show a long line of code.", CODE)
-    watched = open_page(**PHONE)
-    page = watched.page
-    page.goto(f"{server.url}/#/c/{cid}")
+    page = open_chat(open_page, f"{server.url}/#/c/{cid}", **PHONE).page
     expect(answers(page).locator("pre")).to_have_count(1)
     expect(answers(page).locator("pre")).to_contain_text("a_long_identifier_" * 12)
     assert page.evaluate("document.documentElement.scrollWidth") <= 390

@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("starlette")
 
-from browser import answers, expect, send, set_field, start_server, stop_server, wait_answered
+from browser import answers, expect, open_chat, send, set_field, start_server, stop_server, wait_answered
 
 pytestmark = pytest.mark.model
 MULTIPAGE = Path(make.__file__).parent / "multipage.pdf"  # make.PLANTED is on page 3 only
@@ -51,8 +51,7 @@ def attach(page, path: Path) -> None:
 
 
 def test_web_a_question_on_an_attached_pdf_cites_page_3(open_page, server):
-    page = open_page().page
-    page.goto(server.url + "/")
+    page = open_chat(open_page, server.url + "/").page
     attach(page, MULTIPAGE)
     expect(page).to_have_url(re.compile(r"#/c/"))
     set_field(page, "Max tokens", 8)
@@ -66,8 +65,7 @@ def test_web_a_question_on_an_attached_pdf_cites_page_3(open_page, server):
 
 
 def test_web_summarise_streams_a_summary_with_its_pages(open_page, server):
-    page = open_page().page
-    page.goto(server.url + "/")
+    page = open_chat(open_page, server.url + "/").page
     set_field(page, "Max tokens", 8)
     attach(page, MULTIPAGE)
     page.get_by_role("button", name="Summarise").click()
@@ -78,8 +76,7 @@ def test_web_summarise_streams_a_summary_with_its_pages(open_page, server):
 
 
 def test_web_a_question_from_an_index_lists_its_sources(open_page, server):
-    page = open_page().page
-    page.goto(server.url + "/")
+    page = open_chat(open_page, server.url + "/").page
     expect(page.get_by_label("Index").locator("option", has_text="notes")).to_have_count(1)
     page.get_by_label("Index").select_option("notes")
     set_field(page, "Max tokens", 8)
