@@ -160,6 +160,10 @@ def test_open_access_is_chosen_at_start_never_by_revoking_keys():
     for auth, host, active in (("open", "127.0.0.1", True), ("open", "0.0.0.0", False), ("auto", "0.0.0.0", False)):
         with pytest.raises(UsageError):
             open_access(auth, host, active=active, ever=True)
+    # web chat users on another address: the server starts for them, its API locked, never open
+    assert not open_access("auto", "0.0.0.0", active=False, ever=False, web_users=True)
+    with pytest.raises(UsageError):
+        open_access("open", "0.0.0.0", active=False, ever=False, web_users=True)
 
 
 def test_key_lines_from_env_or_file():

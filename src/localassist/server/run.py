@@ -74,13 +74,15 @@ def gather_keys(key_file: str | None) -> list[tuple[str, str, str]]:
     return out
 
 
-def open_access(auth: str, host: str, active: bool, ever: bool) -> bool:
+def open_access(auth: str, host: str, active: bool, ever: bool, web_users: bool = False) -> bool:
     """Whether the server starts open (no key needed), decided once, at start; a running
     server never becomes open (see ``Keyring``). ``auth`` is the ``serve_auth`` setting;
     ``active``: a key is active; ``ever``: the key store has held a key, revoked or not.
     Open needs a loopback address and no active key, and either ``auth=open`` or
     ``auth=auto`` on a store that never held a key: once keys were used, revoking them
-    all must not open the server, not even after a restart."""
+    all must not open the server, not even after a restart. ``web_users``: the web chat has
+    users, so a server on another address is for them: it starts with the API locked
+    (every API call needs a key, and none is active yet) rather than refusing to start."""
     if auth == "open" and not is_loopback(host):
         raise UsageError(f"--auth open serves without API keys, so only on a loopback address, not on {host}")
     if auth == "open" and active:
@@ -88,13 +90,13 @@ def open_access(auth: str, host: str, active: bool, ever: bool) -> bool:
             "--auth open serves without API keys, but a key is active: revoke every key first "
             "(`localassist keys list`), or leave out --auth open"
         )
-    if not active and not is_loopback(host):
+    if not active and not is_loopback(host) and not web_users:
         raise UsageError(
             f"refusing to listen on {host} without API keys: anyone who can reach this machine could use the model. "
             "Create a key with `localassist keys create NAME` (or set LOCALASSIST_API_KEYS / --key-file), "
             "or listen on 127.0.0.1"
         )
-    return not active and (auth == "open" or (auth == "auto" and not ever))
+    return not active and is_loopback(host) and (auth == "open" or (auth == "auto" and not ever))
 
 
 def plan_models(settings: Settings, options: ServeOptions) -> list[tuple[ResolvedModel, str]]:
@@ -177,7 +179,12 @@ def serve(settings: Settings, options: ServeOptions, announce: Callable[[str], N
 
     host, port = settings.serve_host, settings.serve_port
     active = bool(keys_extra or store.records(include_revoked=False))
-    keyring = Keyring(store, keys_extra, open_access(settings.serve_auth, host, active, store.ever_had_keys()))
+    from localassist.web.accounts import Accounts
+
+    accounts = Accounts(settings.paths.data_dir) if settings.web else None
+    web_users = accounts is not None and accounts.count() > 0
+    access = open_access(settings.serve_auth, host, active, store.ever_had_keys(), web_users)
+    keyring = Keyring(store, keys_extra, access)
     plan = plan_models(settings, options)
     sock = bind(host, port)
 
@@ -201,11 +208,10 @@ def serve(settings: Settings, options: ServeOptions, announce: Callable[[str], N
         defaults=SamplingParams.from_settings(settings),
     )
     state = ServerState(config, keyring, CallLog(settings.paths.data_dir), loader(settings, plan, options.verbose))
-    if settings.web:
-        from localassist.web.accounts import Accounts
+    if accounts is not None:
         from localassist.web.state import WebState
 
-        state.web = WebState(settings, Accounts(settings.paths.data_dir), is_loopback(host))
+        state.web = WebState(settings, accounts, is_loopback(host))
         state.web.accounts.prune_sessions()
     app = create_app(state)
     protocol = protocol_class(config.read_timeout_s)
