@@ -58,6 +58,14 @@ def serve(
             rich_help_panel=SERVER,
         ),
     ] = None,
+    web: Annotated[
+        bool | None,
+        typer.Option(
+            "--web/--no-web",
+            help="Serve the web chat on / (sign-in once `users add` made a user) [default: on].",
+            rich_help_panel=SERVER,
+        ),
+    ] = None,
     verbose: options.Verbose = False,
     gpu_layers: options.GpuLayers = None,
     ctx: options.Ctx = None,
@@ -67,12 +75,17 @@ def serve(
     repack: options.Repack = None,
     chat_format: options.ChatFormat = None,
 ) -> None:
-    """Serve models over an OpenAI-compatible API (chat, completions, embeddings).
+    """Serve models over an OpenAI-compatible API (chat, completions, embeddings) and a web chat.
+
+    The web chat is at / and the API at /v1. On a loopback address with no web users the
+    page needs no sign-in; once `localassist users add NAME` made a user, or on any other
+    address, it does.
 
     \b
       localassist serve                              # 127.0.0.1:8080, no key needed until one is created
       localassist serve -m qwen2.5:1.5b --embed nomic-embed.gguf --port 9000
       localassist keys create laptop && localassist serve --host 0.0.0.0
+      localassist users add ada && localassist serve --host 0.0.0.0   # the web chat for a team
     """
     flags = options.setting_flags(locals())
     from localassist.cli.console import note
