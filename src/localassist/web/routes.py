@@ -602,9 +602,10 @@ def _settings_of(state: ServerState, raw: dict[str, Any]) -> turns.ChatSettings:
     webstate = _web(state)
     models = list(state.chat)
     chat = turns.defaults(webstate.settings, models[0] if models else "")
+    indexes = webstate.indexes() if raw.get("index") else []
     for key, value in raw.items():
         try:
-            chat = chat.changed({key: value}, models, webstate.indexes(), webstate.tools)
+            chat = chat.changed({key: value}, models, indexes, webstate.tools)
         except LocalAssistError:
             continue
     return chat
@@ -612,4 +613,5 @@ def _settings_of(state: ServerState, raw: dict[str, Any]) -> turns.ChatSettings:
 
 def _changed(state: ServerState, chat: turns.ChatSettings, raw: Any) -> turns.ChatSettings:
     webstate = _web(state)
-    return chat.changed(raw, list(state.chat), webstate.indexes(), webstate.tools)
+    indexes = webstate.indexes() if isinstance(raw, dict) and raw.get("index") else []
+    return chat.changed(raw, list(state.chat), indexes, webstate.tools)
