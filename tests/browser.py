@@ -34,11 +34,14 @@ PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 3, "i
 FAST_HASH = {"LOCALASSIST_SCRYPT_LOG2N": "12"}
 ENGINE = ["--threads", "1", "--ctx", "1024"]
 # Chromium's own line for a 4xx answer the test provoked on purpose; 5xx fail through `responses`
+# read at import: each test's environment has the LOCALASSIST_ variables removed (conftest)
+REQUIRE_BROWSER = os.environ.get("LOCALASSIST_REQUIRE_BROWSER") == "1"
+CHROMIUM = os.environ.get("LOCALASSIST_CHROMIUM")  # a browser elsewhere than PATH's chromium
 EXPECTED_HTTP_ERROR = "Failed to load resource: the server responded with a status of 4"
 
 
 def chromium_path() -> str | None:
-    found = os.environ.get("LOCALASSIST_CHROMIUM") or shutil.which("chromium")
+    found = CHROMIUM or shutil.which("chromium")
     if found:
         return found
     return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
@@ -57,7 +60,7 @@ class _Shared:
             executable = chromium_path()
             if executable is None:
                 why = "chromium is not installed (apt-get install chromium; .ci/run does it)"
-                if os.environ.get("LOCALASSIST_REQUIRE_BROWSER") == "1":
+                if REQUIRE_BROWSER:
                     pytest.fail(f"LOCALASSIST_REQUIRE_BROWSER=1 but {why}")
                 pytest.skip(why)
             sync_api = pytest.importorskip("playwright.sync_api")
