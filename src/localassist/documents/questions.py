@@ -205,15 +205,21 @@ def _excerpt(chunk: Chunk) -> str:
     return document_block(str(chunk.locator), chunk.text)
 
 
-def _best_parts(documents: Sequence[Document], question: str, count: Callable[[str], int]) -> list[Source]:
-    """For whole documents: the parts that match the question best (up to MAX_SOURCES,
-    each scoring at least RELATIVE of the best), else each document as a whole."""
+def best_chunks(documents: Sequence[Document], question: str, count: Callable[[str], int]) -> list[tuple[Chunk, float]]:
+    """The parts of whole documents that match the question best: up to MAX_SOURCES, each
+    scoring at least RELATIVE of the best; none when no word of the question is there."""
     chunks = [c for d in documents for c in chunk_document(d, MAX_EXCERPT, count)]
     scores = BM25([c.text for c in chunks]).scores(question)
     best = max(scores, default=0.0)
     ranked = [i for i in sorted(range(len(chunks)), key=lambda i: (-scores[i], i)) if scores[i] >= RELATIVE * best]
-    if best > 0:
-        return [Source(chunks[i].locator, scores[i]) for i in ranked[:MAX_SOURCES]]
+    return [(chunks[i], scores[i]) for i in ranked[:MAX_SOURCES]] if best > 0 else []
+
+
+def _best_parts(documents: Sequence[Document], question: str, count: Callable[[str], int]) -> list[Source]:
+    """For whole documents: the parts that match the question best, else each document as a whole."""
+    best = best_chunks(documents, question, count)
+    if best:
+        return [Source(chunk.locator, score) for chunk, score in best]
     return [Source(Locator(d.path)) for d in documents]
 
 

@@ -227,6 +227,9 @@ def serve(settings: Settings, options: ServeOptions, announce: Callable[[str], N
         # connections still open DRAIN_S later, so uvicorn never has to cancel a task
         timeout_graceful_shutdown=math.ceil(config.grace_s) + DRAIN_S + 5,
         server_header=False,
+        # X-Forwarded-* are the web chat's to trust or not (web_trusted_proxy), never uvicorn's:
+        # by default it would take them from any client on loopback
+        proxy_headers=False,
     )
     server = _Server(uv_config, state)
     state.on_fatal = lambda: setattr(server, "should_exit", True)

@@ -69,6 +69,7 @@ class CallState:
     t0: float
     job: Job | None = None
     done: Done | None = None
+    content: bool = True  # False: the prompt and answer stay out of the call log (the web chat's are in logs.db)
 
 
 @dataclass(eq=False)
@@ -287,7 +288,7 @@ class ServerState:
             stream = job.stream.state if isinstance(job, StreamJob) else None
             if stream is not None and stream.t_first is not None:
                 row.ttft_s = round(stream.t_first - call.t0, 4)
-            if self.config.log_content:
+            if self.config.log_content and call.content:
                 row.answer = done.text
             self.metrics.generation(
                 done.prompt_tokens,

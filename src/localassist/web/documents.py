@@ -153,6 +153,43 @@ def log_summary(summary: Summary, data_dir: Path, log_enabled: bool) -> int | No
         store.close()
 
 
+def uploaded(data_dir: Path, conversation: StoredConversation) -> list[Document]:
+    """The conversation's attached files that were uploaded here (those pinned from a
+    terminal have no file kept), loaded again for their pages and lines."""
+    from localassist.documents import load_bytes
+
+    out = []
+    for attachment in conversation.attachments:
+        path = uploads_dir(data_dir, conversation.id) / attachment.sha256
+        try:
+            out.append(load_bytes(path.read_bytes(), attachment.name))
+        except (OSError, DocumentError):
+            continue
+    return out
+
+
+def cited(documents: list[Document], question: str, backend: Backend) -> list[dict[str, Any]]:
+    """The parts of the attached documents that match the question best, as the footnotes
+    under its answer (the model was given the documents whole or summarized: these say
+    where in them the answer is most likely from, as ``ask -f`` names its sources)."""
+    from localassist.documents.questions import best_chunks
+
+    out = []
+    for n, (chunk, _score) in enumerate(best_chunks(documents, question, lambda t: len(backend.tokenize(t))), 1):
+        loc = chunk.locator
+        out.append(
+            {
+                "n": n,
+                "file": loc.path,
+                "page": loc.page_label or loc.page,
+                "lines": _lines(loc.line_start, loc.line_end),
+                "label": str(loc),
+                "text": chunk.text[:600],
+            }
+        )
+    return out
+
+
 def _lines(start: int | None, end: int | None) -> str | None:
     if start is None:
         return None

@@ -30,9 +30,18 @@ from localassist.errors import LocalAssistError, UsageError
 from localassist.server import errors, wire
 from localassist.server.calllog import Call
 from localassist.server.errors import ApiError
-from localassist.server.routes import SSE_HEADERS, StreamHooks, committed, error_response, json_response, read_json, sse
+from localassist.server.routes import (
+    SSE_HEADERS,
+    StreamHooks,
+    collect,
+    committed,
+    error_response,
+    json_response,
+    read_json,
+    sse,
+)
 from localassist.server.state import CallState, ServerState
-from localassist.server.worker import StreamJob
+from localassist.server.worker import CallJob, StreamJob
 from localassist.web import conversations as convs
 from localassist.web import security, turns
 from localassist.web.accounts import NAME_RE
@@ -148,7 +157,10 @@ async def session(request: Request) -> Response:
     body: dict[str, Any] = {"user": None, "signin_required": True, "csrf": None}
     response_cookie = None
     if not webstate.signin_required():
-        token, csrf = webstate.local_session(request)
+        try:
+            token, csrf = webstate.local_session(request)
+        except ApiError as err:
+            return security.secured(error_response(err))
         body.update(user=LOCAL_USER, signin_required=False, csrf=csrf)
         response_cookie = token
     else:
@@ -208,7 +220,13 @@ async def signin(request: Request) -> Response:
             raise ApiError(400, "give a username and a password", "invalid_request_error", "missing")
         if NAME_RE.fullmatch(name):
             call.row.key_name = f"web:{name}"
-        wait = webstate.limiter.check(name, address)
+        # failures count per (name, address): a stranger cannot lock a user out from elsewhere;
+        # and per address (SignInLimiter). One attempt per pair at a time, or attempts sent
+        # together would all pass the check before the first hash ends.
+        pair = f"{name.lower()} {address}"
+        wait = webstate.limiter.check(pair, address)
+        if wait is None and pair in webstate.signing_in:
+            wait = 1.0
         if wait is not None:
             raise ApiError(
                 429,
@@ -217,10 +235,15 @@ async def signin(request: Request) -> Response:
                 "signin_locked",
                 headers={"Retry-After": str(int(wait) + 1)},
             )
-        if not await webstate.accounts.verify_async(name, password[:1024]):
-            webstate.limiter.failed(name, address)
+        webstate.signing_in.add(pair)
+        try:
+            right = await webstate.accounts.verify_async(name, password[:1024])
+        finally:
+            webstate.signing_in.discard(pair)
+        if not right:
+            webstate.limiter.failed(pair, address)
             raise ApiError(401, "wrong username or password", "authentication_error", "signin_failed")
-        webstate.limiter.succeeded(name, address)
+        webstate.limiter.succeeded(pair, address)
         token, csrf = webstate.accounts.start_session(name, address, request.headers.get("user-agent", "")[:200])
         response = json_response(200, {"user": name, "csrf": csrf}, {"Cache-Control": "no-store"})
         security.session_cookie(response, token, webstate.secure(request))
@@ -295,27 +318,20 @@ async def chat(request: Request, state: ServerState, call: CallState, user: WebU
     if (cid is not None and not isinstance(cid, str)) or not isinstance(message, str) or not isinstance(action, str):
         raise UsageError("conversation must be an id or null, message text, action a word")
 
-    def open_conversation(store: Any) -> tuple[str, turns.ChatSettings, Any]:
-        if cid is None:
-            chat_settings = _changed(state, _settings_of(state, {}), body.get("settings"))
-            new = store.create_conversation(
-                message or "New chat",
-                chat_settings.model,
-                chat_settings.system or None,
-                user.owner,
-                chat_settings.as_dict(),
-            )
-            return new, chat_settings, store.conversation(new)
-        raw = convs.check_owner(store, cid, user.owner)
-        chat_settings = _changed(state, _settings_of(state, raw), body.get("settings"))
-        store.update_conversation(cid, settings=chat_settings.as_dict())
-        return cid, chat_settings, store.conversation(cid)
+    if cid is None and action != "send":
+        raise UsageError(f"nothing to {action} in a new conversation")
+    _check_log_on(webstate)
 
-    conv_id, settings, conversation = await _with_log(state, open_conversation)
+    def read(store: Any) -> tuple[turns.ChatSettings, Any]:
+        if cid is None:
+            return _changed(state, _settings_of(state, {}), body.get("settings")), None
+        raw = convs.check_owner(store, cid, user.owner)
+        return _changed(state, _settings_of(state, raw), body.get("settings")), store.conversation(cid)
+
+    settings, conversation = await _with_log(state, read)
     loaded = state.chat_model(settings.model)
     call.row.model, call.row.stream = settings.model, True
-    if state.config.log_content:
-        call.row.prompt = message
+    call.content = False  # the conversation log holds the web chat's text, and deletes it with the conversation
     docs = await anyio.to_thread.run_sync(webstate.docs_search, settings.index) if settings.index else None
     registry = None
     if settings.tools:
@@ -324,6 +340,9 @@ async def chat(request: Request, state: ServerState, call: CallState, user: WebU
         registry = resolve_tools(",".join(settings.tools))
 
     def begin() -> turns.WebTurn | list[str]:
+        from localassist.web.documents import uploaded
+
+        attached = uploaded(webstate.data_dir, conversation) if conversation and conversation.attachments else None
         return turns.start(
             loaded.backend,
             state.config.defaults,
@@ -336,12 +355,28 @@ async def chat(request: Request, state: ServerState, call: CallState, user: WebU
             docs=docs,
             registry=registry,
             tool_roots=webstate.tool_roots,
+            attached=attached,
         )
 
     try:
-        started = await anyio.to_thread.run_sync(begin)
+        if settings.memory == "summary":  # fitting may ask the model for a summary: its turn in the queue
+            started = await _on_worker(request, state, loaded, begin)
+        else:
+            started = await anyio.to_thread.run_sync(begin)
     except LocalAssistError as exc:
         raise errors.core_error(exc, "message", generating=False) from None
+
+    def keep(store: Any) -> str:  # only a turn that started changes the log: a refused one leaves no trace
+        if cid is not None:
+            store.update_conversation(cid, settings=settings.as_dict())
+            return cid
+        return store.create_conversation(
+            message, settings.model, settings.system or None, user.owner, settings.as_dict()
+        )
+
+    conv_id = await _with_log(state, keep)
+    if not isinstance(started, list):
+        started.log.conversation_id = conv_id
     headers = {**SSE_HEADERS, "X-Conversation-Id": conv_id}
     writer = wire.ChunkWriter(settings.model, True, include_usage=True)
     if isinstance(started, list):  # the index had nothing relevant: no model was asked
@@ -425,7 +460,7 @@ def _notice(text: str) -> bytes:
 async def upload(request: Request, state: ServerState, call: CallState, user: WebUser) -> Response:
     webstate = _web(state)
     cid = request.path_params["cid"]
-    name = Path(unquote(request.headers.get("x-filename", ""))).name.strip()[:200]
+    name = _file_name(request.headers.get("x-filename", ""))
     kind = UPLOAD_KINDS.get(Path(name).suffix.lower())
     if not name or kind is None:
         raise ApiError(
@@ -434,6 +469,7 @@ async def upload(request: Request, state: ServerState, call: CallState, user: We
             "invalid_request_error",
             "unsupported_type",
         )
+    _check_log_on(webstate)
     data = await _read_upload(request, state, webstate.upload_limit)
     _check_content(name, kind, data)
 
@@ -449,25 +485,30 @@ async def upload(request: Request, state: ServerState, call: CallState, user: We
     loaded = state.chat_model(settings.model)
     from localassist.web import documents
 
-    try:
-        index, notice = await anyio.to_thread.run_sync(
-            lambda: documents.attach(
-                loaded.backend,
-                state.config.defaults,
-                settings,
-                conversation,
-                name,
-                data,
-                data_dir=webstate.data_dir,
-                config_dir=webstate.settings.paths.config_dir,
-                log_enabled=webstate.settings.log,
-            )
+    def work() -> tuple[int, str | None]:
+        return documents.attach(
+            loaded.backend,
+            state.config.defaults,
+            settings,
+            conversation,
+            name,
+            data,
+            data_dir=webstate.data_dir,
+            config_dir=webstate.settings.paths.config_dir,
+            log_enabled=webstate.settings.log,
         )
-    except LocalAssistError as exc:
-        if cid == "new":
-            await anyio.to_thread.run_sync(
-                convs.delete_one, webstate.data_dir, webstate.settings.paths.cache_dir, conv_id
-            )
+
+    call.row.model = settings.model
+    try:
+        state.admit(user.key, 0)
+        # on the model's worker: a file too long to pin whole is summarized to fit
+        index, notice = await _on_worker(request, state, loaded, work)
+    except (LocalAssistError, ApiError) as exc:
+        if cid == "new":  # nothing attached: the conversation made for it goes too
+            paths = webstate.settings.paths
+            await anyio.to_thread.run_sync(convs.delete_one, paths.data_dir, paths.cache_dir, conv_id)
+        if isinstance(exc, ApiError):
+            raise
         raise errors.core_error(exc, "file", generating=False) from None
     attachment = {"id": index, "name": name}
     return json_response(200, {"conversation": conv_id, "attachment": attachment, "notice": notice})
@@ -492,21 +533,23 @@ async def summarize(request: Request, state: ServerState, call: CallState, user:
     call.row.model, call.row.stream = settings.model, True
     from localassist.web import documents
 
-    try:
-        run = await anyio.to_thread.run_sync(
-            lambda: documents.start_summary(
-                loaded.backend,
-                state.config.defaults,
-                settings,
-                conversation,
-                conversation.attachments[which],
-                data_dir=webstate.data_dir,
-                config_dir=webstate.settings.paths.config_dir,
-            )
+    def plan() -> documents.Summary:
+        return documents.start_summary(
+            loaded.backend,
+            state.config.defaults,
+            settings,
+            conversation,
+            conversation.attachments[which],
+            data_dir=webstate.data_dir,
+            config_dir=webstate.settings.paths.config_dir,
         )
+
+    call.content = False
+    try:
+        state.admit(user.key, 0)
+        run = await _on_worker(request, state, loaded, plan)  # the map calls: model work, in the queue
     except LocalAssistError as exc:
         raise errors.core_error(exc, "attachment", generating=False) from None
-    state.admit(user.key, run.stream.prompt_tokens)
     assert state.loop is not None
     job = StreamJob(state.loop, run.stream)
     state.submit(loaded, job)
@@ -532,6 +575,28 @@ async def summarize(request: Request, state: ServerState, call: CallState, user:
         media_type="text/event-stream",
         headers={**SSE_HEADERS, "X-Conversation-Id": cid},
     )
+
+
+def _file_name(header: str) -> str:
+    """The uploaded file's name as shown and logged: its last path part, without control or
+    format characters (a NUL, a right-to-left override), its stem cut to 120 characters."""
+    import unicodedata
+
+    name = Path(unquote(header)).name
+    name = "".join(c for c in name if unicodedata.category(c) not in ("Cc", "Cf")).strip()
+    path = Path(name)
+    return path.stem[:120] + path.suffix[:12] if name else ""
+
+
+async def _on_worker(request: Request, state: ServerState, loaded: Any, fn: Callable[[], Any]) -> Any:
+    """``fn()`` run by the model's worker, in its queue (429 when full), under the request's
+    time limit; what it returns. For model work that is not one streamed answer (fitting a
+    long document or conversation by summarizing it)."""
+    assert state.loop is not None
+    job = CallJob(state.loop, fn)
+    state.submit(loaded, job)
+    event = await collect(request, job, state.config)
+    return event[1]
 
 
 async def _read_upload(request: Request, state: ServerState, limit: int) -> bytes:
@@ -605,13 +670,29 @@ def _settings_of(state: ServerState, raw: dict[str, Any]) -> turns.ChatSettings:
     indexes = webstate.indexes() if raw.get("index") else []
     for key, value in raw.items():
         try:
-            chat = chat.changed({key: value}, models, indexes, webstate.tools)
+            chat = _fitted(state, chat.changed({key: value}, models, indexes, webstate.tools))
         except LocalAssistError:
             continue
+    return chat
+
+
+def _check_log_on(webstate: WebState) -> None:
+    if not webstate.settings.log:  # "not logged" leaves no trace on disk: so no web conversation either
+        raise UsageError(
+            "the web chat keeps its conversations in the log, which is off on this server (`localassist logs on`)"
+        )
+
+
+def _fitted(state: ServerState, chat: turns.ChatSettings) -> turns.ChatSettings:
+    """``chat``, if its max tokens fit its model's context; else a UsageError saying so."""
+    loaded = state.chat.get(chat.model)
+    if loaded is not None and chat.max_tokens > loaded.backend.n_ctx:
+        n_ctx = loaded.backend.n_ctx
+        raise UsageError(f"max_tokens must be at most {n_ctx:,}, the context of {chat.model}")
     return chat
 
 
 def _changed(state: ServerState, chat: turns.ChatSettings, raw: Any) -> turns.ChatSettings:
     webstate = _web(state)
     indexes = webstate.indexes() if isinstance(raw, dict) and raw.get("index") else []
-    return chat.changed(raw, list(state.chat), indexes, webstate.tools)
+    return _fitted(state, chat.changed(raw, list(state.chat), indexes, webstate.tools))

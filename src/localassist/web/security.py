@@ -51,8 +51,8 @@ def is_https(request: Request, trust_proxy: bool) -> bool:
 
 def client_address(request: Request, trust_proxy: bool) -> str:
     """The client's address; behind a trusted proxy, the one it says it forwards for."""
-    if trust_proxy:
-        forwarded = request.headers.get("x-forwarded-for", "").split(",")[0].strip()
+    if trust_proxy:  # the last entry is the one the proxy added; those before it, the client wrote
+        forwarded = request.headers.get("x-forwarded-for", "").split(",")[-1].strip()
         if forwarded:
             return forwarded[:64]
     return request.client.host if request.client else "-"
@@ -91,6 +91,25 @@ def same_origin(request: Request, trust_proxy: bool) -> bool:
     host = host or request.headers.get("host", "")
     scheme = "https" if is_https(request, trust_proxy) else "http"
     return parts.scheme == scheme and parts.netloc.lower() == host.lower()
+
+
+def loopback_host(request: Request) -> bool:
+    """Whether the Host the browser asked for is this machine's loopback name or address. A
+    page without sign-in answers only such requests: a web page on another name that its
+    DNS points at 127.0.0.1 (DNS rebinding) is then not this page's origin."""
+    import ipaddress
+
+    host = request.headers.get("host", "").strip()
+    if host.startswith("["):  # [::1]:8080
+        name = host[1 : host.find("]")] if "]" in host else ""
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    if name.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def token_matches(sent: str | None, expected: str | None) -> bool:

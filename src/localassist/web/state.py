@@ -50,6 +50,7 @@ class WebState:
     local: OrderedDict[str, str] = field(default_factory=OrderedDict)  # token -> csrf, no sign-in needed
     docs: dict[str, DocsSearch] = field(default_factory=dict)
     docs_lock: threading.Lock = field(default_factory=threading.Lock)
+    signing_in: set[str] = field(default_factory=set)  # (name, address) pairs being checked now
 
     @property
     def trust_proxy(self) -> bool:
@@ -72,7 +73,18 @@ class WebState:
         return self.settings.paths.data_dir
 
     def signin_required(self) -> bool:
-        return not self.loopback or self.accounts.count() > 0
+        # behind a proxy, "loopback" is the proxy: whoever reaches it must sign in
+        return not self.loopback or self.trust_proxy or self.accounts.count() > 0
+
+    def check_host(self, request: Request) -> None:
+        """The page without sign-in answers only requests made to a loopback name."""
+        if not security.loopback_host(request):
+            raise ApiError(
+                403,
+                "this server's web chat needs no sign-in, so it answers only at localhost or 127.0.0.1",
+                "permission_error",
+                "host_not_allowed",
+            )
 
     def indexes(self) -> list[str]:
         from localassist.rag.store import index_names
@@ -89,6 +101,7 @@ class WebState:
         """The user this request comes from; 401 when it must sign in (again)."""
         token = self.token(request)
         if not self.signin_required():
+            self.check_host(request)
             csrf = self.local.get(token) if token else None
             if token is None or csrf is None:
                 raise ApiError(401, "the page's session has ended: reload the page", "authentication_error", "reload")
@@ -102,6 +115,7 @@ class WebState:
 
     def local_session(self, request: Request) -> tuple[str, str]:
         """The page without sign-in: its cookie token and CSRF token (made on first sight)."""
+        self.check_host(request)
         token = self.token(request)
         if token and token in self.local:
             return token, self.local[token]

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from localassist.assistant import Assistant, Turn
     from localassist.conversation.exchange_log import ExchangeLog
     from localassist.conversation.log_store import StoredConversation
+    from localassist.documents.model import Document
     from localassist.engine.types import Backend, Done, SamplingParams
     from localassist.retrieval import DocsSearch
     from localassist.tools.registry import ToolRegistry
@@ -121,7 +122,7 @@ def start(
     backend: Backend,
     base: SamplingParams,
     chat: ChatSettings,
-    conversation: StoredConversation,
+    conversation: StoredConversation | None,
     action: str,
     message: str,
     *,
@@ -130,10 +131,12 @@ def start(
     docs: DocsSearch | None = None,
     registry: ToolRegistry | None = None,
     tool_roots: tuple[Path, ...] = (),
+    attached: list[Document] | None = None,
 ) -> WebTurn | list[str]:
     """Begin the turn (off the event loop: it counts tokens, may summarize old turns and
-    search an index). Returns the turn, or, when the index has nothing relevant enough,
-    the notices that say so (no model is asked, as in the REPL)."""
+    search an index); nothing is logged yet, so a turn refused here leaves no trace.
+    Returns the turn, or, when the index has nothing relevant enough, the notices that
+    say so (no model is asked, as in the REPL)."""
     from localassist.assistant import Assistant
     from localassist.conversation.exchange_log import ExchangeLog
     from localassist.conversation.memory import MemoryPolicy
@@ -146,9 +149,11 @@ def start(
     assistant = Assistant(
         backend, chat.sampling(base), system=chat.system or None, memory=MemoryPolicy.parse(chat.memory), log=log
     )
-    notices = assistant.restore_attachments(conversation.attachments)
-    restored = assistant.restore(conversation.messages())
-    notices += [restored] if restored else []
+    notices: list[str] = []
+    if conversation is not None:  # None: a new one, which the caller makes once the turn has started
+        notices += assistant.restore_attachments(conversation.attachments)
+        restored = assistant.restore(conversation.messages())
+        notices += [restored] if restored else []
     if registry is not None and len(registry.names):
         from localassist.agent import Agent
         from localassist.tools.base import ToolContext
@@ -174,6 +179,10 @@ def start(
         assistant.set_rules(SYSTEM_PROMPT)
         wrapped = user_prompt(question, hits)
         sources = [source(hit) for hit in hits]
+    elif attached:  # a question on attached files: where in them the answer most likely is
+        from localassist.web.documents import cited
+
+        sources = cited(attached, question, backend)
     turn = assistant.regen(wrapped=wrapped) if action == "regenerate" else assistant.send(question, wrapped=wrapped)
     if turn.notice:
         notices.append(turn.notice)
