@@ -277,3 +277,15 @@ def test_sign_ins_and_refusals_are_in_the_call_log_never_the_password(tmp_path, 
     assert signins == [("web:ada", "web.signin", 401), ("web:ada", "web.signin", 200)]
     db = (tmp_path / "data" / "server.db").read_bytes()
     assert b"correct horse" not in db and b"wrong password" not in db
+
+
+def test_the_page_without_sign_in_answers_only_at_a_loopback_host(server):
+    """DNS rebinding: a site whose name resolves to 127.0.0.1 is not this page's origin."""
+    page = Page(server)
+    status, body = page.json("GET", "/web/api/session", Host="evil.example:80")
+    assert status == 403 and body["error"]["code"] == "host_not_allowed"
+    page.session()  # at 127.0.0.1: a session
+    status, body = page.json("GET", "/web/api/conversations", Host="evil.example:80")
+    assert status == 403
+    status, _ = page.json("GET", "/web/api/conversations", Host="localhost:1234")
+    assert status == 200
