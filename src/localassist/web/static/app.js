@@ -166,7 +166,8 @@ function setupSettings(session) {
 
 function showSliderValue(key) {
   const input = $("set-" + key);
-  const [, , step] = (state.session.ranges || {})[key] || [0, 1, 0.01];
+  const ranges = (state.session && state.session.ranges) || {}; // events may come before the session loads
+  const [, , step] = ranges[key] || [0, 1, 0.01];
   $("out-" + key).textContent = Number(input.value).toFixed(decimals(step));
 }
 
