@@ -442,12 +442,15 @@ def _hooks(state: ServerState, job: StreamJob, started: turns.WebTurn) -> Stream
 
 async def _notices_first(notices: list[str], frames: Any) -> Any:
     first = True
-    async for chunk in frames:
-        yield chunk
-        if first:  # after the role chunk: the memory policy's notices, as the REPL shows them
-            first = False
-            for text in notices:
-                yield _notice(text)
+    try:
+        async for chunk in frames:
+            yield chunk
+            if first:  # after the role chunk: the memory policy's notices, as the REPL shows them
+                first = False
+                for text in notices:
+                    yield _notice(text)
+    finally:  # a client gone: the answer's own stream stops its job now, not when collected
+        await frames.aclose()
 
 
 def _notice(text: str) -> bytes:
