@@ -60,9 +60,9 @@ PROBE = """() => {
   if (window.__probe) window.__probe.observer.disconnect();
   const p = { click: null, first: null, painted: null, last: null, chars: 0 };
   const log = document.getElementById("log");
+  const before = log.querySelectorAll(".message.assistant").length;  // answers already there
   p.observer = new MutationObserver(() => {
-    const all = log.querySelectorAll(".message.assistant > .content");
-    const node = all[all.length - 1];
+    const node = log.querySelectorAll(".message.assistant > .content")[before];
     const chars = node ? node.textContent.length : 0;
     if (!chars || chars === p.chars) return;
     const now = performance.now();
@@ -154,10 +154,15 @@ def server_rate(before: dict[str, float], after: dict[str, float]) -> float | No
     return (after["rate_sum"] - before["rate_sum"]) / count if count == 1 else None
 
 
-def api_stream(client: httpx.Client, server: Server, prompt: str, max_tokens: int) -> dict[str, Any]:
+def api_text(client: httpx.Client, server: Server, messages: list[dict], max_tokens: int) -> str:
+    body = {"model": server.model, "messages": messages, "temperature": 0, "max_tokens": max_tokens}
+    return client.post("/v1/chat/completions", json=body, timeout=600).json()["choices"][0]["message"]["content"]
+
+
+def api_stream(client: httpx.Client, server: Server, prompt: str | list[dict], max_tokens: int) -> dict[str, Any]:
     body = {
         "model": server.model,
-        "messages": [{"role": "user", "content": prompt}],
+        "messages": [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt,
         "temperature": 0,
         "max_tokens": max_tokens,
         "stream": True,
@@ -224,22 +229,24 @@ class Browser:
         self.page.goto(server.url + "/")
         self.page.get_by_role("textbox", name="Message").wait_for()
 
-    def ask(self, prompt: str, max_tokens: int | None = None) -> dict[str, Any]:
-        """One question in a new chat, timed in the page from the Send click."""
+    def ask(self, prompt: str, max_tokens: int | None = None, new_chat: bool = True) -> dict[str, Any]:
+        """One question, in a new chat or the open one, timed in the page from the Send click."""
         page = self.page
-        page.get_by_role("button", name="New chat").click()
-        deadline = time.monotonic() + 10
-        while page.locator(".message").count() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        if new_chat:
+            page.get_by_role("button", name="New chat").click()
+            deadline = time.monotonic() + 10
+            while page.locator(".message").count() and time.monotonic() < deadline:
+                time.sleep(0.02)
         if max_tokens is not None:
             set_control(page, "Max tokens", max_tokens)
+        answered = page.locator(".message.assistant .usage").count()
         page.evaluate(PROBE)
         page.get_by_role("textbox", name="Message").fill(prompt)
         page.get_by_role("button", name="Send").click()
-        page.locator(".message.assistant .usage").wait_for()
+        page.locator(".message.assistant .usage").nth(answered).wait_for()
         page.get_by_role("button", name="Stop").wait_for(state="hidden")
         p = page.evaluate(READ_PROBE)
-        usage = page.locator(".message.assistant .usage").inner_text()
+        usage = page.locator(".message.assistant .usage").nth(answered).inner_text()
         tokens = int(re.search(r"\+ (\d+) tokens", usage).group(1))
         return {
             "ttft": (p["first"] - p["click"]) / 1000,
@@ -305,25 +312,59 @@ def ttft_and_decode(args: argparse.Namespace, report: dict) -> None:
         report["chromium"] = browser.version
         browser.ask("Hello!")
         report["page_weight"] = browser.page_weight()
-        web_ms, painted_ms, api_ms = [], [], []
+        # three ways to the same kind of request, a new question each time (the shared
+        # prefix is cached alike for all), taking turns at going first: the page in the
+        # browser; the page's own endpoint from Python (the server's share of any gap);
+        # the API
+        sides = ("browser", "web endpoint, from Python", "API")
+        ms: dict[str, list[float]] = {side: [] for side in sides}
+        painted_ms: list[float] = []
+        web, web_headers = web_client(server)
         for i in range(args.runs):
-            # a new question each time (the shared prefix is cached alike for both); the
-            # two sides take turns going first
-            prompts = [f"In one sentence, what is special about the number {100 + 2 * i + k}?" for k in (0, 1)]
-            order = ("web", "api") if i % 2 == 0 else ("api", "web")
-            for side, prompt in zip(order, prompts, strict=True):
-                if side == "web":
+            order = sides[i % 3 :] + sides[: i % 3]
+            for k, side in enumerate(order):
+                prompt = f"In one sentence, what is special about the number {100 + 3 * i + k}?"
+                if side == "browser":
                     r = browser.ask(prompt)
-                    web_ms.append(r["ttft"] * 1000)
                     if r["painted"] is not None:
                         painted_ms.append(r["painted"] * 1000)
+                elif side == "API":
+                    r = api_stream(api, server, prompt, TTFT_TOKENS)
                 else:
-                    api_ms.append(api_stream(api, server, prompt, TTFT_TOKENS)["ttft"] * 1000)
+                    r = web_stream(web, prompt, web_headers)
+                ms[side].append(r["ttft"] * 1000)
+        web.close()
         report["ttft_ms"] = {
-            "browser (text in the DOM)": stats(web_ms),
+            "browser (text in the DOM)": stats(ms["browser"]),
             "browser (next frame painted)": stats(painted_ms),
-            "API": stats(api_ms),
-            "difference of medians": statistics.median(web_ms) - statistics.median(api_ms),
+            "web endpoint, from Python": stats(ms["web endpoint, from Python"]),
+            "API": stats(ms["API"]),
+            "difference of medians, browser - API": statistics.median(ms["browser"]) - statistics.median(ms["API"]),
+            "difference of medians, web endpoint - API": statistics.median(ms["web endpoint, from Python"])
+            - statistics.median(ms["API"]),
+        }
+
+        # The first message of a new chat also reloads the sidebar's list while the answer
+        # starts (the page adopts the new conversation): a second message does not. So the
+        # same again for a follow-up question, the API sent the same history.
+        follow: dict[str, list[float]] = {"browser": [], "API": []}
+        for i in range(args.runs):
+            for side in ("browser", "API") if i % 2 == 0 else ("API", "browser"):
+                first = f"Name a colour that starts with the letter {'BCGLPRSTVY'[i % 10]}."
+                second = f"In one sentence, what is special about the number {700 + 2 * i + (side == 'API')}?"
+                if side == "browser":
+                    browser.ask(first)
+                    follow[side].append(browser.ask(second, new_chat=False)["ttft"] * 1000)
+                else:
+                    answer = api_text(api, server, [{"role": "user", "content": first}], TTFT_TOKENS)
+                    history = [{"role": "user", "content": first}, {"role": "assistant", "content": answer}]
+                    history.append({"role": "user", "content": second})
+                    follow[side].append(api_stream(api, server, history, TTFT_TOKENS)["ttft"] * 1000)
+        report["ttft_ms_follow_up"] = {
+            "browser (text in the DOM)": stats(follow["browser"]),
+            "API": stats(follow["API"]),
+            "difference of medians, browser - API": statistics.median(follow["browser"])
+            - statistics.median(follow["API"]),
         }
 
         # d: the same long answer, streamed into the page vs read by Python with the
@@ -414,12 +455,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=None, help="a .gguf (default: the bundled SmolLM2 chat model)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=7, help="time-to-first-token pairs")
-    parser.add_argument("--long-runs", type=int, default=2, help="long answers per side (d)")
+    parser.add_argument("--runs", type=int, default=9, help="time-to-first-token rounds (one request each way)")
+    parser.add_argument("--long-runs", type=int, default=3, help="long answers per side (d)")
     parser.add_argument("--parallel", type=int, default=2, help="serve --parallel for the throughput part")
     parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--per-client", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=2, help="throughput rounds per mix")
+    parser.add_argument("--per-client", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="throughput rounds per mix")
     parser.add_argument("--skip", default="", help="comma list of: ttft, throughput")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "web.json")
     args = parser.parse_args()
@@ -459,6 +500,12 @@ def print_tables(report: dict) -> None:
         print(f"| time to first token ({TTFT_TOKENS}-token answers, median (min-max)) | ms |")
         print("|---|---|")
         for name, s in report["ttft_ms"].items():
+            print(f"| {name} | {_fmt(s, ' ms') if isinstance(s, dict) else f'{s:+.0f} ms'} |")
+        print()
+        print()
+        print("| follow-up question in the same chat | ms |")
+        print("|---|---|")
+        for name, s in report["ttft_ms_follow_up"].items():
             print(f"| {name} | {_fmt(s, ' ms') if isinstance(s, dict) else f'{s:+.0f} ms'} |")
         print()
         w = report["page_weight"]
