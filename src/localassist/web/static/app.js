@@ -394,11 +394,11 @@ async function openConversation(id) {
 }
 
 // Records a new conversation's id without reloading it (the stream is still filling it).
-function adoptConversation(id) {
+function adoptConversation(id, refresh = true) {
   if (!id || id === state.convId) return;
   state.convId = id;
   history.pushState(null, "", "#/c/" + encodeURIComponent(id));
-  loadList();
+  if (refresh) loadList();
 }
 
 // ---- messages ------------------------------------------------------------------------------
@@ -655,7 +655,8 @@ async function stream(url, body, userLabel) {
       else renderMessages();
       return;
     }
-    adoptConversation(resp.headers.get("X-Conversation-Id"));
+    // the list is reloaded when the answer ends: a request now would hold up its first token
+    adoptConversation(resp.headers.get("X-Conversation-Id"), false);
     if (userLabel) {
       const u = { role: "user", content: userLabel, noEdit: true };
       state.messages.push(u);
