@@ -195,14 +195,15 @@ def test_stop_logs_the_partial_answer_marked_cancelled_and_frees_the_worker(serv
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         _, health = server.get("/health")
-        _, conv = page.json("GET", f"/web/api/conversations/{cid}")
-        answers = [m for m in conv["messages"] if m["role"] == "assistant"]
+        status, conv = page.json("GET", f"/web/api/conversations/{cid}")  # 404 until the answer is logged
+        answers = [m for m in conv["messages"] if m["role"] == "assistant"] if status == 200 else []
         if health["running"] == 0 and answers:
             break
         time.sleep(0.2)
     assert health["running"] == 0
-    assert answers[-1]["finish_reason"] == "cancelled"
-    assert 0 < answers[-1]["usage"]["completion_tokens"] < 400
+    (answer,) = answers  # logged once
+    assert answer["finish_reason"] == "cancelled"
+    assert 0 < answer["usage"]["completion_tokens"] < 400
 
 
 def test_uploads_are_checked_by_content_kept_private_and_deleted_with_the_conversation(home, server, page):
@@ -289,3 +290,61 @@ def test_the_page_without_sign_in_answers_only_at_a_loopback_host(server):
     assert status == 403
     status, _ = page.json("GET", "/web/api/conversations", Host="localhost:1234")
     assert status == 200
+
+
+def test_a_chat_given_up_while_it_waited_in_the_queue_leaves_nothing(server, page):
+    _, before = page.json("GET", "/web/api/conversations")
+    long = {"conversation": None, "message": "Write a very long story about a castle.", "settings": {"max_tokens": 300}}
+    first, first_conn = stream(server, page, long)
+    waiting, waiting_conn = stream(server, page, {"conversation": None, "message": "a question that waits"})
+    waiting_id = waiting.getheader("X-Conversation-Id")
+    waiting_conn.sock.shutdown(2)  # the page's Stop while the answer has not started
+    waiting_conn.close()
+    first_conn.sock.shutdown(2)
+    first_conn.close()
+    deadline = time.monotonic() + 20
+    while server.get("/health")[1]["running"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    _, after = page.json("GET", "/web/api/conversations")
+    ids = {c["id"] for c in after["data"]} - {c["id"] for c in before["data"]}
+    assert first.getheader("X-Conversation-Id") in ids  # the answer that started is kept, cut short
+    assert waiting_id not in ids
+    status, _ = page.json("GET", f"/web/api/conversations/{waiting_id}")
+    assert status == 404
+
+
+def test_a_broken_pdf_is_a_clear_400(page):
+    status, raw, _ = page.call(
+        "POST", "/web/api/conversations/new/files", raw=b"%PDF-1.4 not really", **{"X-Filename": "broken.pdf"}
+    )
+    assert status == 400, raw
+    assert "broken.pdf" in json.loads(raw)["error"]["message"]
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory, starter_chat_path):
+    """A server that takes 3 requests a minute from each user."""
+    home = tmp_path_factory.mktemp("web-limited")
+    env = {"LOCALASSIST_SERVE_REQUESTS_PER_MINUTE": "3"}
+    proc = ServerProc(home, ["-m", str(starter_chat_path), "--ctx", "1024"], env=env)
+    yield proc.wait_ready()
+    assert proc.stop() == 0, proc.stderr
+
+
+def test_a_turn_refused_by_the_rate_limit_changes_nothing(limited):
+    page = Page(limited)
+    page.session()
+    cid, _ = page.chat("one")
+    page.chat("two", cid)
+    page.chat("three", cid)
+    for _attempt in range(3):  # the page retries a 429 by itself: each retry must change nothing
+        status, body = page.json(
+            "POST", "/web/api/chat", {"conversation": cid, "message": "edited", "action": "edit", "settings": QUICK}
+        )
+        assert status == 429, body
+        status, body = page.json("POST", "/web/api/chat", {"conversation": None, "message": "new", "settings": QUICK})
+        assert status == 429, body
+    _, conv = page.json("GET", f"/web/api/conversations/{cid}")
+    assert [m["content"] for m in conv["messages"] if m["role"] == "user"] == ["one", "two", "three"]
+    _, listing = page.json("GET", "/web/api/conversations")
+    assert [c["id"] for c in listing["data"]] == [cid]

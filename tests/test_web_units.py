@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 
 import pytest
 
@@ -160,10 +161,15 @@ def test_a_tool_call_and_an_agent_notice_become_frames_under_the_answer():
     record = ToolRecord(1, "c1", "calc", '{"expression": "6*7"}', "auto", "42", False, 0.01)
 
     async def frames() -> list[bytes | None]:
-        hooks = routes._hooks(None, None, None)  # type: ignore[arg-type]
+        hooks = routes._hooks(None, None)  # type: ignore[arg-type]
         return [hooks.event(ToolFinished(record)), hooks.event(AgentNotice("out of steps")), hooks.event(object())]
 
-    tool, notice, other = asyncio.run(frames())
+    # a loop of its own, on a thread: the browser tests' Playwright holds this thread's loop
+    got: list[list[bytes | None]] = []
+    runner = threading.Thread(target=lambda: got.append(asyncio.run(frames())))
+    runner.start()
+    runner.join()
+    tool, notice, other = got[0]
     assert tool is not None and notice is not None
     assert json.loads(tool[len(b"data: ") :]) == {
         "object": "localassist.tool",

@@ -38,13 +38,17 @@ def load_conversation(data_dir: Path, conversation_id: str | None) -> StoredConv
         store.close()
 
 
-def delete_conversations(data_dir: Path, cache_dir: Path, conversation_id: str | None) -> int:
+def delete_conversations(
+    data_dir: Path, cache_dir: Path, conversation_id: str | None, *, forget_history: bool = True
+) -> int:
     """``logs rm``: delete a conversation (a unique prefix of its id; None: every one) from
     the log, and the other copies of its text localassist keeps: its KV snapshots (with any
     no conversation in the log claims), the lines of chat's prompt history that sent its
     messages, the summary notes of the documents summarized for a conversation that no
     conversation left in the log has attached, and the files uploaded to it in the web
-    chat. Returns how many exchanges went. Raises LogError, UsageError."""
+    chat. ``forget_history`` False: a web user's conversation, whose messages were never
+    typed into this machine's chat history. Returns how many exchanges went. Raises
+    LogError, UsageError."""
     from localassist.conversation.input_history import forget, history_path
     from localassist.engine.kv_snapshots import sweep
 
@@ -63,13 +67,13 @@ def delete_conversations(data_dir: Path, cache_dir: Path, conversation_id: str |
         sweep(cache_dir / "kv", store.claimed_snapshots())
         history = history_path(data_dir)
         try:
-            forget(history, typed)
+            forget(history, typed if forget_history else set())
         except OSError as exc:
             raise LogError(f"deleted from the log, but {history} was not rewritten: {exc.strerror or exc}") from None
         _forget_notes(cache_dir, store.attached_documents())
         from localassist.web.conversations import sweep_uploads  # files uploaded to the web chat
 
-        sweep_uploads(data_dir, store.conversation_ids())
+        sweep_uploads(data_dir, store.conversation_ids)
         if late is not None:
             raise late
         return removed

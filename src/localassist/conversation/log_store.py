@@ -439,11 +439,17 @@ class LogStore:
                 raise LogError(f"conversation {conversation_id} is no longer in the log")
 
     def create_conversation(
-        self, title: str, model: str, system: str | None, owner: str | None, settings: dict[str, Any]
+        self,
+        title: str,
+        model: str,
+        system: str | None,
+        owner: str | None,
+        settings: dict[str, Any],
+        cid: str | None = None,
     ) -> str:
         """A new, empty conversation of ``owner`` (the web chat's: exchanges follow with
-        ``log_exchange``). Raises LogError."""
-        cid, now = new_id(), time.time()
+        ``log_exchange``), under ``cid`` if given (a ``new_id()``). Raises LogError."""
+        cid, now = cid or new_id(), time.time()
         with self._write() as db:
             db.execute(
                 "INSERT INTO conversations (id, title, model, system, created, updated, owner, settings)"
@@ -645,22 +651,23 @@ class LogStore:
 
     def owned(self, owner: str | None, query: str | None = None, limit: int = 200) -> list[sqlite3.Row]:
         """``owner``'s conversations (None: the machine user's, as ``ask`` and ``chat`` log
-        them), newest first: id, title, model, updated. ``query``: plain words found in
-        the title or in an active exchange (as ``recent``'s)."""
-        where, args = ["c.owner IS ?"], [owner]
-        if query:
-            words = fts_query(query)
-            where.append(
-                "(c.id IN (SELECT e.conversation_id FROM exchanges e WHERE e.status = 'active' AND e.id IN"
-                " (SELECT rowid FROM exchanges_fts WHERE exchanges_fts MATCH ?)) OR instr(lower(c.title), lower(?)))"
-            )
-            args += [words, query.strip()]
-        sql = (
-            "SELECT c.id, c.title, c.model, c.updated FROM conversations c WHERE "
-            + " AND ".join(where)
-            + " ORDER BY c.updated DESC, c.rowid DESC LIMIT ?"
+        them), newest first: id, title, model, updated. ``query``: plain words found in an
+        active exchange (as ``recent``'s), or text in the title (any case, any script)."""
+        listing = (
+            "SELECT id, title, model, updated FROM conversations WHERE owner IS ? ORDER BY updated DESC, rowid DESC"
         )
-        return self._read(sql, (*args, limit), search=bool(query))
+        if not query:
+            return self._read(listing + " LIMIT ?", (owner, limit))
+        said = "SELECT DISTINCT e.conversation_id FROM exchanges e WHERE e.status = 'active' AND e.id IN"
+        said += " (SELECT rowid FROM exchanges_fts WHERE exchanges_fts MATCH ?)"
+        found = {r[0] for r in self._read(said, (fts_query(query),), search=True)}
+        needle = query.strip().casefold()  # SQLite's lower() folds ASCII only
+        return [r for r in self._read(listing, (owner,)) if r["id"] in found or needle in r["title"].casefold()][:limit]
+
+    def listed(self, cid: str) -> sqlite3.Row | None:
+        """One conversation (a full id) as ``owned`` lists it."""
+        rows = self._read("SELECT id, title, model, updated FROM conversations WHERE id = ?", (cid,))
+        return rows[0] if rows else None
 
     def conversation_ids(self) -> set[str]:
         return {r[0] for r in self._read("SELECT id FROM conversations")}

@@ -169,7 +169,7 @@ class StreamHooks:
 
     event: Callable[[Any], bytes | None] = lambda _event: None
     done: Callable[[Done], Awaitable[bytes]] | None = None
-    stopped: Callable[[], None] = lambda: None
+    stopped: Callable[[], None] = lambda: None  # may be called more than once, and after done
 
 
 async def sse(
@@ -199,7 +199,6 @@ async def sse(
                 )
                 call.row.status, call.row.error_code = err.status, err.code
                 ended = True
-                job.when_finished(hooks.stopped)
                 await committed(state.finish_call(call))
                 yield writer.error(err)
                 return
@@ -224,8 +223,11 @@ async def sse(
                     yield extra
     finally:
         timer.cancel()
+        # whatever ended the stream (even a client gone while the end was being written), the
+        # front end gets to log what it has not yet, once the job is over (hooks.stopped is
+        # idempotent: it does nothing after hooks.done)
+        job.when_finished(hooks.stopped)
         if not ended:  # the client went away, or shutdown dropped a client that did not read: stop generating
-            job.when_finished(hooks.stopped)
             job.cancel("disconnect")
             err = errors.stopped("shutdown" if job.stop_reason == "shutdown" else "disconnect", state.config.timeout_s)
             call.row.status, call.row.error_code = err.status, err.code

@@ -30,6 +30,7 @@ import sqlite3
 import threading
 import time
 import unicodedata
+import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -95,7 +96,9 @@ STORED_LIMITS = {"log2n": (1, 22), "r": (1, 32), "p": (1, 16)}
 
 # Each hash at the default cost takes 128 MiB beside a loaded model: at most two at a time,
 # whichever thread (verify_async's workers, the CLI) computes them.
-HASH_SLOTS = threading.BoundedSemaphore(2)
+HASH_SLOTS_N = 2
+HASH_SLOTS = threading.BoundedSemaphore(HASH_SLOTS_N)
+_hash_limiters: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()  # loop -> CapacityLimiter
 
 
 def log2n() -> int:
@@ -308,9 +311,18 @@ class Accounts:
     async def verify_async(self, name: str, password: str) -> bool:
         """``verify`` with the hash in a worker thread, so the server's event loop keeps
         streaming while it runs (at most two hashes at once: ``HASH_SLOTS``)."""
+        import asyncio
+
+        import anyio
         import anyio.to_thread
 
-        return await anyio.to_thread.run_sync(_verify, password, self._hash_of(name))
+        loop = asyncio.get_running_loop()
+        if loop not in _hash_limiters:  # one per event loop (the server has one)
+            _hash_limiters[loop] = anyio.CapacityLimiter(HASH_SLOTS_N)
+        stored = await anyio.to_thread.run_sync(self._hash_of, name)
+        # its own two threads: sign-ins waiting for a slot never hold the threads that
+        # every other request's work runs on
+        return await anyio.to_thread.run_sync(_verify, password, stored, limiter=_hash_limiters[loop])
 
     # sessions
 

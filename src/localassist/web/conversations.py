@@ -14,11 +14,12 @@ snapshots and the summary notes go too, and so do the conversation's uploaded fi
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from localassist.conversation.exchange_log import delete_conversations, open_log
-from localassist.conversation.log_store import LogStore, StoredConversation
+from localassist.conversation.log_store import LogError, LogStore, StoredConversation
 from localassist.errors import ExitCode, LocalAssistError
 
 UPLOADS = "web-files"  # under the data dir: <conversation id>/<sha256> per uploaded file
@@ -85,11 +86,21 @@ def view(conv: StoredConversation, settings: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def delete_one(data_dir: Path, cache_dir: Path, cid: str) -> int:
-    """``logs rm`` of one conversation (a full id), its uploads too; how many exchanges went."""
-    removed = delete_conversations(data_dir, cache_dir, cid)
+def delete_one(data_dir: Path, cache_dir: Path, cid: str, owner: str | None) -> None:
+    """``logs rm`` of ``owner``'s conversation ``cid`` (a full id), its uploads first. A
+    delete done but whose old pages another reader still holds in the WAL (``logs rm``
+    says to run it again) is done as far as the page is concerned: the next delete or
+    checkpoint clears them."""
     shutil.rmtree(uploads_dir(data_dir, cid), ignore_errors=True)
-    return removed
+    try:
+        delete_conversations(data_dir, cache_dir, cid, forget_history=owner is None)
+    except LogError:
+        store = open_log(data_dir)
+        try:
+            if store.owner_and_settings(cid) is not None:
+                raise
+        finally:
+            store.close()
 
 
 def delete_owned(data_dir: Path, cache_dir: Path, owner: str) -> int:
@@ -100,15 +111,19 @@ def delete_owned(data_dir: Path, cache_dir: Path, owner: str) -> int:
     finally:
         store.close()
     for cid in ids:
-        delete_one(data_dir, cache_dir, cid)
+        delete_one(data_dir, cache_dir, cid, owner)
     return len(ids)
 
 
-def sweep_uploads(data_dir: Path, kept: set[str]) -> None:
-    """Remove the uploads of conversations no longer in the log (``logs rm`` from the CLI)."""
+def sweep_uploads(data_dir: Path, kept: Callable[[], set[str]]) -> None:
+    """Remove the uploads of conversations no longer in the log (``logs rm`` from the CLI).
+    The folders are listed before the ids are read: a conversation's row is written
+    before its first file, so a folder made meanwhile is never taken for a deleted one's."""
     root = data_dir / UPLOADS
     if not root.is_dir():
         return
-    for folder in root.iterdir():
-        if folder.name not in kept:
+    folders = list(root.iterdir())
+    ids = kept()
+    for folder in folders:
+        if folder.name not in ids:
             shutil.rmtree(folder, ignore_errors=True)

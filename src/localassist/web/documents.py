@@ -8,6 +8,7 @@ only so that Summarise can read its pages again; it goes with the conversation.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,29 +37,31 @@ def attach(
     backend: Backend,
     base: SamplingParams,
     chat: ChatSettings,
-    conversation: StoredConversation,
+    conversation: StoredConversation | None,
     name: str,
     data: bytes,
     *,
+    conversation_id: str,
+    owner: str | None,
     data_dir: Path,
     config_dir: Path,
-    log_enabled: bool,
-) -> tuple[int, str | None]:
-    """Pin the file to the conversation; (its attachment number, the notice to show)."""
+) -> tuple[int, str]:
+    """Pin the file to the conversation (``conversation`` None: a new one, made under
+    ``conversation_id`` once the file is pinned), then log it and keep the file; nothing
+    is written when it cannot be pinned. Returns (its attachment number, the notice)."""
     from localassist.assistant import Assistant
     from localassist.attachments import pin
-    from localassist.conversation.exchange_log import ExchangeLog
+    from localassist.conversation.exchange_log import open_log
     from localassist.conversation.memory import MemoryPolicy
     from localassist.documents import load_bytes
 
     document = load_bytes(data, name)
-    _save(data_dir, conversation.id, data)
-    log = ExchangeLog(data_dir, enabled=log_enabled, history=conversation)
     assistant = Assistant(
-        backend, chat.sampling(base), system=chat.system or None, memory=MemoryPolicy.parse(chat.memory), log=log
+        backend, chat.sampling(base), system=chat.system or None, memory=MemoryPolicy.parse(chat.memory)
     )
-    assistant.restore_attachments(conversation.attachments)
-    assistant.restore(conversation.messages())
+    if conversation is not None:
+        assistant.restore_attachments(conversation.attachments)
+        assistant.restore(conversation.messages())
 
     def summarize_to_fit(doc: Document, max_tokens: int) -> tuple[str, str]:
         from localassist.documents.summarize import Summarizer, SummaryOptions, SummaryTemplates
@@ -75,8 +78,16 @@ def attach(
     if notice is None:
         used = assistant.used_tokens
         notice = f"attached {name} ({used - before:,} tokens; {used:,}/{assistant.n_ctx:,} in use)"
-    notice = "; ".join([*document.warnings, notice])
-    return len(conversation.attachments), notice
+    store = open_log(data_dir)
+    try:
+        if conversation is None:
+            store.create_conversation(name, chat.model, chat.system or None, owner, chat.as_dict(), cid=conversation_id)
+        store.log_attachment(conversation_id, assistant.attachments[-1])
+        number = len(store.conversation(conversation_id).attachments) - 1
+    finally:
+        store.close()
+    _save(data_dir, conversation_id, data)
+    return number, "; ".join([*document.warnings, notice])
 
 
 @dataclass
@@ -137,35 +148,45 @@ def start_summary(
     return Summary(run, conversation.id, f"Summarise {attachment.name}", sampling.record(), notices, sources)
 
 
-def log_summary(summary: Summary, data_dir: Path, log_enabled: bool) -> int | None:
-    """Record the summary as an exchange of its conversation; its id."""
+def log_summary(summary: Summary, data_dir: Path) -> tuple[int | None, str | None]:
+    """Record the summary (a stopped one too, marked) as an exchange of its conversation:
+    (its id, None), or (None, why it could not be written)."""
     from localassist.conversation.exchange_log import open_log
+    from localassist.errors import LocalAssistError
 
     done = summary.run.finish()
-    if not log_enabled:
-        return None
-    store = open_log(data_dir)
     try:
-        return store.log_exchange(
-            summary.conversation_id, summary.prompt, done, summary.params, sources=summary.sources
-        ).exchange_id
-    finally:
-        store.close()
+        store = open_log(data_dir)
+        try:
+            logged = store.log_exchange(
+                summary.conversation_id, summary.prompt, done, summary.params, sources=summary.sources
+            )
+        finally:
+            store.close()
+    except LocalAssistError as exc:
+        return None, str(exc)
+    return logged.exchange_id, None
 
 
 def uploaded(data_dir: Path, conversation: StoredConversation) -> list[Document]:
     """The conversation's attached files that were uploaded here (those pinned from a
     terminal have no file kept), loaded again for their pages and lines."""
-    from localassist.documents import load_bytes
-
     out = []
     for attachment in conversation.attachments:
         path = uploads_dir(data_dir, conversation.id) / attachment.sha256
         try:
-            out.append(load_bytes(path.read_bytes(), attachment.name))
+            out.append(_parsed(str(path), path.stat().st_mtime_ns, attachment.name))
         except (OSError, DocumentError):
             continue
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def _parsed(path: str, mtime_ns: int, name: str) -> Document:
+    """A kept upload, parsed once (a PDF takes a while): every turn of its conversation cites it."""
+    from localassist.documents import load_bytes
+
+    return load_bytes(Path(path).read_bytes(), name)
 
 
 def cited(documents: list[Document], question: str, backend: Backend) -> list[dict[str, Any]]:

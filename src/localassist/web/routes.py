@@ -12,6 +12,8 @@ of the log, under its memory policy) and the frames it adds before ``[DONE]`` di
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -25,17 +27,18 @@ import anyio.to_thread
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
-from localassist.conversation.log_store import LogError
+from localassist.conversation.log_store import LogError, new_id
 from localassist.errors import LocalAssistError, UsageError
 from localassist.server import errors, wire
 from localassist.server.calllog import Call
+from localassist.server.db import ServerDBError
 from localassist.server.errors import ApiError
 from localassist.server.routes import (
     SSE_HEADERS,
     StreamHooks,
     collect,
     committed,
-    error_response,
+    failed,
     json_response,
     read_json,
     sse,
@@ -57,7 +60,13 @@ STATIC = {
     "app.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }
-CROSS_SITE = ApiError(403, "refused: the request does not come from this site's page", "permission_error", "cross_site")
+SIGNINS_AT_ONCE = 4  # sign-ins checked at once from one address (each hash is 128 MiB for 0.7 s)
+
+
+def cross_site() -> ApiError:
+    return ApiError(403, "refused: the request does not come from this site's page", "permission_error", "cross_site")
+
+
 UPLOAD_KINDS = {
     ".txt": "text",
     ".md": "text",
@@ -76,52 +85,60 @@ def web(endpoint: str, handler: Handler, *, change: bool = False, model: bool = 
 
     async def route(request: Request) -> Response:
         state: ServerState = request.app.state.server
-        webstate = state.web
-        assert webstate is not None
-        address = security.client_address(request, webstate.trust_proxy)
-        call = CallState(
-            Call(created=time.time(), key_name="web", endpoint=f"web.{endpoint}", status=0, client=address),
-            perf_counter(),
-        )
-        try:
+        webstate = _web(state)
+        call = _call(request, webstate, endpoint)
+
+        async def work() -> Response:
             if change and not security.same_origin(request, webstate.trust_proxy):
-                raise ApiError(
-                    403, "refused: the request does not come from this site's page", "permission_error", "cross_site"
-                )
-            user = webstate.user(request)
+                raise cross_site()
+            # off the loop: the session is a read (and now and then a write) of server.db
+            user = await anyio.to_thread.run_sync(webstate.user, request)
             call.row.key_name = user.key.name
             if change and not security.token_matches(request.headers.get("x-csrf-token"), user.csrf):
                 raise ApiError(403, "refused: missing or wrong CSRF token; reload the page", "permission_error", "csrf")
             if model:
                 state.check_ready()
-            response = await handler(request, state, call, user)
-            if isinstance(response, StreamingResponse):
-                return security.secured(response)  # the stream records its own call when it ends
-            call.row.status = response.status_code
-        except ApiError as err:
-            response = _failed(call, err)
-        except convs.ConversationNotFound as exc:
-            response = _failed(call, ApiError(404, str(exc), "invalid_request_error", "not_found"))
-        except LogError as exc:  # the conversation log cannot be read or written: the server's side
-            sys.stderr.write(f"localassist: error: web.{endpoint}: {exc}\n")
-            response = _failed(call, ApiError(500, str(exc), "server_error", "log_error"))
-        except LocalAssistError as exc:
-            response = _failed(call, errors.core_error(exc, "body", generating=False))
-        except ClientDisconnect:
-            response = _failed(call, errors.stopped("disconnect", state.config.timeout_s))
-        except Exception as exc:  # never a traceback to the page
-            sys.stderr.write(f"localassist: error: web.{endpoint}: {type(exc).__name__}: {exc}\n")
-            response = _failed(call, errors.internal_error())
-        if change or (call.row.status >= 400 and call.row.status != 401):
+            return await handler(request, state, call, user)
+
+        response = await _guarded(state, call, work)
+        if not isinstance(response, StreamingResponse) and (
+            change or (call.row.status >= 400 and call.row.status != 401)
+        ):
             await committed(state.finish_call(call))
         return security.secured(response)
 
     return route
 
 
-def _failed(call: CallState, err: ApiError) -> Response:
-    call.row.status, call.row.error_code = err.status, err.code
-    return error_response(err)
+def _call(request: Request, webstate: WebState, endpoint: str) -> CallState:
+    address = security.client_address(request, webstate.trust_proxy)
+    row = Call(created=time.time(), key_name="web", endpoint=f"web.{endpoint}", status=0, client=address)
+    return CallState(row, perf_counter())
+
+
+async def _guarded(state: ServerState, call: CallState, work: Callable[[], Awaitable[Response]]) -> Response:
+    """``work()``'s response, or its error as the API answers errors (never a traceback);
+    the call's row gets the status. A stream records its own row when it ends."""
+    endpoint = call.row.endpoint
+    try:
+        response = await work()
+        if not isinstance(response, StreamingResponse):
+            call.row.status = response.status_code
+        return response
+    except ApiError as err:
+        return failed(call, err)
+    except convs.ConversationNotFound as exc:
+        return failed(call, ApiError(404, str(exc), "invalid_request_error", "not_found"))
+    except (LogError, ServerDBError) as exc:  # a database of the server's cannot be read or written
+        sys.stderr.write(f"localassist: error: {endpoint}: {exc}\n")
+        return failed(call, ApiError(500, str(exc), "server_error", "storage_error"))
+    except LocalAssistError as exc:
+        return failed(call, errors.core_error(exc, "body", generating=False))
+    except ClientDisconnect:
+        return failed(call, errors.stopped("disconnect", state.config.timeout_s))
+    except Exception as exc:  # never a traceback to the page
+        sys.stderr.write(f"localassist: error: {endpoint}: {type(exc).__name__}: {exc}\n")
+        return failed(call, errors.internal_error())
 
 
 # --- the page
@@ -139,12 +156,16 @@ async def asset(request: Request) -> Response:
 
 
 def _static(name: str, media_type: str) -> Response:
-    data = resources.files("localassist.web").joinpath("static").joinpath(name).read_bytes()
+    data, etag = _packaged(name)
     # no-cache: revalidated each load (an upgrade shows at once), and cheap with the ETag
-    import hashlib
-
-    etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
     return Response(data, media_type=media_type, headers={"Cache-Control": "no-cache", "ETag": etag})
+
+
+@functools.cache
+def _packaged(name: str) -> tuple[bytes, str]:
+    """A file of the page, read from the package once, and its ETag."""
+    data = resources.files("localassist.web").joinpath("static").joinpath(name).read_bytes()
+    return data, '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
 
 
 # --- session, sign-in
@@ -152,28 +173,31 @@ def _static(name: str, media_type: str) -> Response:
 
 async def session(request: Request) -> Response:
     state: ServerState = request.app.state.server
-    webstate = state.web
-    assert webstate is not None
-    body: dict[str, Any] = {"user": None, "signin_required": True, "csrf": None}
-    response_cookie = None
-    if not webstate.signin_required():
-        try:
-            token, csrf = webstate.local_session(request)
-        except ApiError as err:
-            return security.secured(error_response(err))
-        body.update(user=LOCAL_USER, signin_required=False, csrf=csrf)
-        response_cookie = token
-    else:
-        try:
-            user = webstate.user(request)
-            body.update(user=user.name, csrf=user.csrf)
-        except ApiError:
-            pass
-    if body["user"] is not None:
-        body.update(_page_setup(state, webstate))
-    response = json_response(200, body, {"Cache-Control": "no-store"})
-    if response_cookie is not None:
-        security.session_cookie(response, response_cookie, webstate.secure(request))
+    webstate = _web(state)
+    call = _call(request, webstate, "session")
+
+    async def work() -> Response:
+        body: dict[str, Any] = {"user": None, "signin_required": True, "csrf": None}
+        cookie = None
+        if not await anyio.to_thread.run_sync(webstate.signin_required):
+            cookie, csrf = webstate.local_session(request)
+            body.update(user=LOCAL_USER, signin_required=False, csrf=csrf)
+        else:
+            try:
+                user = await anyio.to_thread.run_sync(webstate.user, request)
+                body.update(user=user.name, csrf=user.csrf)
+            except ApiError:
+                pass  # not signed in: the page shows the sign-in form
+        if body["user"] is not None:
+            body.update(await anyio.to_thread.run_sync(_page_setup, state, webstate))
+        response = json_response(200, body, {"Cache-Control": "no-store"})
+        if cookie is not None:
+            security.session_cookie(response, cookie, webstate.secure(request))
+        return response
+
+    response = await _guarded(state, call, work)
+    if call.row.status >= 500:
+        await committed(state.finish_call(call))
     return security.secured(response)
 
 
@@ -201,18 +225,14 @@ def _page_setup(state: ServerState, webstate: WebState) -> dict[str, Any]:
 
 async def signin(request: Request) -> Response:
     state: ServerState = request.app.state.server
-    webstate = state.web
-    assert webstate is not None
-    address = security.client_address(request, webstate.trust_proxy)
-    call = CallState(
-        Call(created=time.time(), key_name="web:-", endpoint="web.signin", status=0, client=address), perf_counter()
-    )
-    try:
+    webstate = _web(state)
+    call = _call(request, webstate, "signin")
+    call.row.key_name = "web:-"
+
+    async def work() -> Response:
         if not security.same_origin(request, webstate.trust_proxy):
-            raise ApiError(
-                403, "refused: the request does not come from this site's page", "permission_error", "cross_site"
-            )
-        if not webstate.signin_required():
+            raise cross_site()
+        if not await anyio.to_thread.run_sync(webstate.signin_required):
             raise ApiError(400, "this server needs no sign-in", "invalid_request_error", "no_signin")
         body = await read_json(request, state.config)
         name, password = body.get("username"), body.get("password")
@@ -220,12 +240,12 @@ async def signin(request: Request) -> Response:
             raise ApiError(400, "give a username and a password", "invalid_request_error", "missing")
         if NAME_RE.fullmatch(name):
             call.row.key_name = f"web:{name}"
-        # failures count per (name, address): a stranger cannot lock a user out from elsewhere;
-        # and per address (SignInLimiter). One attempt per pair at a time, or attempts sent
-        # together would all pass the check before the first hash ends.
-        pair = f"{name.lower()} {address}"
-        wait = webstate.limiter.check(pair, address)
-        if wait is None and pair in webstate.signing_in:
+        # Failures count per (name, address), so a stranger cannot lock a user out from
+        # elsewhere, and per address (SignInLimiter). One attempt per pair at a time and a
+        # few per address, or attempts sent together would all pass before a hash ends.
+        pair = f"{name.lower()} {call.row.client}"
+        wait = webstate.limiter.check(pair, call.row.client)
+        if wait is None and (pair in webstate.signing_in or webstate.in_flight(call.row.client) >= SIGNINS_AT_ONCE):
             wait = 1.0
         if wait is not None:
             raise ApiError(
@@ -241,15 +261,16 @@ async def signin(request: Request) -> Response:
         finally:
             webstate.signing_in.discard(pair)
         if not right:
-            webstate.limiter.failed(pair, address)
+            webstate.limiter.failed(pair, call.row.client)
             raise ApiError(401, "wrong username or password", "authentication_error", "signin_failed")
-        webstate.limiter.succeeded(pair, address)
-        token, csrf = webstate.accounts.start_session(name, address, request.headers.get("user-agent", "")[:200])
+        webstate.limiter.succeeded(pair, call.row.client)
+        agent = request.headers.get("user-agent", "")[:200]
+        token, csrf = await anyio.to_thread.run_sync(webstate.accounts.start_session, name, call.row.client, agent)
         response = json_response(200, {"user": name, "csrf": csrf}, {"Cache-Control": "no-store"})
         security.session_cookie(response, token, webstate.secure(request))
-        call.row.status = 200
-    except ApiError as err:
-        response = _failed(call, err)
+        return response
+
+    response = await _guarded(state, call, work)
     await committed(state.finish_call(call))
     return security.secured(response)
 
@@ -257,7 +278,7 @@ async def signin(request: Request) -> Response:
 async def signout(request: Request, state: ServerState, call: CallState, user: WebUser) -> Response:
     webstate = _web(state)
     if user.owner is not None:
-        webstate.accounts.end_session(user.token)
+        await anyio.to_thread.run_sync(webstate.accounts.end_session, user.token)
     response = Response(status_code=204)
     security.clear_cookie(response, webstate.secure(request))
     return response
@@ -295,7 +316,10 @@ async def patch_conversation(request: Request, state: ServerState, call: CallSta
         if "settings" in body:
             chat = _changed(state, chat, body["settings"])
         store.update_conversation(cid, title=title, settings=chat.as_dict() if "settings" in body else None)
-        return next((c for c in convs.listing(store, user.owner) if c["id"] == cid), {"id": cid})
+        row = store.listed(cid)
+        if row is None:  # deleted meanwhile (another tab, `logs rm`)
+            raise convs.ConversationNotFound(f"no conversation {cid}")
+        return dict(row)
 
     return json_response(200, await _with_log(state, change))
 
@@ -304,7 +328,7 @@ async def delete_conversation(request: Request, state: ServerState, call: CallSt
     cid = request.path_params["cid"]
     await _with_log(state, lambda store: convs.check_owner(store, cid, user.owner))
     paths = _web(state).settings.paths
-    await anyio.to_thread.run_sync(convs.delete_one, paths.data_dir, paths.cache_dir, cid)
+    await anyio.to_thread.run_sync(convs.delete_one, paths.data_dir, paths.cache_dir, cid, user.owner)
     return Response(status_code=204)
 
 
@@ -317,7 +341,6 @@ async def chat(request: Request, state: ServerState, call: CallState, user: WebU
     cid, message, action = body.get("conversation"), body.get("message") or "", body.get("action") or "send"
     if (cid is not None and not isinstance(cid, str)) or not isinstance(message, str) or not isinstance(action, str):
         raise UsageError("conversation must be an id or null, message text, action a word")
-
     if cid is None and action != "send":
         raise UsageError(f"nothing to {action} in a new conversation")
     _check_log_on(webstate)
@@ -332,6 +355,7 @@ async def chat(request: Request, state: ServerState, call: CallState, user: WebU
     loaded = state.chat_model(settings.model)
     call.row.model, call.row.stream = settings.model, True
     call.content = False  # the conversation log holds the web chat's text, and deletes it with the conversation
+    conversation_id = cid or new_id()  # a new one is made only once its answer has started
     docs = await anyio.to_thread.run_sync(webstate.docs_search, settings.index) if settings.index else None
     registry = None
     if settings.tools:
@@ -350,8 +374,9 @@ async def chat(request: Request, state: ServerState, call: CallState, user: WebU
             conversation,
             action,
             message,
+            conversation_id=conversation_id,
+            owner=user.owner,
             data_dir=webstate.data_dir,
-            log_enabled=webstate.settings.log,
             docs=docs,
             registry=registry,
             tool_roots=webstate.tool_roots,
@@ -365,24 +390,12 @@ async def chat(request: Request, state: ServerState, call: CallState, user: WebU
             started = await anyio.to_thread.run_sync(begin)
     except LocalAssistError as exc:
         raise errors.core_error(exc, "message", generating=False) from None
-
-    def keep(store: Any) -> str:  # only a turn that started changes the log: a refused one leaves no trace
-        if cid is not None:
-            store.update_conversation(cid, settings=settings.as_dict())
-            return cid
-        return store.create_conversation(
-            message, settings.model, settings.system or None, user.owner, settings.as_dict()
-        )
-
-    conv_id = await _with_log(state, keep)
-    if not isinstance(started, list):
-        started.log.conversation_id = conv_id
-    headers = {**SSE_HEADERS, "X-Conversation-Id": conv_id}
     writer = wire.ChunkWriter(settings.model, True, include_usage=True)
-    if isinstance(started, list):  # the index had nothing relevant: no model was asked
+    if isinstance(started, list):  # the index had nothing relevant: no model was asked, nothing logged
         call.row.status = 200
         await committed(state.finish_call(call))
         frames = writer.start() + b"".join(_notice(n) for n in started) + wire.DONE_FRAME
+        headers = {**SSE_HEADERS, "X-Conversation-Id": cid or ""}
         return StreamingResponse(iter([frames]), media_type="text/event-stream", headers=headers)
     call.row.prompt_tokens = started.turn.stream.prompt_tokens
     state.admit(user.key, started.turn.stream.prompt_tokens)
@@ -391,13 +404,16 @@ async def chat(request: Request, state: ServerState, call: CallState, user: WebU
     state.submit(loaded, job)
     call.job = job
     return StreamingResponse(
-        _notices_first(started.notices, sse(state, call, job, writer, _hooks(state, job, started))),
+        _notices_first(started.notices, sse(state, call, job, writer, _hooks(job, started))),
         media_type="text/event-stream",
-        headers=headers,
+        headers={**SSE_HEADERS, "X-Conversation-Id": conversation_id},
     )
 
 
-def _hooks(state: ServerState, job: StreamJob, started: turns.WebTurn) -> StreamHooks:
+def _hooks(job: StreamJob, started: turns.WebTurn) -> StreamHooks:
+    """Log the turn once: when its answer is done (the frames before [DONE] say where it is
+    in the log), or once its job has ended after a Stop, a time limit or a failure (the
+    answer so far, marked). A job that never started answered nothing: nothing is logged."""
     loop = asyncio.get_running_loop()
     logged = False
 
@@ -408,16 +424,19 @@ def _hooks(state: ServerState, job: StreamJob, started: turns.WebTurn) -> Stream
         out = b""
         if started.sources:
             out += wire.frame({"object": "localassist.sources", "sources": started.sources})
+        for problem in started.log_errors:
+            out += _notice(f"not logged: {problem}")
         t = answer.timings
         timings = {"ttft_s": t.ttft_s, "tokens_per_s": t.generation_tokens_per_s, "exchange_id": exchange_id}
         return out + wire.frame({"object": "localassist.timings", **timings})
 
-    def stopped() -> None:  # Stop, a time limit or a failure: the answer so far is logged, marked
+    def stopped() -> None:
         nonlocal logged
         if logged or job.started is None or job.abandoned:
-            return  # never started: nothing was answered
+            return
         logged = True
-        loop.run_in_executor(None, turns.finish, started)
+        later = loop.run_in_executor(None, turns.finish, started)
+        later.add_done_callback(_report("logging a stopped answer"))
 
     def event(ev: Any) -> bytes | None:
         from localassist.agent import AgentNotice, ToolFinished
@@ -438,6 +457,17 @@ def _hooks(state: ServerState, job: StreamJob, started: turns.WebTurn) -> Stream
         return None
 
     return StreamHooks(event=event, done=done, stopped=stopped)
+
+
+def _report(what: str) -> Callable[[asyncio.Future[Any]], None]:
+    """A done-callback that says on stderr why background work failed (never silently)."""
+
+    def check(future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            exc = future.exception()
+            sys.stderr.write(f"localassist: error: {what}: {type(exc).__name__}: {exc}\n")
+
+    return check
 
 
 async def _notices_first(notices: list[str], frames: Any) -> Any:
@@ -476,19 +506,18 @@ async def upload(request: Request, state: ServerState, call: CallState, user: We
     data = await _read_upload(request, state, webstate.upload_limit)
     _check_content(name, kind, data)
 
-    def attach(store: Any) -> tuple[str, Any, turns.ChatSettings]:
+    def read(store: Any) -> tuple[Any, turns.ChatSettings]:
         if cid == "new":
-            chat_settings = _settings_of(state, {})
-            new = store.create_conversation(name, chat_settings.model, None, user.owner, chat_settings.as_dict())
-            return new, store.conversation(new), chat_settings
+            return None, _settings_of(state, {})
         raw = convs.check_owner(store, cid, user.owner)
-        return cid, store.conversation(cid), _settings_of(state, raw)
+        return store.conversation(cid), _settings_of(state, raw)
 
-    conv_id, conversation, settings = await _with_log(state, attach)
+    conversation, settings = await _with_log(state, read)
+    conversation_id = new_id() if conversation is None else cid
     loaded = state.chat_model(settings.model)
     from localassist.web import documents
 
-    def work() -> tuple[int, str | None]:
+    def work() -> tuple[int, str]:
         return documents.attach(
             loaded.backend,
             state.config.defaults,
@@ -496,25 +525,23 @@ async def upload(request: Request, state: ServerState, call: CallState, user: We
             conversation,
             name,
             data,
+            conversation_id=conversation_id,
+            owner=user.owner,
             data_dir=webstate.data_dir,
             config_dir=webstate.settings.paths.config_dir,
-            log_enabled=webstate.settings.log,
         )
 
     call.row.model = settings.model
+    state.admit(user.key, 0)
     try:
-        state.admit(user.key, 0)
         # on the model's worker: a file too long to pin whole is summarized to fit
         index, notice = await _on_worker(request, state, loaded, work)
-    except (LocalAssistError, ApiError) as exc:
-        if cid == "new":  # nothing attached: the conversation made for it goes too
-            paths = webstate.settings.paths
-            await anyio.to_thread.run_sync(convs.delete_one, paths.data_dir, paths.cache_dir, conv_id)
-        if isinstance(exc, ApiError):
-            raise
+    except LogError:
+        raise
+    except LocalAssistError as exc:
         raise errors.core_error(exc, "file", generating=False) from None
     attachment = {"id": index, "name": name}
-    return json_response(200, {"conversation": conv_id, "attachment": attachment, "notice": notice})
+    return json_response(200, {"conversation": conversation_id, "attachment": attachment, "notice": notice})
 
 
 async def summarize(request: Request, state: ServerState, call: CallState, user: WebUser) -> Response:
@@ -529,6 +556,7 @@ async def summarize(request: Request, state: ServerState, call: CallState, user:
         raw = convs.check_owner(store, cid, user.owner)
         return store.conversation(cid), _settings_of(state, raw)
 
+    _check_log_on(webstate)
     conversation, settings = await _with_log(state, read)
     if not 0 <= which < len(conversation.attachments):
         raise ApiError(404, f"no attachment {which}", "invalid_request_error", "not_found")
@@ -557,22 +585,29 @@ async def summarize(request: Request, state: ServerState, call: CallState, user:
     job = StreamJob(state.loop, run.stream)
     state.submit(loaded, job)
     call.job = job
-    logged = False
+    loop = asyncio.get_running_loop()
+    logged = False  # once, as chat's answers are: when done, or the part streamed before a Stop
 
     async def done(answer: Done) -> bytes:
         nonlocal logged
         logged = True
-        exchange_id = await anyio.to_thread.run_sync(
-            lambda: documents.log_summary(run, webstate.data_dir, webstate.settings.log)
-        )
+        exchange_id, problem = await anyio.to_thread.run_sync(documents.log_summary, run, webstate.data_dir)
         t = answer.timings
         timings = {"ttft_s": t.ttft_s, "tokens_per_s": t.generation_tokens_per_s, "exchange_id": exchange_id}
-        return wire.frame({"object": "localassist.sources", "sources": run.sources}) + wire.frame(
-            {"object": "localassist.timings", **timings}
-        )
+        out = wire.frame({"object": "localassist.sources", "sources": run.sources})
+        out += _notice(f"not logged: {problem}") if problem else b""
+        return out + wire.frame({"object": "localassist.timings", **timings})
+
+    def stopped() -> None:
+        nonlocal logged
+        if logged or job.started is None or job.abandoned:
+            return
+        logged = True
+        later = loop.run_in_executor(None, documents.log_summary, run, webstate.data_dir)
+        later.add_done_callback(_report("logging a stopped summary"))
 
     writer = wire.ChunkWriter(settings.model, True, include_usage=True)
-    frames = sse(state, call, job, writer, StreamHooks(done=done))
+    frames = sse(state, call, job, writer, StreamHooks(done=done, stopped=stopped))
     return StreamingResponse(
         _notices_first(run.notices, frames),
         media_type="text/event-stream",
@@ -596,10 +631,19 @@ async def _on_worker(request: Request, state: ServerState, loaded: Any, fn: Call
     time limit; what it returns. For model work that is not one streamed answer (fitting a
     long document or conversation by summarizing it)."""
     assert state.loop is not None
-    job = CallJob(state.loop, fn)
+
+    def run() -> tuple[bool, Any]:
+        try:
+            return True, fn()
+        except LocalAssistError as exc:  # the core's own errors: raised here as what they are
+            return False, exc
+
+    job = CallJob(state.loop, run)
     state.submit(loaded, job)
-    event = await collect(request, job, state.config)
-    return event[1]
+    ok, value = (await collect(request, job, state.config))[1]
+    if not ok:
+        raise value
+    return value
 
 
 async def _read_upload(request: Request, state: ServerState, limit: int) -> bytes:
@@ -607,12 +651,21 @@ async def _read_upload(request: Request, state: ServerState, limit: int) -> byte
     if declared.isdigit() and int(declared) > limit:
         raise _too_big(limit)
     chunks, size = [], 0
-    with anyio.fail_after(state.config.read_timeout_s * 4):
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _too_big(limit)
-            chunks.append(chunk)
+    try:
+        with anyio.fail_after(state.config.read_timeout_s * 4):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _too_big(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ApiError(
+            408,
+            f"the file did not arrive within {state.config.read_timeout_s * 4:g} s",
+            "timeout_error",
+            "request_timeout",
+            headers={"Connection": "close"},
+        ) from None
     return b"".join(chunks)
 
 

@@ -15,20 +15,19 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
 from localassist.server.errors import ApiError
 from localassist.server.keys import KeyRecord
 from localassist.web import security
-from localassist.web.accounts import Accounts, SignInLimiter
+from localassist.web.accounts import LOCAL_USER, Accounts, SignInLimiter
 
 if TYPE_CHECKING:
     from localassist.retrieval import DocsSearch
     from localassist.settings import Settings
 
-LOCAL_USER = "local"
 LOCAL_SESSIONS = 1000  # sessions of the page without sign-in kept (the oldest go first)
 
 
@@ -41,6 +40,24 @@ class WebUser:
     token: str
 
 
+class SharedSearch:
+    """One index's search shared by every web turn: one at a time, since its embedding
+    model is one llama.cpp context (and loads once, on first use)."""
+
+    def __init__(self, docs: DocsSearch) -> None:
+        self.docs = docs
+        self.name = docs.name
+        self._lock = threading.Lock()
+
+    def search(self, question: str) -> tuple[list[Any], list[str], bool]:
+        with self._lock:
+            return self.docs.search(question)
+
+    def close(self) -> None:
+        with self._lock:
+            self.docs.close()
+
+
 @dataclass(eq=False)
 class WebState:
     settings: Settings
@@ -48,7 +65,7 @@ class WebState:
     loopback: bool
     limiter: SignInLimiter = field(default_factory=SignInLimiter)
     local: OrderedDict[str, str] = field(default_factory=OrderedDict)  # token -> csrf, no sign-in needed
-    docs: dict[str, DocsSearch] = field(default_factory=dict)
+    docs: dict[str, SharedSearch] = field(default_factory=dict)
     docs_lock: threading.Lock = field(default_factory=threading.Lock)
     signing_in: set[str] = field(default_factory=set)  # (name, address) pairs being checked now
 
@@ -71,6 +88,10 @@ class WebState:
     @property
     def data_dir(self) -> Path:
         return self.settings.paths.data_dir
+
+    def in_flight(self, address: str | None) -> int:
+        """Sign-ins being checked now from ``address``."""
+        return sum(1 for pair in self.signing_in if pair.rsplit(" ", 1)[-1] == address)
 
     def signin_required(self) -> bool:
         # behind a proxy, "loopback" is the proxy: whoever reaches it must sign in
@@ -125,13 +146,13 @@ class WebState:
             self.local.popitem(last=False)
         return token, csrf
 
-    def docs_search(self, name: str) -> DocsSearch:
-        """The index's search, kept open (its embedding model loads once)."""
+    def docs_search(self, name: str) -> SharedSearch:
+        """The index's search, kept open (its embedding model loads once); off the loop."""
         from localassist.retrieval import DocsSearch
 
         with self.docs_lock:
             if name not in self.docs:
-                self.docs[name] = DocsSearch(self.settings, name)
+                self.docs[name] = SharedSearch(DocsSearch(self.settings, name))
             return self.docs[name]
 
     def close(self) -> None:

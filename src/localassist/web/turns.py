@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     from localassist.conversation.log_store import StoredConversation
     from localassist.documents.model import Document
     from localassist.engine.types import Backend, Done, SamplingParams
-    from localassist.retrieval import DocsSearch
     from localassist.tools.registry import ToolRegistry
+    from localassist.web.state import SharedSearch
 
 ACTIONS = ("send", "regenerate", "edit")
 MEMORY_POLICIES = ("buffer", "window:4", "window:8", "window:16", "summary")
@@ -111,11 +111,20 @@ def defaults(settings: Any, model: str) -> ChatSettings:
 
 @dataclass
 class WebTurn:
+    """A turn begun: nothing of it is in the log until ``finish``, which runs only for an
+    answer that really started (a turn refused by the queue, or given up while it waited,
+    leaves no trace: no conversation made, no settings saved, no exchange undone)."""
+
     assistant: Assistant
     turn: Turn
     log: ExchangeLog
+    conversation_id: str
     notices: list[str] = field(default_factory=list)
     sources: list[dict[str, Any]] = field(default_factory=list)
+    create: dict[str, Any] | None = None  # a new conversation: made at finish
+    settings: dict[str, Any] | None = None  # an existing one's settings: saved at finish
+    undone: int | None = None  # the exchange an edit replaces: marked at finish
+    log_errors: list[str] = field(default_factory=list)
 
 
 def start(
@@ -126,17 +135,18 @@ def start(
     action: str,
     message: str,
     *,
+    conversation_id: str,
+    owner: str | None,
     data_dir: Path,
-    log_enabled: bool,
-    docs: DocsSearch | None = None,
+    docs: SharedSearch | None = None,
     registry: ToolRegistry | None = None,
     tool_roots: tuple[Path, ...] = (),
     attached: list[Document] | None = None,
 ) -> WebTurn | list[str]:
     """Begin the turn (off the event loop: it counts tokens, may summarize old turns and
-    search an index); nothing is logged yet, so a turn refused here leaves no trace.
-    Returns the turn, or, when the index has nothing relevant enough, the notices that
-    say so (no model is asked, as in the REPL)."""
+    search an index); nothing is written yet. ``conversation`` None: a new one, to be
+    made under ``conversation_id``. Returns the turn, or, when the index has nothing
+    relevant enough, the notices that say so (no model is asked, as in the REPL)."""
     from localassist.assistant import Assistant
     from localassist.conversation.exchange_log import ExchangeLog
     from localassist.conversation.memory import MemoryPolicy
@@ -145,12 +155,13 @@ def start(
         raise UsageError(f"action must be one of {', '.join(ACTIONS)}")
     if action != "regenerate" and (not message.strip() or len(message) > MAX_MESSAGE):
         raise UsageError("a message is 1 to 100,000 characters")
-    log = ExchangeLog(data_dir, enabled=log_enabled, history=conversation)
+    log_errors: list[str] = []
+    log = ExchangeLog(data_dir, history=conversation, on_error=log_errors.append)
     assistant = Assistant(
         backend, chat.sampling(base), system=chat.system or None, memory=MemoryPolicy.parse(chat.memory), log=log
     )
     notices: list[str] = []
-    if conversation is not None:  # None: a new one, which the caller makes once the turn has started
+    if conversation is not None:
         notices += assistant.restore_attachments(conversation.attachments)
         restored = assistant.restore(conversation.messages())
         notices += [restored] if restored else []
@@ -160,11 +171,15 @@ def start(
 
         # no approver: exec-class tools are refused, and the server offers none of them
         assistant.agent = Agent(registry, ToolContext(roots=tool_roots))
+    undone = None
     if action == "regenerate":
         question = assistant.last_question().content
     else:
-        if action == "edit":
+        if action == "edit":  # taken off here, marked undone in the log only at finish
+            assistant.log = None
             assistant.undo()
+            assistant.log = log
+            undone = log.ids.pop() if log.ids else None
         question = message
     wrapped, sources = None, []
     if docs is not None:
@@ -187,13 +202,50 @@ def start(
     if turn.notice:
         notices.append(turn.notice)
     log.sources = sources
-    return WebTurn(assistant, turn, log, notices, sources)
+    web = WebTurn(assistant, turn, log, conversation_id, notices, sources, undone=undone, log_errors=log_errors)
+    if conversation is None:
+        web.create = {"title": message, "model": chat.model, "system": chat.system or None, "owner": owner}
+    web.settings = chat.as_dict()
+    return web
 
 
 def finish(web: WebTurn) -> tuple[Done, int | None]:
-    """Log the exchange (once its stream has ended, a stopped one too); its id in the log."""
-    done = web.assistant.finish(web.turn)
-    return done, web.log.ids[-1] if web.log.ids else None
+    """Log the exchange, once its stream has ended (a stopped one too, marked): make its
+    conversation if it is new, save its settings, mark the exchange an edit replaced.
+    What cannot be written is in ``web.log_errors``; the answer is never lost for it.
+    Returns the answer and its id in the log."""
+    from localassist.conversation.exchange_log import open_log
+    from localassist.errors import LocalAssistError
+
+    try:
+        store = open_log(web.log.data_dir)
+        try:
+            if web.create is not None:
+                c = web.create
+                store.create_conversation(
+                    c["title"], c["model"], c["system"], c["owner"], web.settings or {}, cid=web.conversation_id
+                )
+            elif web.settings is not None:
+                store.update_conversation(web.conversation_id, settings=web.settings)
+            if web.undone is not None:
+                store.set_status([web.undone], "undone")
+        finally:
+            store.close()
+        web.log.conversation_id = web.conversation_id
+    except LocalAssistError as exc:
+        web.log_errors.append(str(exc))
+        web.log.enabled = False  # not half a conversation: the answer is shown, and said to be unlogged
+    # Assistant.finish would also count the conversation's tokens with the model: not here,
+    # off the model's worker (and possibly while the server frees the model at shutdown).
+    done = web.turn.stream.result()
+    user, assistant = web.turn.user, web.assistant
+    if user is not None:
+        calls = getattr(web.turn.stream, "records", ())  # the tool calls behind the answer (agent.AgentStream)
+        web.log.exchange(
+            user.content, done, assistant.params.record(), assistant.user_system, web.turn.regenerated, calls
+        )
+    logged = web.log.enabled and not web.log_errors and web.log.ids and web.log.ids[-1]
+    return done, logged or None
 
 
 def source(hit: Any) -> dict[str, Any]:
