@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 import pexpect
@@ -64,27 +63,39 @@ def test_add_list_passwd_rm(cli, isolated_home):
     assert [u["name"] for u in json.loads(cli("users", "list", "--json").stdout)] == ["bob"]
 
 
-def test_rm_deletes_the_users_web_conversations(cli, isolated_home):
-    conversations = pytest.importorskip("localassist.web.conversations")
-    if not hasattr(conversations, "delete_owned"):
-        pytest.skip("web.conversations.delete_owned is not there yet")
-    assert cli("users", "add", "ada", "--password-stdin", input="a long password\n").returncode == 0
-    # the real deletion is the web conversations' tests'; here: rm asks for it, for this user only
-    script = (
-        "import sys, localassist.web.conversations as c\n"
-        "def fake(data, cache, owner):\n"
-        "    print('owner', owner, data.name, cache.name, file=sys.stderr)\n"
-        "    return 2\n"
-        "c.delete_owned = fake\n"
-        "from localassist.cli.app import main\n"
-        "sys.exit(main(['users', 'rm', 'ada']))\n"
+def test_rm_deletes_that_users_web_conversations_and_no_one_elses(cli, isolated_home):
+    from localassist.conversation.log_store import LogStore, log_path
+    from localassist.engine.types import Done, Timings, Usage
+
+    for name in ("ada", "bob"):
+        assert cli("users", "add", name, "--password-stdin", input="a long password\n").returncode == 0
+    store = LogStore(log_path(isolated_home / "data"))
+    owned = {}
+    for owner in ("ada", "ada", "bob", None):
+        cid = store.create_conversation(f"{owner}'s question", "m", None, owner, {})
+        store.log_exchange(
+            cid,
+            f"{owner}'s question",
+            Done("an answer", "m", "stop", Usage(0, 0, 0), Timings(0, None, None, None, 0)),
+            {},
+        )
+        owned.setdefault(owner, []).append(cid)
+    store.close()
+
+    refused = cli("users", "rm", "ada")  # no terminal: --yes must say it
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == (
+        "localassist: error: users rm ada deletes their 2 web conversation(s) too; "
+        "pass --yes to do it without a terminal"
     )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stderr.splitlines() == [
-        "owner ada data cache",
-        "localassist: removed user 'ada' (2 conversations deleted)",
-    ]
+    removed = cli("users", "rm", "ada", "--yes")
+    assert removed.returncode == 0, removed.stderr
+    assert removed.stderr.strip() == "localassist: removed user 'ada' (2 conversations deleted)"
+    store = LogStore(log_path(isolated_home / "data"))
+    left = store.conversation_ids()
+    store.close()
+    assert left == {*owned["bob"], *owned[None]}
+    assert b"ada's question" not in (isolated_home / "data" / "logs.db").read_bytes()
 
 
 def test_an_empty_list_says_how_to_add(cli):

@@ -103,6 +103,20 @@ def test_web_signin_wrong_password_is_refused_right_one_works_and_sign_out_ends_
     expect(page.get_by_role("button", name="Sign in")).to_be_visible()
 
 
+def test_web_the_next_user_on_a_shared_browser_starts_blank(open_page, server):
+    page = signed_in(open_page, server, "ada").page
+    page.get_by_label("System prompt").fill("Ada's private instructions")
+    short_answer(page, "Ada's question on a shared computer")
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    assert page.url == server.url + "/"
+    sign_in(page, "bob", USERS["bob"])
+    expect(page.get_by_role("textbox", name="Message")).to_be_visible()
+    expect(page.get_by_label("System prompt")).to_have_value("")
+    expect(page.locator(".message")).to_have_count(0)
+    expect(page.get_by_text("Ada's question on a shared computer")).to_have_count(0)
+
+
 def test_web_a_user_never_reaches_another_users_conversations(open_page, server):
     ada = signed_in(open_page, server, "ada").page
     cid = short_answer(ada, "Ada's secret plan is the analytical engine.")

@@ -242,11 +242,13 @@ class Assistant:
         if names and self.log is not None:
             self.log.snapshots(names)
 
-    def restore(self, messages: list[Message]) -> str | None:
+    def restore(self, messages: list[Message], *, fit: bool = True) -> str | None:
         """Reopen a conversation (``chat --resume``, ``ask -c``): its messages, fitted to
-        the context under the memory policy; returns the policy's notice, if it acted."""
+        the context under the memory policy; returns the policy's notice, if it acted.
+        ``fit`` False: as they are, for the next ``send`` to fit (and announce) with its
+        message (the web chat, which reopens the conversation on every turn)."""
         self.conversation.turns = list(messages)
-        notice = self._fit([]).notice() if messages else None
+        notice = self._fit([]).notice() if messages and fit else None
         self._refresh_used()
         return notice
 

@@ -104,21 +104,49 @@ def list_(
 
 
 @app.command()
-def rm(name: Annotated[str, typer.Argument(help="The user's name.")]) -> None:
+def rm(
+    name: Annotated[str, typer.Argument(help="The user's name.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete their conversations without asking.")] = False,
+) -> None:
     """Remove a user, sign them out everywhere and delete their web conversations
-    (`localassist users rm ada`)."""
+    (`localassist users rm ada`; it asks first when they have any, or pass --yes)."""
     from localassist.settings import app_paths
 
     paths = app_paths()
     accounts = _accounts()
     try:
         accounts.require(name)  # exit 3 when there is no such user
+        if not yes:
+            _confirm_rm(paths.data_dir, name)
         accounts.end_sessions(name)  # no request of theirs starts a conversation while it is deleted
         deleted = _delete_conversations(paths.data_dir, paths.cache_dir, name)
         accounts.remove(name)  # last: if the deletion failed, `users rm` can be run again
     finally:
         accounts.close()
     warn(f"removed user {name!r} ({deleted} conversation{'' if deleted == 1 else 's'} deleted)")
+
+
+def _confirm_rm(data_dir: Path, name: str) -> None:
+    """Ask on the terminal, default No, when the user has conversations; without a
+    terminal, --yes must say it (as `logs rm --all`)."""
+    from localassist.cli.env import current
+    from localassist.conversation.exchange_log import open_log
+    from localassist.errors import UsageError
+
+    store = open_log(data_dir)
+    try:
+        count = len(store.owned(name, limit=1_000_000))
+    finally:
+        store.close()
+    if not count:
+        return
+    if not current().stdin_isatty:
+        raise UsageError(
+            f"users rm {name} deletes their {count} web conversation(s) too; pass --yes to do it without a terminal"
+        )
+    if not typer.confirm(f"Remove {name!r} and delete their {count} web conversation(s)?", default=False, err=True):
+        warn("nothing removed")
+        raise typer.Exit(0)
 
 
 def _delete_conversations(data_dir: Path, cache_dir: Path, owner: str) -> int:

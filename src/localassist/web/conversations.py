@@ -58,12 +58,14 @@ def view(conv: StoredConversation, settings: dict[str, Any]) -> dict[str, Any]:
     """A conversation as the page shows it: its active exchanges as messages."""
     messages: list[dict[str, Any]] = []
     for ex in conv.shown():
-        messages.append({"role": "user", "content": ex.prompt, "exchange_id": ex.id})
+        summary = isinstance(ex.params, dict) and "summarize" in ex.params  # Summarise's: not a chat turn
+        messages.append({"role": "user", "content": ex.prompt, "exchange_id": ex.id, "summary": summary})
         messages.append(
             {
                 "role": "assistant",
                 "content": ex.response,
                 "exchange_id": ex.id,
+                "summary": summary,
                 "finish_reason": ex.finish_reason,
                 "usage": {"prompt_tokens": ex.prompt_tokens, "completion_tokens": ex.completion_tokens},
                 "tokens_per_s": ex.generation_tps,

@@ -145,7 +145,8 @@ def start_summary(
             }
         )
     notices = [*summarizer.warnings, plan.ledger.line()]
-    return Summary(run, conversation.id, f"Summarise {attachment.name}", sampling.record(), notices, sources)
+    params = {**sampling.record(), "summarize": attachment.name}  # marks the exchange as a summary
+    return Summary(run, conversation.id, f"Summarise {attachment.name}", params, notices, sources)
 
 
 def log_summary(summary: Summary, data_dir: Path) -> tuple[int | None, str | None]:

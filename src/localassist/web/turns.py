@@ -163,8 +163,9 @@ def start(
     notices: list[str] = []
     if conversation is not None:
         notices += assistant.restore_attachments(conversation.attachments)
-        restored = assistant.restore(conversation.messages())
-        notices += [restored] if restored else []
+        # reopened on every turn (the server keeps no session): fitted once, with the new
+        # message, so the turn announces (once) what of the history its prompt leaves out
+        assistant.restore(conversation.messages(), fit=False)
     if registry is not None and len(registry.names):
         from localassist.agent import Agent
         from localassist.tools.base import ToolContext

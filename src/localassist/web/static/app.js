@@ -108,7 +108,7 @@ async function signin(event) {
       err.textContent = await errorMessage(resp);
     } else {
       $("password").value = "";
-      await boot();
+      fresh(); // a new user starts from a blank page, never the last one's conversation or settings
     }
   } catch (e) {
     err.textContent = "cannot reach the server: " + e.message;
@@ -119,7 +119,13 @@ async function signin(event) {
 
 async function signout() {
   try { await api("POST", "/web/api/signout"); } catch { /* the form shows anyway */ }
-  showSignin();
+  fresh();
+}
+
+// Reload at / : nothing of the user before (messages, settings, title, list) stays in the page.
+function fresh() {
+  history.replaceState(null, "", "/");
+  location.reload();
 }
 
 // ---- settings panel ------------------------------------------------------------------------
@@ -282,6 +288,7 @@ async function loadList() {
     li.dataset.id = c.id;
     if (c.id === state.convId) li.classList.add("current");
     const a = h("a", "conv-link", c.title || "Untitled");
+    a.title = c.title || "Untitled"; // the whole title, where the list cuts it short
     a.href = "#/c/" + encodeURIComponent(c.id);
     if (c.id === state.convId) a.setAttribute("aria-current", "page");
     a.addEventListener("click", () => { if (NARROW.matches) setNavOpen(false); });
@@ -384,7 +391,8 @@ async function openConversation(id) {
   }
   if (seq !== state.loadSeq) return;
   state.convId = conv.id;
-  state.messages = (conv.messages || []).map((m) => ({ ...m }));
+  // a summary is neither edited nor regenerated as a chat question
+  state.messages = (conv.messages || []).map((m) => ({ ...m, noEdit: Boolean(m.summary) }));
   state.attachments = conv.attachments || [];
   setTitle(conv.title);
   applySettings(conv.settings || {});
@@ -434,7 +442,9 @@ function messageNode(m) {
     if (m.sources && m.sources.length) addSources(m, m.sources);
     for (const n of m.notices || []) addLine(m, "notice", n);
     if (m.error) addLine(m, "error", m.error);
-    if (m.stopped) addLine(m, "notice", "stopped");
+    // as the log keeps it: a stopped answer, or one that reached Max tokens
+    if (m.stopped || m.finish_reason === "cancelled") addLine(m, "notice", "stopped");
+    else if (m.finish_reason === "length") addLine(m, "notice", "cut off at Max tokens");
     showUsage(m);
   }
   const actions = h("div", "actions");
@@ -508,7 +518,9 @@ function showUsage(m) {
   if (!u) return;
   const parts = [(u.prompt_tokens ?? 0) + " + " + (u.completion_tokens ?? 0) + " tokens"];
   if (m.tokens_per_s) parts.push(Number(m.tokens_per_s).toFixed(1) + " tok/s");
-  if (m.ttft_s !== undefined && m.ttft_s !== null) parts.push(Number(m.ttft_s).toFixed(2) + " s to first token");
+  // seen here (waiting in the server's queue included) when it streamed in; else the log's
+  const ttft = m.waited_s ?? m.ttft_s;
+  if (ttft !== undefined && ttft !== null) parts.push(Number(ttft).toFixed(2) + " s to first token");
   const old = m.node.querySelector(".usage");
   if (old) old.remove();
   extras(m).append(h("p", "usage", parts.join(" \u00b7 ")));
@@ -637,7 +649,7 @@ async function stream(url, body, userLabel) {
   const controller = new AbortController();
   const busy = { controller };
   setBusy(busy);
-  const answer = { role: "assistant", content: "", notices: [], tool_calls: [], sources: [] };
+  const answer = { role: "assistant", content: "", notices: [], tool_calls: [], sources: [], sent: performance.now() };
   let resp;
   try {
     for (;;) {
@@ -733,6 +745,7 @@ async function readStream(resp, answer) {
   }
   if (frame) cancelAnimationFrame(frame);
   paint();
+  if (answer.finish_reason === "length") addLine(answer, "notice", "cut off at Max tokens");
   showUsage(answer);
   if (done) reader.cancel().catch(() => {});
 }
@@ -768,7 +781,9 @@ function handleFrame(obj, answer) {
   if (obj.usage) answer.usage = obj.usage;
   const choice = obj.choices && obj.choices[0];
   const text = choice && choice.delta && choice.delta.content;
+  if (choice && choice.finish_reason) answer.finish_reason = choice.finish_reason;
   if (text) {
+    if (!answer.content && answer.sent) answer.waited_s = (performance.now() - answer.sent) / 1000;
     answer.content += text;
     return true;
   }
