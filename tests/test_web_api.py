@@ -348,3 +348,25 @@ def test_a_turn_refused_by_the_rate_limit_changes_nothing(limited):
     assert [m["content"] for m in conv["messages"] if m["role"] == "user"] == ["one", "two", "three"]
     _, listing = page.json("GET", "/web/api/conversations")
     assert [c["id"] for c in listing["data"]] == [cid]
+
+
+def test_a_long_upload_summarized_to_fit_stops_when_its_client_goes(server, page):
+    """Work run on the model's worker for a request (here the map calls that fit a long
+    file) stops at its next token once its client is gone, freeing the queue."""
+    text = "\n".join(f"Line {i}: the harbour master logged ship number {i * 7} at dawn." for i in range(400))
+    host, port = server.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    cookie = "; ".join(f"{c.name}={c.value}" for c in page.jar)
+    headers = {"Origin": server.url, "X-CSRF-Token": page.csrf or "", "Cookie": cookie, "X-Filename": "log.txt"}
+    conn.request("POST", "/web/api/conversations/new/files", text.encode(), headers)
+    deadline = time.monotonic() + 30
+    while server.get("/health")[1]["running"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)  # until the worker is summarizing it
+    assert server.get("/health")[1]["running"] == 1
+    conn.sock.shutdown(2)
+    conn.close()
+    gone = time.monotonic()
+    while server.get("/health")[1]["running"] and time.monotonic() < gone + 20:
+        time.sleep(0.1)
+    assert server.get("/health")[1]["running"] == 0
+    assert time.monotonic() - gone < 5  # one token and a prompt batch at most, not the whole map

@@ -158,11 +158,17 @@ class StreamJob(Job):
 
 
 class CallJob(Job):
-    """Runs ``fn()`` on the worker thread (embeddings); the result or error goes to the loop."""
+    """Runs ``fn()`` on the worker thread (embeddings); the result or error goes to the loop.
+    A cancel sets ``stopping``: work that can stop between steps (a summary's map calls)
+    watches it."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, fn: Callable[[], Any]) -> None:
         super().__init__(loop)
         self.fn = fn
+        self.stopping = threading.Event()
+
+    def interrupt(self) -> None:
+        self.stopping.set()
 
     def run(self) -> None:
         self.emit(("result", self.fn()))

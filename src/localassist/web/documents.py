@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +47,7 @@ def attach(
     owner: str | None,
     data_dir: Path,
     config_dir: Path,
+    stopping: threading.Event | None = None,
 ) -> tuple[int, str]:
     """Pin the file to the conversation (``conversation`` None: a new one, made under
     ``conversation_id`` once the file is pinned), then log it and keep the file; nothing
@@ -67,7 +70,11 @@ def attach(
         from localassist.documents.summarize import Summarizer, SummaryOptions, SummaryTemplates
 
         summarizer = Summarizer(
-            backend, SummaryTemplates.load(config_dir), assistant.params, options=SummaryOptions(max_tokens=max_tokens)
+            backend,
+            SummaryTemplates.load(config_dir),
+            assistant.params,
+            options=SummaryOptions(max_tokens=max_tokens),
+            on_progress=_until(stopping),
         )
         plan = summarizer.plan([doc])
         done = summarizer.start(plan).finish()
@@ -113,6 +120,7 @@ def start_summary(
     *,
     data_dir: Path,
     config_dir: Path,
+    stopping: threading.Event | None = None,
 ) -> Summary:
     """Plan and map the attached file's summary (here, off the loop); the final call is
     ``Summary.stream``, run by the model's worker."""
@@ -128,7 +136,7 @@ def start_summary(
         ) from None
     document = load_bytes(data, attachment.name)
     sampling = chat.sampling(base)
-    summarizer = Summarizer(backend, SummaryTemplates.load(config_dir), sampling)
+    summarizer = Summarizer(backend, SummaryTemplates.load(config_dir), sampling, on_progress=_until(stopping))
     plan = summarizer.plan([document])
     run = summarizer.start(plan)
     sources = []
@@ -210,6 +218,19 @@ def cited(documents: list[Document], question: str, backend: Backend) -> list[di
             }
         )
     return out
+
+
+def _until(stopping: threading.Event | None) -> Callable[[Any], None] | None:
+    """A summarizer's progress callback that stops it at its next token once ``stopping``
+    is set (the summarizer cancels its call and keeps the notes it made, as on Ctrl-C)."""
+    if stopping is None:
+        return None
+
+    def check(_progress: Any) -> None:
+        if stopping.is_set():
+            raise KeyboardInterrupt
+
+    return check
 
 
 def _lines(start: int | None, end: int | None) -> str | None:

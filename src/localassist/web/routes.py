@@ -15,6 +15,7 @@ import asyncio
 import functools
 import hashlib
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -385,7 +386,7 @@ async def chat(request: Request, state: ServerState, call: CallState, user: WebU
 
     try:
         if settings.memory == "summary":  # fitting may ask the model for a summary: its turn in the queue
-            started = await _on_worker(request, state, loaded, begin)
+            started = await _on_worker(request, state, loaded, lambda _stopping: begin())
         else:
             started = await anyio.to_thread.run_sync(begin)
     except LocalAssistError as exc:
@@ -517,7 +518,7 @@ async def upload(request: Request, state: ServerState, call: CallState, user: We
     loaded = state.chat_model(settings.model)
     from localassist.web import documents
 
-    def work() -> tuple[int, str]:
+    def work(stopping: threading.Event) -> tuple[int, str]:
         return documents.attach(
             loaded.backend,
             state.config.defaults,
@@ -529,6 +530,7 @@ async def upload(request: Request, state: ServerState, call: CallState, user: We
             owner=user.owner,
             data_dir=webstate.data_dir,
             config_dir=webstate.settings.paths.config_dir,
+            stopping=stopping,
         )
 
     call.row.model = settings.model
@@ -564,7 +566,7 @@ async def summarize(request: Request, state: ServerState, call: CallState, user:
     call.row.model, call.row.stream = settings.model, True
     from localassist.web import documents
 
-    def plan() -> documents.Summary:
+    def plan(stopping: threading.Event) -> documents.Summary:
         return documents.start_summary(
             loaded.backend,
             state.config.defaults,
@@ -573,6 +575,7 @@ async def summarize(request: Request, state: ServerState, call: CallState, user:
             conversation.attachments[which],
             data_dir=webstate.data_dir,
             config_dir=webstate.settings.paths.config_dir,
+            stopping=stopping,
         )
 
     call.content = False
@@ -626,17 +629,20 @@ def _file_name(header: str) -> str:
     return path.stem[:120] + path.suffix[:12] if name else ""
 
 
-async def _on_worker(request: Request, state: ServerState, loaded: Any, fn: Callable[[], Any]) -> Any:
-    """``fn()`` run by the model's worker, in its queue (429 when full), under the request's
-    time limit; what it returns. For model work that is not one streamed answer (fitting a
-    long document or conversation by summarizing it)."""
+async def _on_worker(request: Request, state: ServerState, loaded: Any, fn: Callable[[threading.Event], Any]) -> Any:
+    """``fn(stopping)`` run by the model's worker, in its queue (429 when full), under the
+    request's time limit; what it returns. For model work that is not one streamed answer
+    (fitting a long document or conversation by summarizing it); ``stopping`` is set when
+    the client goes or the time limit passes, and ``fn`` stops at its next token."""
     assert state.loop is not None
 
     def run() -> tuple[bool, Any]:
         try:
-            return True, fn()
+            return True, fn(job.stopping)
         except LocalAssistError as exc:  # the core's own errors: raised here as what they are
             return False, exc
+        except KeyboardInterrupt:  # stopped (stopping was set): nobody waits for it any more
+            return False, None
 
     job = CallJob(state.loop, run)
     state.submit(loaded, job)
