@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from types import SimpleNamespace
 
 import pytest
 
@@ -161,7 +162,7 @@ def test_a_tool_call_and_an_agent_notice_become_frames_under_the_answer():
     record = ToolRecord(1, "c1", "calc", '{"expression": "6*7"}', "auto", "42", False, 0.01)
 
     async def frames() -> list[bytes | None]:
-        hooks = routes._hooks(None, None)  # type: ignore[arg-type]
+        hooks = routes._hooks(None, SimpleNamespace(sources=[]))  # type: ignore[arg-type]
         return [hooks.event(ToolFinished(record)), hooks.event(AgentNotice("out of steps")), hooks.event(object())]
 
     # a loop of its own, on a thread: the browser tests' Playwright holds this thread's loop

@@ -412,32 +412,11 @@ async def chat(request: Request, state: ServerState, call: CallState, user: WebU
 
 
 def _hooks(job: StreamJob, started: turns.WebTurn) -> StreamHooks:
-    """Log the turn once: when its answer is done (the frames before [DONE] say where it is
-    in the log), or once its job has ended after a Stop, a time limit or a failure (the
-    answer so far, marked). A job that never started answered nothing: nothing is logged."""
-    loop = asyncio.get_running_loop()
-    logged = False
+    """A chat answer's hooks: logged once (``_logged_once``), and its tool calls and the
+    agent's notices as frames under it."""
 
-    async def done(answer: Done) -> bytes:
-        nonlocal logged
-        logged = True
-        _, exchange_id = await anyio.to_thread.run_sync(turns.finish, started)
-        out = b""
-        if started.sources:
-            out += wire.frame({"object": "localassist.sources", "sources": started.sources})
-        for problem in started.log_errors:
-            out += _notice(f"not logged: {problem}")
-        t = answer.timings
-        timings = {"ttft_s": t.ttft_s, "tokens_per_s": t.generation_tokens_per_s, "exchange_id": exchange_id}
-        return out + wire.frame({"object": "localassist.timings", **timings})
-
-    def stopped() -> None:
-        nonlocal logged
-        if logged or job.started is None or job.abandoned:
-            return
-        logged = True
-        later = loop.run_in_executor(None, turns.finish, started)
-        later.add_done_callback(_report("logging a stopped answer"))
+    def log() -> tuple[int | None, list[str]]:
+        return turns.finish(started)[1], started.log_errors
 
     def event(ev: Any) -> bytes | None:
         from localassist.agent import AgentNotice, ToolFinished
@@ -456,6 +435,41 @@ def _hooks(job: StreamJob, started: turns.WebTurn) -> StreamHooks:
         if isinstance(ev, AgentNotice):
             return _notice(ev.text)
         return None
+
+    return _logged_once(job, log, started.sources, "an answer", event)
+
+
+def _logged_once(
+    job: StreamJob,
+    log: Callable[[], tuple[int | None, list[str]]],
+    sources: list[dict[str, Any]],
+    what: str,
+    event: Callable[[Any], bytes | None] = lambda _event: None,
+) -> StreamHooks:
+    """Hooks that ``log()`` the exchange exactly once: when the answer is done (then the
+    frames before [DONE] give its sources, what could not be logged, and its place in the
+    log), or once its job has ended after a Stop, a time limit or a failure (the answer so
+    far, marked). A job that never started answered nothing: nothing is logged."""
+    loop = asyncio.get_running_loop()
+    logged = False
+
+    async def done(answer: Done) -> bytes:
+        nonlocal logged
+        logged = True
+        exchange_id, problems = await anyio.to_thread.run_sync(log)
+        out = wire.frame({"object": "localassist.sources", "sources": sources}) if sources else b""
+        out += b"".join(_notice(f"not logged: {problem}") for problem in problems)
+        t = answer.timings
+        timings = {"ttft_s": t.ttft_s, "tokens_per_s": t.generation_tokens_per_s, "exchange_id": exchange_id}
+        return out + wire.frame({"object": "localassist.timings", **timings})
+
+    def stopped() -> None:
+        nonlocal logged
+        if logged or job.started is None or job.abandoned:
+            return
+        logged = True
+        later = loop.run_in_executor(None, log)
+        later.add_done_callback(_report(f"logging {what} that was stopped"))
 
     return StreamHooks(event=event, done=done, stopped=stopped)
 
@@ -588,29 +602,13 @@ async def summarize(request: Request, state: ServerState, call: CallState, user:
     job = StreamJob(state.loop, run.stream)
     state.submit(loaded, job)
     call.job = job
-    loop = asyncio.get_running_loop()
-    logged = False  # once, as chat's answers are: when done, or the part streamed before a Stop
 
-    async def done(answer: Done) -> bytes:
-        nonlocal logged
-        logged = True
-        exchange_id, problem = await anyio.to_thread.run_sync(documents.log_summary, run, webstate.data_dir)
-        t = answer.timings
-        timings = {"ttft_s": t.ttft_s, "tokens_per_s": t.generation_tokens_per_s, "exchange_id": exchange_id}
-        out = wire.frame({"object": "localassist.sources", "sources": run.sources})
-        out += _notice(f"not logged: {problem}") if problem else b""
-        return out + wire.frame({"object": "localassist.timings", **timings})
-
-    def stopped() -> None:
-        nonlocal logged
-        if logged or job.started is None or job.abandoned:
-            return
-        logged = True
-        later = loop.run_in_executor(None, documents.log_summary, run, webstate.data_dir)
-        later.add_done_callback(_report("logging a stopped summary"))
+    def log() -> tuple[int | None, list[str]]:
+        exchange_id, problem = documents.log_summary(run, webstate.data_dir)
+        return exchange_id, [problem] if problem else []
 
     writer = wire.ChunkWriter(settings.model, True, include_usage=True)
-    frames = sse(state, call, job, writer, StreamHooks(done=done, stopped=stopped))
+    frames = sse(state, call, job, writer, _logged_once(job, log, run.sources, "a summary"))
     return StreamingResponse(
         _notices_first(run.notices, frames),
         media_type="text/event-stream",
